@@ -1,0 +1,5 @@
+import sys
+
+from mono_depth_ros.cli import main
+
+sys.exit(main())
