@@ -1,0 +1,103 @@
+"""Depth image -> 3-D points, vectorised and allocation-light (no rclpy).
+
+The ROS layer packs the result into sensor_msgs/PointCloud2
+(:mod:`mono_depth_ros.ros.conversions`). Points are in the camera optical frame
+(REP 103) unless a ``T_target_camera`` is given.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["RayGrid", "depth_to_points", "voxel_downsample", "colorize_depth"]
+
+
+class RayGrid:
+    """Unit-depth rays ``K^-1 [u, v, 1]`` for a strided pixel grid, cached per (H, W, K, stride).
+
+    ``rays`` has shape (H', W', 3) with H' = ceil(H/stride); multiplying by
+    depth gives optical-frame points.
+    """
+
+    def __init__(self):
+        self._key = None
+        self.rays: np.ndarray | None = None
+
+    def get(self, height: int, width: int, K: np.ndarray, stride: int) -> np.ndarray:
+        key = (height, width, stride, tuple(np.asarray(K, np.float64).ravel().round(9)))
+        if key != self._key:
+            v, u = np.mgrid[0:height:stride, 0:width:stride].astype(np.float64)
+            fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+            skew = K[0, 1]
+            y = (v - cy) / fy
+            x = (u - cx - skew * y) / fx
+            self.rays = np.stack([x, y, np.ones_like(x)], axis=-1).astype(np.float32)
+            self._key = key
+        return self.rays
+
+
+def depth_to_points(depth: np.ndarray, K: np.ndarray, stride: int = 1, T_target_camera: np.ndarray | None = None,
+                    rays: RayGrid | None = None) -> np.ndarray:
+    """Back-project a depth image.
+
+    Args:
+        depth: (H,W) float32 metres; NaN/inf/<=0 are invalid.
+        K: (3,3) pixel intrinsics of ``depth``.
+        stride: keep every ``stride``-th row and column.
+        T_target_camera: optional (4,4) transform applied to the points.
+        rays: optional :class:`RayGrid` cache (reused across frames).
+    Returns:
+        (H',W',3) float32 points, NaN where the depth is invalid (organised cloud).
+    """
+    if depth.ndim != 2:
+        raise ValueError(f"depth must be (H,W), got {depth.shape}")
+    grid = (rays or RayGrid()).get(depth.shape[0], depth.shape[1], K, stride)
+    d = depth[::stride, ::stride].astype(np.float32, copy=False)
+    d = np.where(np.isfinite(d) & (d > 0), d, np.nan).astype(np.float32)
+    pts = grid * d[..., None]
+    if T_target_camera is not None:
+        T = np.asarray(T_target_camera, dtype=np.float32)
+        pts = pts @ T[:3, :3].T + T[:3, 3]
+    return pts
+
+
+def voxel_downsample(points: np.ndarray, colors: np.ndarray | None, voxel: float):
+    """Average points (and colours) per voxel with open3d.
+
+    Args:
+        points: (N,3) float32, NaNs allowed (dropped).
+        colors: (N,3) uint8 or None.
+    Returns:
+        ((M,3) float32, (M,3) uint8 or None).
+    """
+    import open3d as o3d
+
+    ok = np.isfinite(points).all(axis=1)
+    pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points[ok].astype(np.float64)))
+    if colors is not None:
+        pcd.colors = o3d.utility.Vector3dVector(colors[ok].astype(np.float64) / 255.0)
+    down = pcd.voxel_down_sample(voxel)
+    out_pts = np.asarray(down.points, dtype=np.float32)
+    out_col = (np.asarray(down.colors) * 255.0 + 0.5).astype(np.uint8) if colors is not None else None
+    return out_pts, out_col
+
+
+def colorize_depth(depth: np.ndarray, min_depth: float, max_depth: float) -> np.ndarray:
+    """(H,W) metres -> (H,W,3) uint8 RGB, near = warm, far = cool; invalid = black.
+
+    Colours inverse depth (what the eye reads best) with matplotlib's magma map.
+    """
+    from matplotlib import colormaps
+
+    lut = _LUT.get("magma")
+    if lut is None:
+        lut = _LUT["magma"] = (colormaps["magma"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
+    valid = np.isfinite(depth) & (depth > 0)
+    d = np.clip(np.where(valid, depth, max_depth), min_depth, max_depth)
+    inv = (1.0 / d - 1.0 / max_depth) / (1.0 / min_depth - 1.0 / max_depth)
+    idx = np.clip(inv * 255.0, 0, 255).astype(np.uint8)
+    rgb = lut[idx]
+    rgb[~valid] = 0
+    return rgb
+
+
+_LUT: dict[str, np.ndarray] = {}

@@ -1,0 +1,173 @@
+"""Message <-> numpy conversions for the node (the cv_bridge / sensor_msgs_py part).
+
+cv_bridge from PyPI is broken with numpy 2 and sensor_msgs_py has no wheel, so
+images are decoded with rosbags.image (many encodings, incl. Bayer) and clouds
+are packed from numpy structured arrays (the layout sensor_msgs_py uses).
+Every decoder validates sizes first and raises :class:`InputError` naming the
+problem; the node logs it and keeps running.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from rosbags.image import ImageConversionError, ImageFormatError
+from rosbags.image.image import convert_color, to_cvtype
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
+
+__all__ = [
+    "InputError", "stamp_to_ns", "image_to_rgb", "compressed_to_rgb", "camera_info_to_K",
+    "depth_to_msg", "rgb_to_msg", "points_to_cloud", "scaled_camera_info",
+]
+
+
+class InputError(ValueError):
+    """A message the node cannot use; the text names the problem."""
+
+
+def stamp_to_ns(stamp) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def image_to_rgb(msg: Image) -> np.ndarray:
+    """sensor_msgs/Image -> (H,W,3) uint8 RGB. Raises InputError."""
+    h, w, enc = int(msg.height), int(msg.width), str(msg.encoding)
+    if h <= 0 or w <= 0:
+        raise InputError(f"image has zero size ({w}x{h})")
+    try:
+        _, _, typestr, nchan = to_cvtype(enc)
+    except (ImageFormatError, ImageConversionError, KeyError, ValueError) as exc:
+        raise InputError(f"unsupported image encoding {enc!r}: {exc}") from None
+    dtype = np.dtype(typestr)
+    row = w * nchan * dtype.itemsize
+    step = int(msg.step) if msg.step else row
+    if step < row:
+        raise InputError(f"image step {step} is smaller than width*channels*bytes = {row} ({enc}, {w}x{h})")
+    data = msg.data
+    if len(data) < step * (h - 1) + row:
+        raise InputError(f"truncated image data: {len(data)} bytes for {w}x{h} {enc} with step {step} "
+                         f"(need {step * h})")
+    buf = np.frombuffer(data, dtype=np.uint8, count=step * h if len(data) >= step * h else len(data))
+    rows = np.lib.stride_tricks.as_strided(buf, shape=(h, row), strides=(step, 1))
+    arr = np.ascontiguousarray(rows).view(dtype)
+    if dtype.itemsize > 1 and bool(msg.is_bigendian) != (np.little_endian is False):
+        arr = arr.byteswap()
+    arr = arr.reshape((h, w) if nchan == 1 else (h, w, nchan))
+    if enc == "rgb8":
+        return arr
+    try:
+        out = convert_color(arr, enc, "rgb8")
+    except (ImageFormatError, ImageConversionError, KeyError, ValueError, cv2.error) as exc:
+        raise InputError(f"cannot convert image encoding {enc!r} to rgb8: {exc}") from None
+    if out.dtype != np.uint8:  # 16-bit / float sources: scale to 8 bit
+        out = cv2.normalize(out, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    if out.ndim == 2:
+        out = np.repeat(out[..., None], 3, axis=2)
+    return out
+
+
+def compressed_to_rgb(msg) -> np.ndarray:
+    """sensor_msgs/CompressedImage (jpeg/png) -> (H,W,3) uint8 RGB. Raises InputError."""
+    data = np.frombuffer(bytes(msg.data), np.uint8)
+    if data.size == 0:
+        raise InputError("compressed image has no data")
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if img is None:
+        raise InputError(f"compressed image ({msg.format!r}, {data.size} bytes) could not be decoded")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def camera_info_to_K(info: CameraInfo) -> np.ndarray:
+    """CameraInfo -> (3,3) K in pixels, validated. Raises InputError."""
+    K = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
+    if not np.all(np.isfinite(K)):
+        raise InputError("camera_info K contains NaN/inf")
+    if K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise InputError(f"camera_info has non-positive focal length (fx={K[0, 0]}, fy={K[1, 1]})")
+    if info.width <= 0 or info.height <= 0:
+        raise InputError(f"camera_info has zero size ({info.width}x{info.height})")
+    return K
+
+
+def scaled_camera_info(info: CameraInfo, K: np.ndarray, width: int, height: int, header) -> CameraInfo:
+    """CameraInfo for the depth image: size (width,height), intrinsics K, no distortion."""
+    out = CameraInfo()
+    out.header = header
+    out.width, out.height = int(width), int(height)
+    out.distortion_model = "plumb_bob"
+    out.d = [0.0] * 5
+    out.k = [float(x) for x in K.ravel()]
+    out.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    P = np.zeros((3, 4))
+    P[:, :3] = K
+    out.p = [float(x) for x in P.ravel()]
+    return out
+
+
+def depth_to_msg(depth: np.ndarray, header) -> Image:
+    """(H,W) float32 metres -> 32FC1 Image (REP 118)."""
+    d = np.ascontiguousarray(depth, dtype=np.float32)
+    msg = Image()
+    msg.header = header
+    msg.height, msg.width = d.shape
+    msg.encoding = "32FC1"
+    msg.is_bigendian = 0
+    msg.step = d.shape[1] * 4
+    msg.data = d.tobytes()
+    return msg
+
+
+def rgb_to_msg(rgb: np.ndarray, header) -> Image:
+    """(H,W,3) uint8 -> rgb8 Image."""
+    a = np.ascontiguousarray(rgb, dtype=np.uint8)
+    msg = Image()
+    msg.header = header
+    msg.height, msg.width = a.shape[:2]
+    msg.encoding = "rgb8"
+    msg.step = a.shape[1] * 3
+    msg.data = a.tobytes()
+    return msg
+
+
+_CLOUD_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<u4")])
+_CLOUD_FIELDS = [
+    PointField(name="x", offset=0, datatype=PointField.FLOAT32, count=1),
+    PointField(name="y", offset=4, datatype=PointField.FLOAT32, count=1),
+    PointField(name="z", offset=8, datatype=PointField.FLOAT32, count=1),
+    # Packed 0x00RRGGBB read as FLOAT32, the PCL / RViz convention.
+    PointField(name="rgb", offset=12, datatype=PointField.FLOAT32, count=1),
+]
+
+
+def points_to_cloud(points: np.ndarray, colors: np.ndarray | None, header) -> PointCloud2:
+    """Pack points into PointCloud2 (x, y, z float32 + packed rgb), vectorised.
+
+    Args:
+        points: (H,W,3) organised (NaN = invalid) or (N,3) float32.
+        colors: matching (...,3) uint8 RGB, or None (white).
+    """
+    organised = points.ndim == 3
+    h, w = (points.shape[0], points.shape[1]) if organised else (1, points.shape[0])
+    flat = points.reshape(-1, 3)
+    arr = np.empty(flat.shape[0], dtype=_CLOUD_DTYPE)
+    arr["x"], arr["y"], arr["z"] = flat[:, 0], flat[:, 1], flat[:, 2]
+    if colors is None:
+        arr["rgb"] = 0x00FFFFFF
+    else:
+        c = colors.reshape(-1, 3).astype(np.uint32)
+        arr["rgb"] = (c[:, 0] << 16) | (c[:, 1] << 8) | c[:, 2]
+    msg = PointCloud2()
+    msg.header = header
+    msg.height, msg.width = h, w
+    msg.fields = _CLOUD_FIELDS
+    msg.is_bigendian = False
+    msg.point_step = _CLOUD_DTYPE.itemsize
+    msg.row_step = _CLOUD_DTYPE.itemsize * w
+    msg.is_dense = bool(np.isfinite(flat).all())
+    msg.data = arr.tobytes()
+    return msg
+
+
+def cloud_to_xyz(msg: PointCloud2) -> np.ndarray:
+    """PointCloud2 written by :func:`points_to_cloud` -> (height*width, 3) float32."""
+    arr = np.frombuffer(bytes(msg.data), dtype=_CLOUD_DTYPE)
+    return np.stack([arr["x"], arr["y"], arr["z"]], axis=1)

@@ -1,0 +1,309 @@
+"""``depth_node``: metric depth images and TF-projected point clouds from one camera.
+
+Wiring only; the work lives in the ROS-free core (inference, pointcloud) and
+in :mod:`.conversions`. Threads:
+
+* the executor runs subscription callbacks; the image callback only drops the
+  message into a one-element slot (latest frame wins, overwritten frames are
+  counted as dropped), so a slow network never builds a backlog;
+* one worker thread takes the newest frame, runs the network and publishes;
+  its bounded TF wait never blocks the executor.
+
+Run: ``ros2 run mono_depth_ros depth_node --ros-args --params-file config/mono_depth.yaml``
+or ``python -m mono_depth_ros.ros.depth_node --ros-args ...``.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+
+from mono_depth_ros.conventions import Topics
+from mono_depth_ros.inference import DepthPredictor
+from mono_depth_ros.pointcloud import RayGrid, colorize_depth, depth_to_points, voxel_downsample
+from mono_depth_ros.tf_buffer import TfError
+
+from . import params as P
+from .conversions import (InputError, camera_info_to_K, compressed_to_rgb, depth_to_msg, image_to_rgb,
+                          points_to_cloud, rgb_to_msg, scaled_camera_info, stamp_to_ns)
+from .tf import TfSource
+
+__all__ = ["DepthNode", "LatestSlot", "main"]
+
+OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+
+
+class LatestSlot:
+    """A one-element mailbox: ``put`` replaces an unconsumed item (and reports it as dropped)."""
+
+    def __init__(self):
+        self._item = None
+        self._cv = threading.Condition()
+
+    def put(self, item) -> bool:
+        """Store ``item``; return True when an older unconsumed item was dropped."""
+        with self._cv:
+            dropped = self._item is not None
+            self._item = item
+            self._cv.notify()
+        return dropped
+
+    def get(self, timeout: float):
+        with self._cv:
+            if self._item is None:
+                self._cv.wait(timeout)
+            item, self._item = self._item, None
+        return item
+
+
+@dataclass
+class _Frame:
+    msg: object            # Image or CompressedImage
+    received: float        # time.monotonic() at arrival
+
+
+class _Stats:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.received = 0
+        self.processed = 0
+        self.dropped = 0
+        self.input_errors = 0
+        self.clouds_dropped = 0
+        self.infer_ms: deque[float] = deque(maxlen=50)
+        self.done_times: deque[float] = deque(maxlen=50)
+
+    def rate_hz(self) -> float:
+        t = list(self.done_times)
+        return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
+
+
+class DepthNode(Node):
+    """Subscribes to a camera, publishes depth, depth/camera_info, depth/colorized and points."""
+
+    def __init__(self, node_name: str = "mono_depth", **kwargs):
+        super().__init__(node_name, **kwargs)
+        self.cfg = P.declare(self)  # ConfigError propagates: refuse to start with bad values
+        P.install_runtime_validation(self, lambda: self.cfg, self._set_cfg)
+        self.stats = _Stats()
+        self._last_error: dict[str, float] = {}
+        self._in_error: set[str] = set()
+        self._info: CameraInfo | None = None
+        self._rays = RayGrid()
+
+        self.predictor, weights = DepthPredictor.from_config(
+            self.cfg.model, self.cfg.checkpoint, (self.cfg.input_height, self.cfg.input_width),
+            self.cfg.min_depth, self.cfg.max_depth, self.cfg.device, self.cfg.num_threads)
+        self.weights_desc = weights
+
+        sensor_group = MutuallyExclusiveCallbackGroup()
+        qos = QoSProfile(depth=self.cfg.qos_depth, history=HistoryPolicy.KEEP_LAST,
+                         reliability=(ReliabilityPolicy.BEST_EFFORT if self.cfg.qos_reliability == "best_effort"
+                                      else ReliabilityPolicy.RELIABLE),
+                         durability=qos_profile_sensor_data.durability)
+        if self.cfg.use_compressed:
+            self.image_topic = self.resolve_topic_name(Topics.IMAGE_COMPRESSED)
+            self.create_subscription(CompressedImage, Topics.IMAGE_COMPRESSED, self._on_image, qos,
+                                     callback_group=sensor_group)
+        else:
+            self.image_topic = self.resolve_topic_name(Topics.IMAGE)
+            self.create_subscription(Image, Topics.IMAGE, self._on_image, qos, callback_group=sensor_group)
+        self.info_topic = self.resolve_topic_name(Topics.CAMERA_INFO)
+        self.create_subscription(CameraInfo, Topics.CAMERA_INFO, self._on_info, qos, callback_group=sensor_group)
+
+        self.pub_depth = self.create_publisher(Image, Topics.DEPTH, OUTPUT_QOS)
+        self.pub_info = self.create_publisher(CameraInfo, Topics.DEPTH_INFO, OUTPUT_QOS)
+        self.pub_color = self.create_publisher(Image, Topics.DEPTH_COLORIZED, OUTPUT_QOS)
+        self.pub_points = self.create_publisher(PointCloud2, Topics.POINTS, OUTPUT_QOS)
+        self.pub_diag = self.create_publisher(DiagnosticArray, Topics.DIAGNOSTICS, 10)
+        self.tf = TfSource(self)
+        self.create_timer(1.0, self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
+
+        self._slot = LatestSlot()
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._run, name="mono_depth_inference", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"depth node ready: {self.cfg.model} {self.cfg.input_width}x{self.cfg.input_height} on "
+            f"{self.predictor.device}, weights: {weights}; image: {self.image_topic}, info: {self.info_topic}, "
+            f"tf: {self.tf.backend}, target_frame: {self.cfg.target_frame or '(camera frame)'}")
+
+    # --------------------------------------------------------------- config
+    def _set_cfg(self, cfg: P.NodeConfig) -> None:
+        self.cfg = cfg
+
+    # ------------------------------------------------------------ callbacks
+    def _on_image(self, msg) -> None:
+        with self.stats.lock:
+            self.stats.received += 1
+        if self._slot.put(_Frame(msg, time.monotonic())):
+            with self.stats.lock:
+                self.stats.dropped += 1
+
+    def _on_info(self, msg: CameraInfo) -> None:
+        self._info = msg
+
+    # ------------------------------------------------------------- problems
+    def _report(self, key: str, text: str, warn: bool = False) -> None:
+        """Log ``text`` at most once per ``error_throttle`` seconds for the same ``key``."""
+        now = time.monotonic()
+        self._in_error.add(key)
+        if now - self._last_error.get(key, -1e18) >= self.cfg.error_throttle:
+            self._last_error[key] = now
+            (self.get_logger().warning if warn else self.get_logger().error)(text)
+
+    def _recovered(self, keys: tuple[str, ...]) -> None:
+        for key in keys:
+            if key in self._in_error:
+                self._in_error.discard(key)
+                self._last_error.pop(key, None)
+                self.get_logger().info(f"input OK again ({key} resolved)")
+
+    # --------------------------------------------------------------- worker
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            frame = self._slot.get(timeout=0.1)
+            if frame is None:
+                continue
+            try:
+                self._process(frame)
+            except Exception as exc:  # never let one frame kill the worker
+                self._report("internal", f"frame failed: {type(exc).__name__}: {exc}")
+
+    def _process(self, frame: _Frame) -> None:
+        msg = frame.msg
+        try:
+            rgb = compressed_to_rgb(msg) if self.cfg.use_compressed else image_to_rgb(msg)
+        except InputError as exc:
+            with self.stats.lock:
+                self.stats.input_errors += 1
+            self._report("image", f"bad image on {self.image_topic}: {exc}")
+            return
+        info = self._info
+        if info is None:
+            with self.stats.lock:
+                self.stats.input_errors += 1
+            self._report("camera_info", f"no camera_info received on {self.info_topic} yet; "
+                                        f"dropping frames until it arrives")
+            return
+        try:
+            K = camera_info_to_K(info)
+        except InputError as exc:
+            self._report("camera_info", f"bad camera_info on {self.info_topic}: {exc}")
+            return
+        H, W = rgb.shape[:2]
+        if (info.width, info.height) != (W, H):
+            with self.stats.lock:
+                self.stats.input_errors += 1
+            self._report("camera_info", f"camera_info size {info.width}x{info.height} differs from image size "
+                                        f"{W}x{H} on {self.image_topic}; dropping frame")
+            return
+        self._recovered(("image", "camera_info"))
+
+        t0 = time.perf_counter()
+        pred = self.predictor.predict(rgb, K)
+        infer_ms = (time.perf_counter() - t0) * 1e3
+        header = msg.header
+        h, w = pred.depth.shape
+        self.pub_depth.publish(depth_to_msg(pred.depth, header))
+        self.pub_info.publish(scaled_camera_info(info, pred.K, w, h, header))
+        if self.cfg.publish_colorized and self.pub_color.get_subscription_count() > 0:
+            self.pub_color.publish(rgb_to_msg(colorize_depth(pred.depth, self.cfg.min_depth, self.cfg.max_depth),
+                                              header))
+        if self.cfg.publish_points and self.pub_points.get_subscription_count() > 0:
+            self._publish_cloud(pred, header)
+        with self.stats.lock:
+            self.stats.processed += 1
+            self.stats.infer_ms.append(infer_ms)
+            self.stats.done_times.append(time.monotonic())
+
+    def _publish_cloud(self, pred, header) -> None:
+        cfg = self.cfg
+        T = None
+        out_header = header
+        if cfg.target_frame and cfg.target_frame != header.frame_id:
+            try:
+                T = self.tf.lookup(cfg.target_frame, header.frame_id, stamp_to_ns(header.stamp), cfg.tf_timeout)
+            except TfError as exc:
+                with self.stats.lock:
+                    self.stats.clouds_dropped += 1
+                self._report("tf", f"point cloud dropped: no transform {cfg.target_frame} <- {header.frame_id} "
+                                   f"at the image stamp: {exc}", warn=True)
+                return
+            self._recovered(("tf",))
+            out_header = type(header)()
+            out_header.stamp = header.stamp
+            out_header.frame_id = cfg.target_frame
+        stride = cfg.point_stride
+        pts = depth_to_points(pred.depth, pred.K, stride, T, self._rays)
+        colors = pred.rgb[::stride, ::stride]
+        if cfg.voxel_size > 0:
+            pts, colors = voxel_downsample(pts.reshape(-1, 3), colors.reshape(-1, 3), cfg.voxel_size)
+        self.pub_points.publish(points_to_cloud(pts, colors, out_header))
+
+    # ---------------------------------------------------------- diagnostics
+    def diagnostics(self) -> dict[str, str]:
+        s = self.stats
+        with s.lock:
+            ms = list(s.infer_ms)
+            return {
+                "frames_received": str(s.received),
+                "frames_processed": str(s.processed),
+                "frames_dropped": str(s.dropped),
+                "input_errors": str(s.input_errors),
+                "clouds_dropped": str(s.clouds_dropped),
+                "inference_ms_mean": f"{np.mean(ms):.1f}" if ms else "nan",
+                "inference_rate_hz": f"{s.rate_hz():.2f}",
+                "weights": self.weights_desc,
+                "tf_backend": self.tf.backend,
+            }
+
+    def _publish_diagnostics(self) -> None:
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        st = DiagnosticStatus(name=f"{self.get_name()}: depth inference", hardware_id=str(self.predictor.device))
+        st.level = DiagnosticStatus.WARN if self._in_error else DiagnosticStatus.OK
+        st.message = ("input problems: " + ", ".join(sorted(self._in_error))) if self._in_error else "OK"
+        st.values = [KeyValue(key=k, value=v) for k, v in self.diagnostics().items()]
+        arr.status = [st]
+        self.pub_diag.publish(arr)
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        self._worker.join(timeout=5.0)
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    try:
+        node = DepthNode()
+    except Exception as exc:  # bad parameters, unreadable checkpoint, no GPU, ...: say why, exit non-zero
+        rclpy.logging.get_logger("mono_depth").fatal(f"cannot start: {exc}")
+        rclpy.try_shutdown()
+        return 2
+    executor = MultiThreadedExecutor(num_threads=3)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

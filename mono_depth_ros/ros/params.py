@@ -1,0 +1,153 @@
+"""Every node parameter, declared in one place with descriptors and ranges.
+
+:data:`PARAMS` is the single table; :func:`declare` declares it on a node and
+returns a :class:`NodeConfig`; :func:`validate` checks values (ranges, choices,
+cross-field rules) at start and on every runtime change. Read-only parameters
+are those that change tensor shapes or the graph's wiring.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import InvalidParameterValueException, ParameterException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+__all__ = ["NodeConfig", "ParamSpec", "PARAMS", "ConfigError", "declare", "validate", "install_runtime_validation"]
+
+
+class ConfigError(ValueError):
+    """A parameter value the node refuses; the text names the parameter and the allowed values."""
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    default: object
+    description: str
+    range: tuple | None = None        # (min, max) inclusive, for int/float
+    step: float | int = 0
+    choices: tuple | None = None      # allowed strings
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Typed view of the parameters (field names = parameter names)."""
+
+    model: str = "default"
+    checkpoint: str = ""
+    device: str = "cpu"
+    input_width: int = 640
+    input_height: int = 192
+    min_depth: float = 0.1
+    max_depth: float = 100.0
+    num_threads: int = 0
+    use_compressed: bool = False
+    qos_reliability: str = "best_effort"
+    qos_depth: int = 2
+    publish_colorized: bool = True
+    publish_points: bool = True
+    point_stride: int = 2
+    voxel_size: float = 0.0
+    target_frame: str = ""
+    tf_timeout: float = 0.1
+    error_throttle: float = 5.0
+
+
+PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec("model", "default", "network architecture", choices=("default", "monodepth2_resnet18"), read_only=True),
+    ParamSpec("checkpoint", "", "checkpoint file to load; empty = the package's shipped weights", read_only=True),
+    ParamSpec("device", "cpu", "torch device for inference: cpu, cuda or auto (cuda when available)",
+              choices=("cpu", "cuda", "auto"), read_only=True),
+    ParamSpec("input_width", 640, "network input width in pixels (multiple of 32)", range=(64, 2048), step=32,
+              read_only=True),
+    ParamSpec("input_height", 192, "network input height in pixels (multiple of 32)", range=(64, 2048), step=32,
+              read_only=True),
+    ParamSpec("min_depth", 0.1, "smallest depth the network outputs [m]", range=(0.01, 10.0), read_only=True),
+    ParamSpec("max_depth", 100.0, "largest depth the network outputs [m]", range=(1.0, 1000.0), read_only=True),
+    ParamSpec("num_threads", 0, "torch threads for inference; 0 = automatic", range=(0, 64), read_only=True),
+    ParamSpec("use_compressed", False, "subscribe to image/compressed instead of image", read_only=True),
+    ParamSpec("qos_reliability", "best_effort", "image subscription reliability (best_effort accepts both kinds "
+              "of publisher)", choices=("best_effort", "reliable"), read_only=True),
+    ParamSpec("qos_depth", 2, "image subscription queue depth", range=(1, 100), read_only=True),
+    ParamSpec("publish_colorized", True, "publish depth/colorized (rgb8) for RViz"),
+    ParamSpec("publish_points", True, "publish the point cloud on points"),
+    ParamSpec("point_stride", 2, "keep every n-th row and column of the depth image in the cloud", range=(1, 64),
+              step=1),
+    ParamSpec("voxel_size", 0.0, "voxel downsampling of the cloud [m]; 0 = off (organised cloud)", range=(0.0, 10.0)),
+    ParamSpec("target_frame", "", "frame of the point cloud; empty = the camera optical frame"),
+    ParamSpec("tf_timeout", 0.1, "longest wait for the transform at the image stamp [s]", range=(0.0, 2.0)),
+    ParamSpec("error_throttle", 5.0, "seconds between repeats of the same input error in the log", range=(0.0, 3600.0)),
+)
+
+_BY_NAME = {p.name: p for p in PARAMS}
+assert set(_BY_NAME) == {f.name for f in fields(NodeConfig)}, "PARAMS and NodeConfig must list the same names"
+
+
+def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
+    d = ParameterDescriptor(description=spec.description, read_only=spec.read_only)
+    if spec.choices:
+        d.additional_constraints = "one of: " + ", ".join(spec.choices)
+    if spec.range is not None:
+        lo, hi = spec.range
+        if isinstance(spec.default, bool):
+            pass
+        elif isinstance(spec.default, int):
+            d.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=int(spec.step))]
+        else:
+            d.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=float(spec.step))]
+    return d
+
+
+def validate(cfg: NodeConfig) -> NodeConfig:
+    """Check every value; raise ConfigError naming the first bad one."""
+    for spec in PARAMS:
+        v = getattr(cfg, spec.name)
+        want = type(spec.default)
+        if want is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+            cfg = replace(cfg, **{spec.name: v})
+        if not isinstance(v, want) or (want is int and isinstance(v, bool)):
+            raise ConfigError(f"parameter {spec.name!r} must be {want.__name__}, got {v!r}")
+        if spec.choices and v not in spec.choices:
+            raise ConfigError(f"parameter {spec.name!r} = {v!r} is not one of {list(spec.choices)}")
+        if spec.range is not None and not (spec.range[0] <= v <= spec.range[1]):
+            raise ConfigError(f"parameter {spec.name!r} = {v!r} is outside [{spec.range[0]}, {spec.range[1]}]")
+        if spec.step and want is int and (v - spec.range[0]) % spec.step and spec.name.startswith("input_"):
+            raise ConfigError(f"parameter {spec.name!r} = {v} must be a multiple of {spec.step}")
+    if cfg.min_depth >= cfg.max_depth:
+        raise ConfigError(f"min_depth ({cfg.min_depth}) must be smaller than max_depth ({cfg.max_depth})")
+    return cfg
+
+
+def declare(node: Node) -> NodeConfig:
+    """Declare all parameters on ``node`` and return the validated config (ConfigError if invalid)."""
+    values = {}
+    for spec in PARAMS:
+        try:
+            p = node.declare_parameter(spec.name, spec.default, _descriptor(spec))
+        except (InvalidParameterValueException, ParameterException) as exc:
+            raise ConfigError(f"parameter {spec.name!r}: {exc}") from None
+        values[spec.name] = p.value
+    return validate(NodeConfig(**values))
+
+
+def install_runtime_validation(node: Node, get_cfg, set_cfg) -> None:
+    """Refuse invalid runtime changes with a reason; apply valid ones to the config."""
+
+    def on_set(params: list[Parameter]) -> SetParametersResult:
+        cfg = get_cfg()
+        try:
+            for p in params:
+                if p.name not in _BY_NAME:
+                    continue
+                cfg = replace(cfg, **{p.name: p.value})
+            cfg = validate(cfg)
+        except (ConfigError, TypeError) as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        set_cfg(cfg)
+        return SetParametersResult(successful=True)
+
+    node.add_on_set_parameters_callback(on_set)

@@ -1,0 +1,97 @@
+"""TF for the node: tf2_ros where importable, else the package's own buffer.
+
+Both expose one call, :meth:`TfSource.lookup`, that returns ``T_target_source``
+(4,4) at a stamp or raises :class:`~mono_depth_ros.tf_buffer.TfError`. It is
+called from the node's worker thread, never from an executor callback, so a
+bounded wait never blocks the executor.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from mono_depth_ros.conventions import to_sec
+from mono_depth_ros.tf_buffer import ExtrapolationError, TfBuffer, TfError, TransformSample, quat_to_matrix
+
+from .conversions import stamp_to_ns
+
+__all__ = ["TfSource", "make_tf_source", "transform_msg_to_sample"]
+
+try:  # A real ROS 2 installation.
+    import tf2_ros  # type: ignore
+    HAVE_TF2_ROS = True
+except ImportError:  # PyPI wheels: no tf2_ros.
+    tf2_ros = None
+    HAVE_TF2_ROS = False
+
+TF_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE,
+                    history=HistoryPolicy.KEEP_LAST)
+TF_STATIC_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                           durability=DurabilityPolicy.TRANSIENT_LOCAL, history=HistoryPolicy.KEEP_LAST)
+
+
+def transform_msg_to_sample(ts) -> TransformSample:
+    """geometry_msgs/TransformStamped (rclpy or rosbags) -> TransformSample."""
+    t, q = ts.transform.translation, ts.transform.rotation
+    return TransformSample(ts.header.frame_id.lstrip("/"), ts.child_frame_id.lstrip("/"), stamp_to_ns(ts.header.stamp),
+                           (t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
+
+
+class TfSource:
+    """Uniform lookup over tf2_ros or :class:`TfBuffer`."""
+
+    def __init__(self, node: Node, use_tf2_ros: bool | None = None, cache_time_s: float = 10.0):
+        self.node = node
+        self.backend = "tf2_ros" if (HAVE_TF2_ROS if use_tf2_ros is None else use_tf2_ros) else "mono_depth_ros"
+        group = ReentrantCallbackGroup()
+        if self.backend == "tf2_ros":
+            from rclpy.duration import Duration
+            self._buffer = tf2_ros.Buffer(cache_time=Duration(seconds=cache_time_s))
+            self._listener = tf2_ros.TransformListener(self._buffer, node, spin_thread=False)
+        else:
+            from tf2_msgs.msg import TFMessage
+            self.buffer = TfBuffer(cache_time_s=cache_time_s)
+            node.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), TF_QOS, callback_group=group)
+            node.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True), TF_STATIC_QOS,
+                                     callback_group=group)
+
+    def _on_tf(self, msg, static: bool) -> None:
+        for ts in msg.transforms:
+            self.buffer.set_transform(transform_msg_to_sample(ts), static=static)
+
+    def lookup(self, target: str, source: str, stamp_ns: int, timeout_s: float) -> np.ndarray:
+        """T_target_source at ``stamp_ns``, waiting at most ``timeout_s`` for data to arrive."""
+        if self.backend == "tf2_ros":
+            return self._lookup_tf2(target, source, stamp_ns, timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return self.buffer.lookup(target, source, stamp_ns)
+            except ExtrapolationError:
+                # Data for this stamp may still be in flight: wait, bounded.
+                if time.monotonic() >= deadline:
+                    raise
+            except TfError:
+                if time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.005)
+
+    def _lookup_tf2(self, target, source, stamp_ns, timeout_s):
+        from rclpy.duration import Duration
+        from rclpy.time import Time
+        try:
+            ts = self._buffer.lookup_transform(target, source, Time(nanoseconds=stamp_ns),
+                                               timeout=Duration(seconds=timeout_s))
+        except (tf2_ros.LookupException, tf2_ros.ConnectivityException, tf2_ros.ExtrapolationException,
+                tf2_ros.TransformException) as exc:
+            raise TfError(f"no transform {target} <- {source} at t={to_sec(stamp_ns):.3f}s: {exc}") from None
+        t, q = ts.transform.translation, ts.transform.rotation
+        return quat_to_matrix((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
+
+
+def make_tf_source(node: Node) -> TfSource:
+    return TfSource(node)
