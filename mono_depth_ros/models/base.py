@@ -1,0 +1,107 @@
+"""Common contract of every depth network in the package.
+
+A :class:`DepthNet` maps an RGB image to depth::
+
+    net.eval();  depth = net(image)   # image (B,3,H,W) in [0,1] -> depth (B,1,H,W) metres
+    net.train(); disps = net(image)   # list of sigmoid disparities, scales 0..3,
+                                      # disps[s] is (B,1,H/2^s,W/2^s)
+    net.disp_to_depth(sigmoid)        # the one place sigmoid -> depth
+
+H and W must be multiples of 32 (five stride-2 stages). Input normalisation
+happens inside the model.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["DepthNet", "disp_to_depth", "check_image"]
+
+NUM_SCALES = 4
+
+
+def disp_to_depth(disp: torch.Tensor, min_depth: float, max_depth: float) -> torch.Tensor:
+    """monodepth2's conversion of the network's sigmoid output to depth.
+
+    The sigmoid ``disp`` in [0,1] is mapped linearly to a disparity in
+    [1/max_depth, 1/min_depth]; depth is its inverse, so it lies in
+    [min_depth, max_depth].
+
+    Args:
+        disp: (B,1,H,W) sigmoid output in [0,1].
+    Returns:
+        (B,1,H,W) depth in metres.
+    """
+    min_disp = 1.0 / max_depth
+    max_disp = 1.0 / min_depth
+    scaled = min_disp + (max_disp - min_disp) * disp
+    return 1.0 / scaled
+
+
+def check_image(image: torch.Tensor) -> None:
+    """Raise ValueError unless ``image`` is (B,3,H,W) float with H, W multiples of 32."""
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"image must be a torch.Tensor, got {type(image).__name__}")
+    if image.dim() != 4 or image.shape[1] != 3:
+        raise ValueError(f"image must be (B,3,H,W) RGB, got shape {tuple(image.shape)}")
+    h, w = int(image.shape[2]), int(image.shape[3])
+    if h % 32 or w % 32 or h == 0 or w == 0:
+        raise ValueError(
+            f"image height and width must be positive multiples of 32, got H={h}, W={w} "
+            f"(resize or crop the input, e.g. to 640x192, and scale K accordingly)")
+    if not image.is_floating_point():
+        raise ValueError(f"image must be floating point in [0,1], got dtype {image.dtype}")
+
+
+class DepthNet(nn.Module):
+    """Base class: subclasses implement :meth:`forward_disps`.
+
+    Attributes:
+        arch: registry name of the architecture.
+        min_depth, max_depth: depth range in metres of :meth:`disp_to_depth`.
+    """
+
+    arch: str = ""
+
+    def __init__(self, min_depth: float = 0.1, max_depth: float = 100.0):
+        super().__init__()
+        if not (0.0 < min_depth < max_depth):
+            raise ValueError(f"need 0 < min_depth < max_depth, got {min_depth}, {max_depth}")
+        self.min_depth = float(min_depth)
+        self.max_depth = float(max_depth)
+        self._bn_frozen = False
+
+    # -- contract -----------------------------------------------------------
+    def forward_disps(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """(B,3,H,W) in [0,1] -> list of 4 sigmoid maps, disps[s] is (B,1,H/2^s,W/2^s)."""
+        raise NotImplementedError
+
+    def forward(self, image: torch.Tensor):
+        """Train mode: list of 4 sigmoid disparities; eval mode: (B,1,H,W) depth in metres."""
+        check_image(image)
+        if self.training:
+            return self.forward_disps(image)
+        return self.disp_to_depth(self.forward_disps(image)[0])
+
+    def disp_to_depth(self, disp: torch.Tensor) -> torch.Tensor:
+        """(B,1,H,W) sigmoid -> (B,1,H,W) depth in [min_depth, max_depth] metres."""
+        return disp_to_depth(disp, self.min_depth, self.max_depth)
+
+    # -- batch norm handling for online fine-tuning with tiny batches --------
+    def freeze_batchnorm(self, frozen: bool = True) -> "DepthNet":
+        """Keep BatchNorm layers in eval mode (running stats) even in ``train()``.
+
+        Online fine-tuning uses batches of one or two frames, whose statistics
+        must not overwrite the running ones.
+        """
+        self._bn_frozen = bool(frozen)
+        self.train(self.training)
+        return self
+
+    def train(self, mode: bool = True) -> "DepthNet":
+        super().train(mode)
+        if self._bn_frozen:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
