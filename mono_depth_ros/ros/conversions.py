@@ -21,7 +21,11 @@ __all__ = [
 
 
 class InputError(ValueError):
-    """A message the node cannot use; the text names the problem."""
+    """A message the node cannot use; the text names the problem, ``kind`` classifies it (for throttling)."""
+
+    def __init__(self, text: str, kind: str = "input"):
+        super().__init__(text)
+        self.kind = kind
 
 
 def stamp_to_ns(stamp) -> int:
@@ -32,20 +36,20 @@ def image_to_rgb(msg: Image) -> np.ndarray:
     """sensor_msgs/Image -> (H,W,3) uint8 RGB. Raises InputError."""
     h, w, enc = int(msg.height), int(msg.width), str(msg.encoding)
     if h <= 0 or w <= 0:
-        raise InputError(f"image has zero size ({w}x{h})")
+        raise InputError(f"image has zero size ({w}x{h})", "size")
     try:
         _, _, typestr, nchan = to_cvtype(enc)
     except (ImageFormatError, ImageConversionError, KeyError, ValueError) as exc:
-        raise InputError(f"unsupported image encoding {enc!r}: {exc}") from None
+        raise InputError(f"unsupported image encoding {enc!r}: {exc}", "encoding") from None
     dtype = np.dtype(typestr)
     row = w * nchan * dtype.itemsize
     step = int(msg.step) if msg.step else row
     if step < row:
-        raise InputError(f"image step {step} is smaller than width*channels*bytes = {row} ({enc}, {w}x{h})")
+        raise InputError(f"image step {step} is smaller than width*channels*bytes = {row} ({enc}, {w}x{h})", "step")
     data = msg.data
     if len(data) < step * (h - 1) + row:
         raise InputError(f"truncated image data: {len(data)} bytes for {w}x{h} {enc} with step {step} "
-                         f"(need {step * h})")
+                         f"(need {step * h})", "truncated")
     buf = np.frombuffer(data, dtype=np.uint8, count=step * h if len(data) >= step * h else len(data))
     rows = np.lib.stride_tricks.as_strided(buf, shape=(h, row), strides=(step, 1))
     arr = np.ascontiguousarray(rows).view(dtype)
@@ -57,7 +61,7 @@ def image_to_rgb(msg: Image) -> np.ndarray:
     try:
         out = convert_color(arr, enc, "rgb8")
     except (ImageFormatError, ImageConversionError, KeyError, ValueError, cv2.error) as exc:
-        raise InputError(f"cannot convert image encoding {enc!r} to rgb8: {exc}") from None
+        raise InputError(f"cannot convert image encoding {enc!r} to rgb8: {exc}", "encoding") from None
     if out.dtype != np.uint8:  # 16-bit / float sources: scale to 8 bit
         out = cv2.normalize(out, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
     if out.ndim == 2:
@@ -69,10 +73,10 @@ def compressed_to_rgb(msg) -> np.ndarray:
     """sensor_msgs/CompressedImage (jpeg/png) -> (H,W,3) uint8 RGB. Raises InputError."""
     data = np.frombuffer(bytes(msg.data), np.uint8)
     if data.size == 0:
-        raise InputError("compressed image has no data")
+        raise InputError("compressed image has no data", "size")
     img = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if img is None:
-        raise InputError(f"compressed image ({msg.format!r}, {data.size} bytes) could not be decoded")
+        raise InputError(f"compressed image ({msg.format!r}, {data.size} bytes) could not be decoded", "decode")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
@@ -80,11 +84,11 @@ def camera_info_to_K(info: CameraInfo) -> np.ndarray:
     """CameraInfo -> (3,3) K in pixels, validated. Raises InputError."""
     K = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
     if not np.all(np.isfinite(K)):
-        raise InputError("camera_info K contains NaN/inf")
+        raise InputError("camera_info K contains NaN/inf", "camera_info")
     if K[0, 0] <= 0 or K[1, 1] <= 0:
-        raise InputError(f"camera_info has non-positive focal length (fx={K[0, 0]}, fy={K[1, 1]})")
+        raise InputError(f"camera_info has non-positive focal length (fx={K[0, 0]}, fy={K[1, 1]})", "camera_info")
     if info.width <= 0 or info.height <= 0:
-        raise InputError(f"camera_info has zero size ({info.width}x{info.height})")
+        raise InputError(f"camera_info has zero size ({info.width}x{info.height})", "camera_info")
     return K
 
 

@@ -161,14 +161,19 @@ class DepthNode(Node):
         self._in_error.add(key)
         if now - self._last_error.get(key, -1e18) >= self.cfg.error_throttle:
             self._last_error[key] = now
-            (self.get_logger().warning if warn else self.get_logger().error)(text)
+            # rclpy requires one severity per call site, hence two calls.
+            if warn:
+                self.get_logger().warning(text)
+            else:
+                self.get_logger().error(text)
 
     def _recovered(self, keys: tuple[str, ...]) -> None:
-        for key in keys:
-            if key in self._in_error:
-                self._in_error.discard(key)
-                self._last_error.pop(key, None)
-                self.get_logger().info(f"input OK again ({key} resolved)")
+        done = sorted(k for k in keys if k in self._in_error)
+        for key in done:
+            self._in_error.discard(key)
+            self._last_error.pop(key, None)
+        if done:
+            self.get_logger().info(f"input OK again (resolved: {', '.join(done)})")
 
     # --------------------------------------------------------------- worker
     def _run(self) -> None:
@@ -188,28 +193,30 @@ class DepthNode(Node):
         except InputError as exc:
             with self.stats.lock:
                 self.stats.input_errors += 1
-            self._report("image", f"bad image on {self.image_topic}: {exc}")
+            self._report(f"image_{exc.kind}", f"bad image on {self.image_topic}: {exc}")
             return
         info = self._info
         if info is None:
             with self.stats.lock:
                 self.stats.input_errors += 1
-            self._report("camera_info", f"no camera_info received on {self.info_topic} yet; "
+            self._report("camera_info_missing", f"no camera_info received on {self.info_topic} yet; "
                                         f"dropping frames until it arrives")
             return
         try:
             K = camera_info_to_K(info)
         except InputError as exc:
-            self._report("camera_info", f"bad camera_info on {self.info_topic}: {exc}")
+            with self.stats.lock:
+                self.stats.input_errors += 1
+            self._report("camera_info_invalid", f"bad camera_info on {self.info_topic}: {exc}")
             return
         H, W = rgb.shape[:2]
         if (info.width, info.height) != (W, H):
             with self.stats.lock:
                 self.stats.input_errors += 1
-            self._report("camera_info", f"camera_info size {info.width}x{info.height} differs from image size "
+            self._report("camera_info_size", f"camera_info size {info.width}x{info.height} differs from image size "
                                         f"{W}x{H} on {self.image_topic}; dropping frame")
             return
-        self._recovered(("image", "camera_info"))
+        self._recovered(tuple(k for k in self._in_error if k.startswith(("image", "camera_info"))))
 
         t0 = time.perf_counter()
         pred = self.predictor.predict(rgb, K)
