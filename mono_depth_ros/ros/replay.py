@@ -1,0 +1,142 @@
+"""``mono-depth replay``: publish a bag onto its topics with the recorded timing.
+
+For machines without ``ros2 bag`` (the PyPI-wheel install); with a ROS 2
+installation ``ros2 bag play`` works with the node just as well. Reads rosbag2
+(mcap, sqlite3) and ROS 1 bags through rosbags, publishes the stored CDR bytes
+as they are (no decode / re-encode), offers each topic's recorded QoS, and
+publishes ``/clock`` for nodes running with ``use_sim_time``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import time
+from pathlib import Path
+
+__all__ = ["add_arguments", "main", "replay"]
+
+log = logging.getLogger("mono_depth_ros.replay")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bag", type=Path, help="rosbag2 directory / .mcap / .db3, or a ROS 1 .bag")
+    p.add_argument("--rate", type=float, default=1.0, help="playback speed factor (>0)")
+    p.add_argument("--loop", action="store_true", help="play again from the start when the end is reached")
+    p.add_argument("--topics", nargs="+", default=None, help="only these topics")
+    p.add_argument("--remap", nargs="+", default=[], metavar="FROM:=TO", help="publish FROM under the name TO")
+    p.add_argument("--start-offset", type=float, default=0.0, help="skip this many seconds from the start")
+    p.add_argument("--duration", type=float, default=0.0, help="stop after this many bag seconds (0 = all)")
+    p.add_argument("--no-clock", action="store_true", help="do not publish /clock")
+    p.add_argument("--wait-subscribers", type=float, default=0.0,
+                   help="wait up to this many seconds for a subscriber on the first image topic")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _msg_class(msgtype: str):
+    pkg, kind, name = msgtype.split("/")
+    return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
+
+
+def _qos_from_bag(conn):
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+    profiles = getattr(getattr(conn, "ext", None), "offered_qos_profiles", None) or []
+    transient = any(getattr(getattr(q, "durability", None), "name", "") == "TRANSIENT_LOCAL" for q in profiles)
+    best_effort = bool(profiles) and all(getattr(getattr(q, "reliability", None), "name", "") == "BEST_EFFORT"
+                                         for q in profiles)
+    return QoSProfile(depth=100 if not transient else 10, history=HistoryPolicy.KEEP_LAST,
+                      reliability=ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL if transient else DurabilityPolicy.VOLATILE)
+
+
+def replay(node, bag: Path, rate: float = 1.0, loop: bool = False, topics=None, remap: dict | None = None,
+           start_offset: float = 0.0, duration: float = 0.0, clock: bool = True, wait_subscribers: float = 0.0,
+           progress: bool = True, should_stop=lambda: False) -> int:
+    """Publish ``bag`` through ``node``. Returns the number of messages published."""
+    from rclpy.qos import QoSProfile
+    from rosgraph_msgs.msg import Clock
+    from tqdm import tqdm
+
+    from mono_depth_ros.bagio import open_reader
+
+    if rate <= 0:
+        raise ValueError(f"--rate must be > 0, got {rate}")
+    remap = remap or {}
+    published = 0
+    with open_reader(bag) as reader:
+        conns, pubs = [], {}
+        for c in reader.connections:
+            if topics and c.topic not in topics:
+                continue
+            try:
+                cls = _msg_class(c.msgtype)
+            except (ImportError, AttributeError, ValueError):
+                log.warning("skipping topic %s: message type %s is not available here", c.topic, c.msgtype)
+                continue
+            if c.topic not in pubs:
+                pubs[c.topic] = node.create_publisher(cls, remap.get(c.topic, c.topic), _qos_from_bag(c))
+            conns.append(c)
+        if not conns:
+            raise ValueError(f"{bag}: nothing to replay (topics {topics or 'all'} not found or of unknown type)")
+        clock_pub = node.create_publisher(Clock, "/clock", QoSProfile(depth=10)) if clock else None
+        if wait_subscribers > 0:
+            img = next((t for t in pubs if "image" in t), next(iter(pubs)))
+            end = time.monotonic() + wait_subscribers
+            while pubs[img].get_subscription_count() == 0 and time.monotonic() < end:
+                time.sleep(0.05)
+        t_start = reader.start_time + int(start_offset * 1e9)
+        t_end = reader.end_time if duration <= 0 else min(reader.end_time, t_start + int(duration * 1e9))
+        total = max(t_end - t_start, 1)
+        while True:
+            wall0 = time.monotonic()
+            bar = tqdm(total=round(total / 1e9, 1), unit="s", desc=f"replay {Path(bag).name}", disable=not progress,
+                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} bag s [{elapsed}]")
+            last_clock = None
+            for conn, t, raw in reader.messages(connections=conns, start=t_start, stop=t_end + 1):
+                if should_stop():
+                    bar.close()
+                    return published
+                due = wall0 + (t - t_start) / 1e9 / rate
+                delay = due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                if clock_pub is not None and t != last_clock:
+                    msg = Clock()
+                    msg.clock.sec, msg.clock.nanosec = divmod(t, 1_000_000_000)
+                    clock_pub.publish(msg)
+                    last_clock = t
+                pubs[conn.topic].publish(bytes(raw))
+                published += 1
+                bar.n = round((t - t_start) / 1e9, 1)
+                bar.refresh() if published % 20 == 0 else None
+            bar.n = bar.total
+            bar.close()
+            if not loop:
+                return published
+
+
+def main(args: argparse.Namespace) -> int:
+    import rclpy
+
+    remap = {}
+    for r in args.remap:
+        if ":=" not in r:
+            raise SystemExit(f"--remap expects FROM:=TO, got {r!r}")
+        a, b = r.split(":=", 1)
+        remap[a] = b
+    logging.basicConfig(level=logging.INFO, format="[replay] %(message)s")
+    rclpy.init()
+    node = rclpy.create_node("mono_depth_replay")
+    try:
+        n = replay(node, args.bag, args.rate, args.loop, args.topics, remap, args.start_offset, args.duration,
+                   not args.no_clock, args.wait_subscribers, not args.quiet)
+        print(f"replayed {n} messages from {args.bag}")
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # bag errors: say which file and why
+        print(f"mono-depth replay: error: {exc}")
+        return 1
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
