@@ -1,0 +1,279 @@
+"""Camera geometry for view synthesis: poses, pinhole camera, warping.
+
+Conventions come from :mod:`mono_depth_ros.conventions`: optical frames
+(x right, y down, z forward), ``T_target_source`` naming, pixel centres at
+integer coordinates, K in pixels, ``ALIGN_CORNERS`` for grid sampling.
+
+To synthesise the *target* view from a *source* image, points of the target
+camera are moved into the source camera with ``T_source_target`` and
+projected there::
+
+    warped, valid = warp(source_image, target_depth, T_source_target, camera)
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from kornia.geometry.depth import unproject_meshgrid
+
+from .conventions import ALIGN_CORNERS, pixels_to_grid
+
+__all__ = ["Pose", "PinholeCamera", "warp", "check_shape", "stereo_T_source_target", "relative_pose"]
+
+#: Points closer than this (metres, along z) are treated as behind the camera.
+MIN_Z = 1e-3
+
+
+def check_shape(x: torch.Tensor, name: str, spec: Sequence[str], bound: dict[str, int] | None = None) -> dict[str, int]:
+    """Check ``x`` against a shape spec like ``["B", "1", "H", "W"]``; return the bound symbols.
+
+    Digits must match exactly; names bind to sizes and must agree with
+    ``bound`` (shared across the arguments of one call). Written here rather
+    than using ``KORNIA_CHECK_SHAPE`` because that check does not bind
+    symbols across tensors (the same ``H`` in the image and the depth).
+
+    Raises:
+        ValueError: naming the argument, the expected and the actual shape.
+    """
+    bound = {} if bound is None else bound
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    expected = "(" + ",".join(spec) + ")"
+    if x.dim() != len(spec):
+        raise ValueError(f"{name} must have shape {expected}, got {tuple(x.shape)}")
+    for sym, size in zip(spec, x.shape):
+        if sym.isdigit():
+            if int(sym) != size:
+                raise ValueError(f"{name} must have shape {expected}, got {tuple(x.shape)}")
+        elif sym in bound and bound[sym] != size:
+            raise ValueError(f"{name} must have shape {expected} with {sym}={bound[sym]} "
+                             f"(from the other arguments), got {tuple(x.shape)}")
+        else:
+            bound[sym] = int(size)
+    return bound
+
+
+class Pose:
+    """Batch of rigid transforms ``T_target_source`` as a (B,4,4) tensor.
+
+    ``Pose(T_a_b) @ Pose(T_b_c) == Pose(T_a_c)``; ``Pose @ points`` with
+    points (B,3,N) maps them from ``source`` into ``target``.
+    """
+
+    __slots__ = ("mat",)
+
+    def __init__(self, mat: torch.Tensor):
+        if isinstance(mat, np.ndarray):
+            mat = torch.as_tensor(mat)
+        if isinstance(mat, torch.Tensor) and mat.dim() == 2:
+            mat = mat.unsqueeze(0)
+        check_shape(mat, "Pose matrix", ["B", "4", "4"])
+        self.mat = mat
+
+    @classmethod
+    def identity(cls, batch: int = 1, dtype: torch.dtype = torch.float32, device=None) -> "Pose":
+        return cls(torch.eye(4, dtype=dtype, device=device).repeat(batch, 1, 1))
+
+    @classmethod
+    def from_rt(cls, R: torch.Tensor, t: torch.Tensor) -> "Pose":
+        """R (B,3,3), t (B,3) -> Pose."""
+        check_shape(R, "R", ["B", "3", "3"])
+        check_shape(t, "t", ["B", "3"])
+        mat = torch.zeros(R.shape[0], 4, 4, dtype=R.dtype, device=R.device)
+        mat[:, :3, :3] = R
+        mat[:, :3, 3] = t
+        mat[:, 3, 3] = 1.0
+        return cls(mat)
+
+    @property
+    def R(self) -> torch.Tensor:
+        """(B,3,3) rotation."""
+        return self.mat[:, :3, :3]
+
+    @property
+    def t(self) -> torch.Tensor:
+        """(B,3) translation."""
+        return self.mat[:, :3, 3]
+
+    def __len__(self) -> int:
+        return self.mat.shape[0]
+
+    def inverse(self) -> "Pose":
+        """Rigid inverse: ``T_source_target`` from ``T_target_source`` (R^T, -R^T t)."""
+        Rt = self.R.transpose(1, 2)
+        return Pose.from_rt(Rt, -(Rt @ self.t.unsqueeze(-1)).squeeze(-1))
+
+    def __matmul__(self, other):
+        if isinstance(other, Pose):
+            return Pose(self.mat @ other.mat)
+        if isinstance(other, torch.Tensor):
+            check_shape(other, "points", ["B", "3", "N"])
+            return self.R @ other + self.t.unsqueeze(-1)
+        return NotImplemented
+
+    def to(self, device=None, dtype=None) -> "Pose":
+        return Pose(self.mat.to(device=device, dtype=dtype))
+
+    def __repr__(self) -> str:
+        return f"Pose(batch={len(self)}, dtype={self.mat.dtype})"
+
+
+def relative_pose(T_world_target: torch.Tensor, T_world_source: torch.Tensor) -> torch.Tensor:
+    """``T_target_source = inv(T_world_target) @ T_world_source`` for (B,4,4) camera poses."""
+    return (Pose(T_world_target).inverse() @ Pose(T_world_source)).mat
+
+
+def stereo_T_source_target(baseline: float | torch.Tensor, batch: int = 1, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``T_right_left`` of a rectified stereo pair with the right camera ``baseline`` metres to the right.
+
+    A point in the left optical frame has x reduced by the baseline in the
+    right one: ``T_right_left = [I | (-b, 0, 0)]``. Use it as
+    ``T_source_target`` with the right image as source and the left as target.
+
+    Returns:
+        (B,4,4).
+    """
+    T = torch.eye(4, dtype=dtype).repeat(batch, 1, 1)
+    T[:, 0, 3] = -torch.as_tensor(baseline, dtype=dtype)
+    return T
+
+
+class PinholeCamera:
+    """Pinhole intrinsics K (B,3,3) in pixels for images of size (H, W).
+
+    The unit-depth ray grid K^-1 [u, v, 1]^T is built once per camera (kornia's
+    ``unproject_meshgrid``) and cached, so one camera object per (H, W, K)
+    reuses it for every frame.
+    """
+
+    def __init__(self, K: torch.Tensor, height: int, width: int):
+        if isinstance(K, np.ndarray):
+            K = torch.as_tensor(K, dtype=torch.float32)
+        if K.dim() == 2:
+            K = K.unsqueeze(0)
+        check_shape(K, "K", ["B", "3", "3"])
+        if int(height) <= 0 or int(width) <= 0:
+            raise ValueError(f"image size must be positive, got H={height}, W={width}")
+        self.K = K
+        self.height = int(height)
+        self.width = int(width)
+        self._rays: torch.Tensor | None = None
+
+    @classmethod
+    def from_camera_info(cls, K: np.ndarray, width: int, height: int,
+                         dtype: torch.dtype = torch.float32) -> "PinholeCamera":
+        """From a CameraInfo's K (9 values or (3,3) numpy) and its width/height."""
+        K = np.asarray(K, dtype=np.float64).reshape(3, 3)
+        if K[0, 0] <= 0 or K[1, 1] <= 0 or K[2, 2] != 1.0:
+            raise ValueError(f"invalid camera matrix K={K.tolist()} (need fx, fy > 0 and K[2,2] = 1)")
+        return cls(torch.as_tensor(K, dtype=dtype), height, width)
+
+    @property
+    def batch(self) -> int:
+        return self.K.shape[0]
+
+    def scaled(self, sx: float, sy: float | None = None) -> "PinholeCamera":
+        """Camera of the image resized by (sx, sy) = (W'/W, H'/H).
+
+        Same semantics as :func:`mono_depth_ros.conventions.scale_intrinsics`:
+        ``fx' = fx*sx``, ``cx' = (cx + 0.5)*sx - 0.5``.
+        """
+        sy = sx if sy is None else sy
+        K = self.K.clone()
+        K[:, 0, 0] = self.K[:, 0, 0] * sx
+        K[:, 0, 1] = self.K[:, 0, 1] * sx
+        K[:, 0, 2] = (self.K[:, 0, 2] + 0.5) * sx - 0.5
+        K[:, 1, 1] = self.K[:, 1, 1] * sy
+        K[:, 1, 2] = (self.K[:, 1, 2] + 0.5) * sy - 0.5
+        return PinholeCamera(K, round(self.height * sy), round(self.width * sx))
+
+    def to(self, device=None, dtype=None) -> "PinholeCamera":
+        cam = PinholeCamera(self.K.to(device=device, dtype=dtype), self.height, self.width)
+        if self._rays is not None:
+            cam._rays = self._rays.to(device=device, dtype=dtype)
+        return cam
+
+    def rays(self) -> torch.Tensor:
+        """(B,3,H*W) unit-depth rays K^-1 [u,v,1]^T, cached."""
+        if self._rays is None:
+            grid = unproject_meshgrid(self.height, self.width, self.K, False, self.K.device, self.K.dtype)
+            self._rays = grid.reshape(self.batch, self.height * self.width, 3).transpose(1, 2).contiguous()
+        return self._rays
+
+    def _check_depth(self, depth: torch.Tensor, name: str = "depth") -> int:
+        b = check_shape(depth, name, ["B", "1", "H", "W"])
+        if (b["H"], b["W"]) != (self.height, self.width):
+            raise ValueError(f"{name} is {b['H']}x{b['W']} but the camera is {self.height}x{self.width}; "
+                             f"use camera.scaled() for other resolutions")
+        if self.batch not in (1, b["B"]):
+            raise ValueError(f"camera batch {self.batch} does not match {name} batch {b['B']}")
+        return b["B"]
+
+    def backproject(self, depth: torch.Tensor) -> torch.Tensor:
+        """Depth (B,1,H,W) -> camera-frame points (B,3,H,W) (x right, y down, z = depth)."""
+        B = self._check_depth(depth)
+        rays = self.rays().to(depth.dtype)
+        pts = rays * depth.reshape(B, 1, -1)
+        return pts.reshape(B, 3, self.height, self.width)
+
+    def project(self, points: torch.Tensor, T: torch.Tensor | Pose | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Project points (B,3,H,W) (after the optional transform T (B,4,4)) to pixels.
+
+        Returns:
+            uv (B,2,H,W) pixel coordinates (u column, v row) and z (B,1,H,W)
+            depth in the projecting camera.
+        """
+        b = check_shape(points, "points", ["B", "3", "H", "W"])
+        B, H, W = b["B"], b["H"], b["W"]
+        p = points.reshape(B, 3, H * W)
+        if T is not None:
+            mat = T.mat if isinstance(T, Pose) else T
+            check_shape(mat, "T", ["B", "4", "4"])
+            if mat.shape[0] not in (1, B):
+                raise ValueError(f"pose batch {mat.shape[0]} does not match points batch {B}")
+            p = Pose(mat.to(p.dtype).expand(B, 4, 4)) @ p
+        K = self.K.to(p.dtype)
+        if K.shape[0] != B:
+            K = K.expand(B, 3, 3)
+        z = p[:, 2:3]
+        uvw = K @ p
+        uv = uvw[:, :2] / z.clamp(min=MIN_Z)
+        return uv.reshape(B, 2, H, W), z.reshape(B, 1, H, W)
+
+
+def warp(source_image: torch.Tensor, depth: torch.Tensor, T_source_target: torch.Tensor | Pose,
+         camera: PinholeCamera) -> tuple[torch.Tensor, torch.Tensor]:
+    """Synthesise the target view from a source image (monodepth2 view synthesis).
+
+    Target pixels are back-projected with the target ``depth``, moved into
+    the source camera by ``T_source_target``, projected with the same
+    intrinsics and sampled bilinearly from ``source_image`` (border padding,
+    ``conventions.ALIGN_CORNERS``).
+
+    Args:
+        source_image: (B,C,H,W).
+        depth: (B,1,H,W) target depth in metres.
+        T_source_target: (B,4,4) or Pose.
+        camera: intrinsics of both views at (H, W).
+    Returns:
+        warped (B,C,H,W) and valid (B,1,H,W) float mask: 1 where the point is in
+        front of the source camera and projects inside the source image.
+    """
+    b = check_shape(source_image, "source_image", ["B", "C", "H", "W"])
+    check_shape(depth, "depth", ["B", "1", "H", "W"], dict(B=b["B"], H=b["H"], W=b["W"]))
+    mat = T_source_target.mat if isinstance(T_source_target, Pose) else T_source_target
+    check_shape(mat, "T_source_target", ["B", "4", "4"], dict(B=b["B"]))
+    points = camera.backproject(depth)
+    uv, z = camera.project(points, mat)
+    u, v = uv[:, 0], uv[:, 1]
+    H, W = b["H"], b["W"]
+    gx, gy = pixels_to_grid(u, v, W, H)
+    grid = torch.stack([gx, gy], dim=-1)  # (B,H,W,2)
+    warped = F.grid_sample(source_image, grid.to(source_image.dtype), mode="bilinear",
+                           padding_mode="border", align_corners=ALIGN_CORNERS)
+    inside = (u >= -0.5) & (u <= W - 0.5) & (v >= -0.5) & (v <= H - 0.5) & (z[:, 0] > MIN_Z)
+    return warped, inside.unsqueeze(1).to(source_image.dtype)

@@ -1,0 +1,1 @@
+"""Offline learning: bag datasets, guarded training steps, trainer and CLIs (ROS-free)."""
