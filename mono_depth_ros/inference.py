@@ -67,14 +67,10 @@ class DepthPredictor:
     def from_config(cls, model_name: str, checkpoint: str, input_size: tuple[int, int], min_depth: float,
                     max_depth: float, device: str = "cpu", num_threads: int = 0) -> tuple["DepthPredictor", str]:
         """Build from a checkpoint path ('' = shipped weights). Returns (predictor, description of weights)."""
+        from mono_depth_ros import checkpoint as ckpt
         from mono_depth_ros.models import build_model
-        try:
-            from mono_depth_ros import checkpoint as ckpt  # TEMP until learn lands
-            shipped = ckpt.shipped_checkpoint_path()
-        except ImportError:
-            ckpt, shipped = None, Path(__file__).parent / "weights" / "default_A.pt"
 
-        path = Path(checkpoint) if checkpoint else shipped
+        path = Path(checkpoint) if checkpoint else ckpt.shipped_checkpoint_path()
         if checkpoint or path.exists():
             model, meta = ckpt.load_checkpoint(path)
             if meta.get("arch") != model_name:
