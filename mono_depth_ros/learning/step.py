@@ -54,15 +54,23 @@ class StepStats:
 
 def guarded_step(model: DepthNet, optimizer: torch.optim.Optimizer, inputs: Sequence,
                  compute_loss: Callable[[], tuple[torch.Tensor, dict[str, torch.Tensor]]],
-                 stats: StepStats | None = None, grad_clip: float | None = None) -> StepResult:
-    """Run ``compute_loss`` and step ``optimizer`` only if inputs, loss and gradients are finite."""
+                 stats: StepStats | None = None, grad_clip: float | None = None,
+                 pre_step_check: Callable[[torch.Tensor], str | None] | None = None) -> StepResult:
+    """Run ``compute_loss`` and step ``optimizer`` only if inputs, loss and gradients are finite.
+
+    ``pre_step_check(loss)``, if given, runs on a finite loss before the backward
+    pass; a returned reason rejects the step (status ``rejected_<reason>``).
+    """
     if not all_finite(*inputs):
         result = StepResult(StepStatus.SKIPPED_NONFINITE_INPUT)
     else:
         optimizer.zero_grad(set_to_none=True)
         loss, parts = compute_loss()
+        reason = None
         if not bool(torch.isfinite(loss)):
             result = StepResult(StepStatus.SKIPPED_NONFINITE_LOSS)
+        elif pre_step_check is not None and (reason := pre_step_check(loss.detach())) is not None:
+            result = StepResult(f"rejected_{reason}", float(loss.detach()))
         else:
             loss.backward()
             params = [p for p in model.parameters() if p.grad is not None]

@@ -1,0 +1,342 @@
+"""Online self-supervised adaptation: one engine, fed by the live node or straight from a bag.
+
+The engine receives frames (image + K + stamp) and answers nothing itself
+about motion: a :class:`~mono_depth_ros.egomotion.FrameSelector` (over an
+:class:`~mono_depth_ros.egomotion.EgoMotionProvider`) picks, for a target
+frame t, the source frames t-k / t+k by motion and gives their metric relative
+poses. Each :meth:`AdaptationEngine.step` then takes one monodepth2 step
+(known poses, per-pixel minimum reprojection, auto-masking, smoothness) on the
+newest ready triplet plus ``replay_per_step`` triplets drawn from a reservoir
+replay buffer (CoMoDA: 1 current + 3 replayed), with BatchNorm statistics
+frozen and optional L2 regularisation toward the starting weights.
+
+Guard: a non-finite step (skipped by :func:`guarded_step`) three times in a row,
+a loss spike against its running average, or a collapse of the disparity map
+toward a flat one rolls the training copy back to the last good weights. Only
+*verified* weights — weights whose own loss on fresh data just passed those
+checks — are ever handed to the serving network, so depth from a diverged
+network is never published.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import threading
+import time
+from collections import OrderedDict, deque
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import cv2
+import numpy as np
+import torch
+
+from mono_depth_ros.conventions import scale_intrinsics
+from mono_depth_ros.learning.step import StepStatus, guarded_step
+from mono_depth_ros.losses import SelfSupervisedLoss
+from mono_depth_ros.models import DepthNet
+
+__all__ = ["AdaptConfig", "Triplet", "ReplayBuffer", "AdaptationEngine", "StepReport"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """Adaptation settings (the node maps its ``adapt_*`` parameters onto these)."""
+
+    lr: float = 1e-4
+    train_height: int = 96
+    train_width: int = 320
+    replay_capacity: int = 300
+    replay_per_step: int = 3
+    regularization: float = 0.0          # L2 pull toward the starting weights
+    swap_every: int = 5                  # serving weights refreshed every N healthy steps
+    good_every: int = 10                 # last-good snapshot every N healthy steps
+    spike_factor: float = 4.0            # loss > factor * running mean -> rollback
+    loss_ema: float = 0.95
+    warmup_steps: int = 10               # no spike test before this many steps
+    min_disp_cv: float = 0.03            # disparity std/mean below this = collapse
+    max_nonfinite_in_a_row: int = 3
+    grad_clip: float = 5.0
+    max_pending: int = 30                # targets waiting for motion / later frames
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.train_height % 32 or self.train_width % 32:
+            raise ValueError(f"training size must be multiples of 32, got {self.train_width}x{self.train_height}")
+        if not (0 < self.lr <= 1.0):
+            raise ValueError(f"lr must be in (0, 1], got {self.lr}")
+        if self.replay_per_step < 0 or self.replay_capacity < 1:
+            raise ValueError("replay_per_step >= 0 and replay_capacity >= 1 required")
+
+
+@dataclass(frozen=True)
+class Triplet:
+    """One training sample at training resolution.
+
+    target: (3,h,w) uint8; sources: tuple of (3,h,w) uint8; T_source_target:
+    tuple of (4,4) float32 (target-camera points -> source camera, metres);
+    K: (3,3) float32.
+    """
+
+    stamp_ns: int
+    target: torch.Tensor
+    sources: tuple
+    T_source_target: tuple
+    K: torch.Tensor
+
+
+class ReplayBuffer:
+    """Reservoir sampling over every triplet ever offered (uniform over the drive so far)."""
+
+    def __init__(self, capacity: int, seed: int = 0):
+        self.capacity = capacity
+        self.items: list[Triplet] = []
+        self.seen = 0
+        self._rng = random.Random(seed)
+
+    def add(self, item: Triplet) -> None:
+        self.seen += 1
+        if len(self.items) < self.capacity:
+            self.items.append(item)
+        else:
+            j = self._rng.randrange(self.seen)
+            if j < self.capacity:
+                self.items[j] = item
+
+    def sample(self, n: int, exclude_stamp: int | None = None) -> list[Triplet]:
+        pool = [t for t in self.items if t.stamp_ns != exclude_stamp]
+        return self._rng.sample(pool, min(n, len(pool)))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass
+class StepReport:
+    status: str                      # ok | skipped_* | rollback_*
+    loss: float | None = None
+    target_ns: int | None = None
+    batch: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class _Counters:
+    frames: int = 0
+    steps: int = 0
+    skipped: int = 0
+    rollbacks: int = 0
+    swaps: int = 0
+    no_motion: int = 0
+    rollback_reasons: dict = field(default_factory=dict)
+
+
+def _state_copy(model: torch.nn.Module) -> "OrderedDict[str, torch.Tensor]":
+    return OrderedDict((k, v.detach().clone()) for k, v in model.state_dict().items())
+
+
+class AdaptationEngine:
+    """Training copy + replay + guard. Thread-safe: frames may be added while another thread steps.
+
+    Args:
+        model: the network to adapt (a private copy is trained).
+        selector: motion-based source-frame selector (``select(stamp) -> FrameSelection``,
+            ``add_frame(stamp)``).
+        config: :class:`AdaptConfig`.
+        on_weights: called with a verified state dict every ``swap_every`` healthy steps
+            (and after a rollback / reset) — the serving network's atomic swap.
+    """
+
+    def __init__(self, model: DepthNet, selector, config: AdaptConfig | None = None,
+                 on_weights: Callable[[dict], None] | None = None):
+        self.cfg = config or AdaptConfig()
+        self.selector = selector
+        self.on_weights = on_weights or (lambda sd: None)
+        self.model = copy.deepcopy(model).float().train()
+        self.model.freeze_batchnorm(True)
+        self.loss_fn = SelfSupervisedLoss(self.model.min_depth, self.model.max_depth)
+        self.initial = _state_copy(self.model)
+        self.last_good = _state_copy(self.model)
+        self._anchor = [p.detach().clone() for p in self.model.parameters()] if self.cfg.regularization > 0 else None
+        self.optimizer = self._new_optimizer()
+        self.replay = ReplayBuffer(self.cfg.replay_capacity, self.cfg.seed)
+        self.counters = _Counters()
+        self.enabled = True
+        self.loss_avg: float | None = None
+        self.last_loss: float | None = None
+        self._healthy = 0
+        self._nonfinite_run = 0
+        self._frames: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._pending: deque[int] = deque()
+        self._lock = threading.Lock()
+        self._train_lock = threading.Lock()
+
+    def _new_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr)
+
+    # ----------------------------------------------------------------- frames
+    def add_frame(self, stamp_ns: int, rgb: np.ndarray, K: np.ndarray) -> None:
+        """Offer one camera frame: (H,W,3) uint8 RGB and its (3,3) K at that size."""
+        h, w = self.cfg.train_height, self.cfg.train_width
+        H, W = rgb.shape[:2]
+        small = rgb if (H, W) == (h, w) else cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+        Ks = scale_intrinsics(K, w / W, h / H)
+        img = torch.from_numpy(np.ascontiguousarray(small)).permute(2, 0, 1).contiguous()
+        stamp_ns = int(stamp_ns)
+        with self._lock:
+            self._frames[stamp_ns] = (img, torch.from_numpy(Ks.astype(np.float32)))
+            self.selector.add_frame(stamp_ns)
+            known = set(self.selector.frames)
+            for s in [s for s in self._frames if s not in known]:  # selector pruned it (age / time jump)
+                del self._frames[s]
+            self._pending.append(stamp_ns)
+            while len(self._pending) > self.cfg.max_pending:
+                self._pending.popleft()
+            self.counters.frames += 1
+
+    def _next_triplet(self) -> Triplet | None:
+        """Newest pending target whose sources are ready; NEVER targets are dropped."""
+        from mono_depth_ros.egomotion.timeseries import PoseStatus
+        with self._lock:
+            for stamp in sorted(self._pending, reverse=True):
+                if stamp not in self._frames:
+                    self._pending.remove(stamp)
+                    continue
+                sel = self.selector.select(stamp)
+                if sel.status is PoseStatus.NOT_YET:
+                    continue
+                self._pending.remove(stamp)
+                if sel.status is PoseStatus.NEVER:
+                    self.counters.no_motion += 1
+                    continue
+                if any(s not in self._frames for s in sel.source_stamps_ns):
+                    continue
+                # Older pending targets are superseded by this newer one (latest first, bounded work).
+                target, K = self._frames[stamp]
+                srcs = tuple(self._frames[s][0] for s in sel.source_stamps_ns)
+                T_st = tuple(torch.from_numpy(np.linalg.inv(p.T_target_source).astype(np.float32))
+                             for p in sel.poses)
+                return Triplet(stamp, target, srcs, T_st, K)
+        return None
+
+    # ------------------------------------------------------------------ steps
+    def step(self) -> StepReport | None:
+        """One training step on the newest ready triplet (+ replay). None when nothing is ready."""
+        if not self.enabled:
+            return None
+        trip = self._next_triplet()
+        if trip is None:
+            return None
+        with self._train_lock:
+            return self._train(trip)
+
+    def _train(self, trip: Triplet) -> StepReport:
+        t0 = time.perf_counter()
+        cfg = self.cfg
+        batch = [trip] + self.replay.sample(cfg.replay_per_step, exclude_stamp=trip.stamp_ns)
+        self.replay.add(trip)
+        n_src = min(len(b.sources) for b in batch)
+        target = torch.stack([b.target for b in batch]).float().div_(255.0)
+        sources = [torch.stack([b.sources[i] for b in batch]).float().div_(255.0) for i in range(n_src)]
+        T = [torch.stack([b.T_source_target[i] for b in batch]) for i in range(n_src)]
+        K = torch.stack([b.K for b in batch])
+        due_swap = (self._healthy + 1) % cfg.swap_every == 0
+        due_good = (self._healthy + 1) % cfg.good_every == 0
+        pre_state = _state_copy(self.model) if (due_swap or due_good) else None
+        disp_cv = [float("nan")]
+
+        def compute():
+            disps = self.model(target)
+            d0 = disps[0][:1].detach()
+            disp_cv[0] = float(d0.std() / d0.mean().clamp_min(1e-8))
+            loss, parts = self.loss_fn(target, sources, T, K, disps)
+            if self._anchor is not None:
+                reg = sum(((p - a) ** 2).sum() for p, a in zip(self.model.parameters(), self._anchor))
+                loss = loss + cfg.regularization * reg
+            return loss, parts
+
+        # Guard part 1: judge the weights that produced this loss *before* stepping.
+        res = guarded_step(self.model, self.optimizer, [target, sources, T, K], compute,
+                           grad_clip=cfg.grad_clip, pre_step_check=lambda loss: self._check(float(loss),
+                                                                                          disp_cv[0]))
+        report = StepReport(res.status, res.loss, trip.stamp_ns, len(batch), time.perf_counter() - t0)
+        if res.status == StepStatus.OK:
+            self._nonfinite_run = 0
+            self._healthy += 1
+            self.counters.steps += 1
+            self.last_loss = res.loss
+            self.loss_avg = res.loss if self.loss_avg is None else \
+                cfg.loss_ema * self.loss_avg + (1 - cfg.loss_ema) * res.loss
+            # pre_state is verified: its loss and disparity just passed the checks.
+            if pre_state is not None and due_good:
+                self.last_good = pre_state
+            if pre_state is not None and due_swap:
+                self.on_weights(pre_state)
+                self.counters.swaps += 1
+        elif res.status.startswith("rejected_"):
+            self._rollback(res.status.removeprefix("rejected_"))
+            report.status = "rollback_" + res.status.removeprefix("rejected_")
+        else:  # non-finite data/loss/gradient: skipped by guarded_step
+            self.counters.skipped += 1
+            self._nonfinite_run += 1
+            if self._nonfinite_run >= cfg.max_nonfinite_in_a_row:
+                self._rollback("nonfinite")
+                report.status = "rollback_nonfinite"
+        return report
+
+    def _check(self, loss: float, disp_cv: float) -> str | None:
+        """None if healthy, else the reason to reject (and roll back)."""
+        cfg = self.cfg
+        if not np.isfinite(disp_cv) or disp_cv < cfg.min_disp_cv:
+            return "collapse"
+        if (self.counters.steps >= cfg.warmup_steps and self.loss_avg is not None
+                and loss > cfg.spike_factor * self.loss_avg):
+            return "spike"
+        return None
+
+    def _rollback(self, reason: str) -> None:
+        self.model.load_state_dict(self.last_good)
+        self.optimizer = self._new_optimizer()
+        self.counters.rollbacks += 1
+        self.counters.rollback_reasons[reason] = self.counters.rollback_reasons.get(reason, 0) + 1
+        self._nonfinite_run = 0
+        self._healthy = 0
+        log.warning("adaptation rolled back to the last good weights (reason: %s; rollbacks so far: %d)",
+                    reason, self.counters.rollbacks)
+        self.on_weights(_state_copy(self.model))
+
+    # --------------------------------------------------------------- control
+    def reset_to_initial(self) -> None:
+        """Forget everything learned: initial weights for training and serving."""
+        with self._train_lock:
+            self.model.load_state_dict(self.initial)
+            self.last_good = _state_copy(self.model)
+            self.optimizer = self._new_optimizer()
+            self.loss_avg = None
+            self._healthy = 0
+            self.on_weights(_state_copy(self.model))
+
+    def good_state(self) -> "OrderedDict[str, torch.Tensor]":
+        """The last verified weights (what a checkpoint should hold)."""
+        with self._train_lock:
+            return copy.deepcopy(self.last_good)
+
+    def verify_now(self) -> None:
+        """Promote the current training weights to 'last good' (used before a final save when healthy)."""
+        with self._train_lock:
+            if self._healthy > 0:
+                self.last_good = _state_copy(self.model)
+
+    def stats(self) -> dict:
+        c = self.counters
+        return {"adapt_enabled": self.enabled, "adapt_frames": c.frames, "adapt_steps": c.steps,
+                "adapt_skipped": c.skipped, "adapt_rollbacks": c.rollbacks, "adapt_swaps": c.swaps,
+                "adapt_no_motion": c.no_motion, "adapt_replay": len(self.replay),
+                "adapt_loss": self.last_loss, "adapt_loss_avg": self.loss_avg,
+                "rollback_reasons": dict(c.rollback_reasons)}
+
+    def config_dict(self) -> dict:
+        return asdict(self.cfg)
