@@ -26,7 +26,7 @@ from ..conventions import NS_PER_S, T_BASE_OPTICAL_ROTATION
 from .samples import GpsFix, ImuSample, OdometrySample, TransformSample
 
 __all__ = ["NoiseModel", "DEFAULT_GPS_ORIGIN", "default_T_base_camera", "true_pose",
-           "true_twist", "SimulatedDrive", "simulate_drive"]
+           "true_twist", "SimulatedDrive", "simulate_drive", "write_drive_bag"]
 
 #: Geodetic origin (lat deg, lon deg, alt m) of the analytic drive's odom frame.
 DEFAULT_GPS_ORIGIN = (48.137, 11.575, 520.0)
@@ -178,3 +178,88 @@ def simulate_drive(duration_s: float = 20.0, noise: NoiseModel | None = None, se
     st_c = _stamps(duration_s, nm.camera_rate, t0_s)
     T_cam = true_pose(st_c / NS_PER_S) @ T_base_cam
     return SimulatedDrive(odom, tfs, imu, gps, st_c, T_cam, T_base_cam, DEFAULT_GPS_ORIGIN)
+
+
+# ---------------------------------------------------------------- bag writing
+
+def write_drive_bag(drive: SimulatedDrive, path, *, topics=None) -> None:
+    """Write ``drive`` as a rosbag2 (sqlite3) with the synthetic-bag topic names.
+
+    Topics (``conventions.Topics``): odometry, /tf (odom->base_link), /tf_static
+    (base_link->camera_link->camera_optical_frame), IMU, GPS and the ground-truth
+    camera pose (PoseStamped of the optical frame in ``map`` = odom here).
+    No images. Needs the ``rosbags`` package (imported here only).
+    """
+    from rosbags.rosbag2 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    from ..conventions import BASE_FRAME, CAMERA_LINK_FRAME, CAMERA_OPTICAL_FRAME, MAP_FRAME, Topics
+
+    ts = get_typestore(Stores.ROS2_HUMBLE)
+    M = ts.types
+    Time, Header = M["builtin_interfaces/msg/Time"], M["std_msgs/msg/Header"]
+    Vec, Pt, Quat = M["geometry_msgs/msg/Vector3"], M["geometry_msgs/msg/Point"], M["geometry_msgs/msg/Quaternion"]
+    Pose, Tf, TfS = M["geometry_msgs/msg/Pose"], M["geometry_msgs/msg/Transform"], M["geometry_msgs/msg/TransformStamped"]
+
+    def hdr(ns, frame):
+        return Header(stamp=Time(sec=int(ns) // NS_PER_S, nanosec=int(ns) % NS_PER_S), frame_id=frame)
+
+    def vec(v, cls=Vec):
+        return cls(x=float(v[0]), y=float(v[1]), z=float(v[2]))
+
+    def quat(q):
+        return Quat(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3]))
+
+    def tfs(ns, parent, child, t, q):
+        return TfS(header=hdr(ns, parent), child_frame_id=child, transform=Tf(translation=vec(t), rotation=quat(q)))
+
+    def pose_of(T):
+        return Pose(position=vec(T[:3, 3], Pt), orientation=quat(Rotation.from_matrix(T[:3, :3]).as_quat()))
+
+    msgs = []  # (stamp, topic, type, msg)
+    for o in drive.odometry:
+        msgs.append((o.stamp_ns, Topics.BAG_ODOM, "nav_msgs/msg/Odometry", M["nav_msgs/msg/Odometry"](
+            header=hdr(o.stamp_ns, o.frame_id), child_frame_id=o.child_frame_id,
+            pose=M["geometry_msgs/msg/PoseWithCovariance"](
+                pose=Pose(position=vec(o.position, Pt), orientation=quat(o.orientation)),
+                covariance=np.array(o.pose_covariance, dtype=np.float64).ravel()),
+            twist=M["geometry_msgs/msg/TwistWithCovariance"](
+                twist=M["geometry_msgs/msg/Twist"](linear=vec(o.linear_velocity), angular=vec(o.angular_velocity)),
+                covariance=np.array(o.twist_covariance, dtype=np.float64).ravel()))))
+    for t in drive.transforms:
+        msgs.append((t.stamp_ns, Topics.BAG_TF, "tf2_msgs/msg/TFMessage", M["tf2_msgs/msg/TFMessage"](
+            transforms=[tfs(t.stamp_ns, t.parent_frame, t.child_frame, t.translation, t.rotation)])))
+    for s in drive.imu:
+        nocov = np.zeros(9)
+        nocov[0] = -1.0
+        msgs.append((s.stamp_ns, Topics.BAG_IMU, "sensor_msgs/msg/Imu", M["sensor_msgs/msg/Imu"](
+            header=hdr(s.stamp_ns, BASE_FRAME), orientation=quat([0, 0, 0, 1]), orientation_covariance=nocov,
+            angular_velocity=vec(s.angular_velocity), angular_velocity_covariance=np.zeros(9),
+            linear_acceleration=vec(s.linear_acceleration), linear_acceleration_covariance=np.zeros(9))))
+    for g in drive.gps:
+        msgs.append((g.stamp_ns, Topics.BAG_GPS, "sensor_msgs/msg/NavSatFix", M["sensor_msgs/msg/NavSatFix"](
+            header=hdr(g.stamp_ns, "gps"), status=M["sensor_msgs/msg/NavSatStatus"](status=g.status, service=1),
+            latitude=g.latitude, longitude=g.longitude, altitude=g.altitude,
+            position_covariance=np.array(g.position_covariance, dtype=np.float64).ravel(),
+            position_covariance_type=g.position_covariance_type)))
+    for ns, T in zip(drive.camera_stamps_ns, drive.T_odom_camera_gt):
+        msgs.append((int(ns), Topics.BAG_POSE_GT, "geometry_msgs/msg/PoseStamped", M["geometry_msgs/msg/PoseStamped"](
+            header=hdr(ns, MAP_FRAME), pose=pose_of(T))))
+    # Static chain base_link -> camera_link -> optical, split like a URDF would.
+    T_link_opt = np.eye(4)
+    T_link_opt[:3, :3] = T_BASE_OPTICAL_ROTATION
+    T_base_link = drive.T_base_camera @ np.linalg.inv(T_link_opt)
+    t_static = int(drive.camera_stamps_ns[0])
+    static = M["tf2_msgs/msg/TFMessage"](transforms=[
+        tfs(t_static, BASE_FRAME, CAMERA_LINK_FRAME, T_base_link[:3, 3],
+            Rotation.from_matrix(T_base_link[:3, :3]).as_quat()),
+        tfs(t_static, CAMERA_LINK_FRAME, CAMERA_OPTICAL_FRAME, [0, 0, 0],
+            Rotation.from_matrix(T_BASE_OPTICAL_ROTATION).as_quat())])
+    msgs.append((t_static - 1, Topics.BAG_TF_STATIC, "tf2_msgs/msg/TFMessage", static))
+    msgs.sort(key=lambda m: m[0])
+    with Writer(path, version=8) as writer:
+        conns = {}
+        for ns, topic, typ, msg in msgs:
+            if topic not in conns:
+                conns[topic] = writer.add_connection(topic, typ, typestore=ts)
+            writer.write(conns[topic], ns, ts.serialize_cdr(msg, typ))
