@@ -9,7 +9,8 @@ message objects and rosbags-deserialised messages (same field names; arrays
 may be ``array.array``, lists or numpy). They never validate: NaN/inf and
 zero-norm quaternions come out as they went in, and
 :class:`~mono_depth_ros.egomotion.provider.EgoMotionProvider` rejects and
-counts them. This keeps the core free of rclpy while the live node and the
+counts them. Samples compare by identity (``eq=False``: array fields make
+``==`` ambiguous); compare fields with numpy. This keeps the core free of rclpy while the live node and the
 offline bag tools share one conversion.
 """
 from __future__ import annotations
@@ -42,7 +43,7 @@ def _nan(shape) -> np.ndarray:
     return _arr(np.full(shape, np.nan), shape)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class OdometrySample:
     """One ``nav_msgs/Odometry``: pose of ``child_frame_id`` in ``frame_id``.
 
@@ -74,7 +75,7 @@ class OdometrySample:
             object.__setattr__(self, name, _arr(getattr(self, name), shape))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TransformSample:
     """One ``geometry_msgs/TransformStamped``: T_parent_child at ``stamp_ns``.
 
@@ -95,7 +96,7 @@ class TransformSample:
         object.__setattr__(self, "rotation", _arr(self.rotation, (4,)))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ImuSample:
     """One ``sensor_msgs/Imu`` in its ``frame_id`` (see ``EgoMotionConfig.R_base_imu``).
 
@@ -129,7 +130,7 @@ class ImuSample:
             object.__setattr__(self, "orientation_covariance", _arr(self.orientation_covariance, (3, 3)))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class GpsFix:
     """One ``sensor_msgs/NavSatFix``.
 
