@@ -1,0 +1,134 @@
+"""Small helpers to read rosbag2/rosbag1 recordings with rosbags (core: no rclpy).
+
+>>> with open_reader("drive_A") as reader:                       # doctest: +SKIP
+...     print(reader.topics.keys())
+>>> for topic, stamp_ns, msg in iter_messages("drive_A", ["/camera/image_raw"]):   # doctest: +SKIP
+...     rgb = image_to_numpy(msg)                                # (H,W,3) uint8
+
+Errors about the bag itself (missing, truncated, corrupt, unreadable metadata)
+are raised as :class:`BagError` naming the file; nothing here waits on I/O
+that could hang.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+__all__ = ["BagError", "open_reader", "iter_messages", "image_to_numpy", "depth_to_numpy",
+           "bag_topics"]
+
+
+class BagError(RuntimeError):
+    """A bag that cannot be read (missing, truncated, corrupt); the message names the file."""
+
+
+def _default_typestore():
+    from rosbags.typesys import Stores, get_typestore
+
+    return get_typestore(Stores.ROS2_KILTED)
+
+
+@contextlib.contextmanager
+def open_reader(path):
+    """Open a bag (rosbag2 directory, or a .mcap/.db3 inside one, or a ROS 1 .bag) for reading.
+
+    Yields:
+        an open ``rosbags.highlevel.AnyReader`` (falls back to the Kilted typestore
+        for bags without embedded message definitions).
+    Raises:
+        BagError: the bag is missing, truncated or corrupt.
+    """
+    from rosbags.highlevel import AnyReader
+
+    p = Path(path)
+    if p.is_file() and p.suffix in (".mcap", ".db3", ".yaml"):
+        p = p.parent
+    if not p.exists():
+        raise BagError(f"bag not found: {p}")
+    if p.is_dir() and not (p / "metadata.yaml").exists():
+        raise BagError(f"not a complete rosbag2 (no metadata.yaml): {p}"
+                       + (" -- looks like an interrupted generation" if p.name.endswith(".partial") else ""))
+    try:
+        reader = AnyReader([p], default_typestore=_default_typestore())
+        reader.open()
+    except BagError:
+        raise
+    except Exception as err:                      # rosbags raises several unrelated types
+        raise BagError(f"cannot open bag {p}: {type(err).__name__}: {err}") from err
+    try:
+        yield reader
+    finally:
+        with contextlib.suppress(Exception):
+            reader.close()
+
+
+def bag_topics(path) -> dict[str, str]:
+    """Topic name -> message type of a bag."""
+    with open_reader(path) as reader:
+        return {c.topic: c.msgtype for c in reader.connections}
+
+
+def iter_messages(path, topics: Iterable[str] | None = None) -> Iterator[tuple[str, int, object]]:
+    """Deserialized messages ``(topic, log_time_ns, msg)`` in log-time order.
+
+    Args:
+        path: bag path (see :func:`open_reader`).
+        topics: only these topics (None: all). Topics whose type cannot be
+            deserialized are skipped with a warning.
+    Raises:
+        BagError: the bag (or a message in it) is unreadable.
+    """
+    wanted = None if topics is None else set(topics)
+    with open_reader(path) as reader:
+        conns = []
+        for c in reader.connections:
+            if wanted is not None and c.topic not in wanted:
+                continue
+            if c.msgtype not in reader.typestore.fielddefs:
+                warnings.warn(f"{path}: skipping topic {c.topic} of unknown type {c.msgtype}", stacklevel=2)
+                continue
+            conns.append(c)
+        if not conns:
+            return
+        try:
+            for conn, stamp, raw in reader.messages(connections=conns):
+                yield conn.topic, int(stamp), reader.deserialize(raw, conn.msgtype)
+        except BagError:
+            raise
+        except Exception as err:
+            raise BagError(f"error reading bag {path}: {type(err).__name__}: {err}") from err
+
+
+def image_to_numpy(msg) -> np.ndarray:
+    """``sensor_msgs/msg/Image`` (any colour encoding) -> (H,W,3) uint8 RGB (via rosbags.image)."""
+    from rosbags.image import message_to_cvimage
+
+    if msg.encoding in ("32FC1", "16UC1"):
+        raise ValueError(f"image_to_numpy: {msg.encoding} is a depth image; use depth_to_numpy")
+    img = message_to_cvimage(msg, "rgb8")
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    return np.ascontiguousarray(img)
+
+
+def depth_to_numpy(msg) -> np.ndarray:
+    """``sensor_msgs/msg/Image`` depth -> (H,W) float32 metres.
+
+    32FC1 is taken as metres (REP 118: +inf/NaN kept); 16UC1 as millimetres (0 -> NaN).
+    """
+    h, w = int(msg.height), int(msg.width)
+    data = np.asarray(msg.data, dtype=np.uint8)
+    if msg.encoding == "32FC1":
+        dt = np.dtype(">f4" if msg.is_bigendian else "<f4")
+        rows = data.reshape(h, int(msg.step))[:, : 4 * w]
+        return np.ascontiguousarray(rows).view(dt).reshape(h, w).astype(np.float32)
+    if msg.encoding == "16UC1":
+        dt = np.dtype(">u2" if msg.is_bigendian else "<u2")
+        rows = data.reshape(h, int(msg.step))[:, : 2 * w]
+        mm = np.ascontiguousarray(rows).view(dt).reshape(h, w).astype(np.float32)
+        return np.where(mm > 0, mm / 1000.0, np.nan).astype(np.float32)
+    raise ValueError(f"depth_to_numpy: unsupported encoding {msg.encoding!r} (expected 32FC1 or 16UC1)")

@@ -1,0 +1,372 @@
+"""CPU ray-cast renderer: open3d ``RaycastingScene`` + vectorised procedural shading.
+
+Per frame: one ray per pixel, cast against the static scene (built once per
+drive) and a small scene of the moving cars (built per frame); the nearer hit
+wins. GT depth is exact: ray directions are ``R_map_cam @ K^-1 [u, v, 1]`` so
+the hit parameter ``t_hit`` *is* the optical-frame z (metres).
+
+Texturing is evaluated in world/object space from each hit's interpolated
+texture coordinates (metres). Procedural noise comes from a periodic fractal
+noise tile with a pre-blurred "mip" stack chosen per pixel from its footprint
+(metres per pixel), and pattern edges (bricks, windows, lane markings) are
+box-filtered analytically by the same footprint; this is hand-written because
+open3d has no texture sampling for ray hits, and it keeps the image free of
+frame-to-frame aliasing shimmer that would poison photometric losses.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import open3d as o3d
+
+from mono_depth_ros.synth.presets import DomainPreset
+from mono_depth_ros.synth.world import Material, Mesh
+
+__all__ = ["NoiseTile", "RenderOutput", "Renderer", "camera_rays"]
+
+_INVALID = np.uint32(0xFFFFFFFF)
+
+
+class NoiseTile:
+    """Periodic fractal (1/f) noise, (S,S) zero-mean unit-std, with a blurred stack.
+
+    ``stack[l]`` is the tile low-passed with a Gaussian of sigma ``2**l`` texels
+    (computed in the Fourier domain, so it stays periodic).
+    """
+
+    def __init__(self, rng: np.random.Generator, size: int = 256, levels: int = 7, beta: float = 1.6):
+        self.size = size
+        f = np.fft.fftfreq(size)
+        fr = np.hypot(*np.meshgrid(f, f, indexing="ij"))
+        fr[0, 0] = 1.0
+        spec = np.fft.fft2(rng.standard_normal((size, size))) / fr ** (beta / 2)
+        spec[0, 0] = 0.0
+        stack = []
+        for lvl in range(levels):
+            sigma = 0.0 if lvl == 0 else 2.0 ** (lvl - 1)
+            g = np.exp(-2 * (np.pi * sigma * fr) ** 2)
+            stack.append(np.real(np.fft.ifft2(spec * g)))
+        std0 = stack[0].std()
+        self.stack = (np.stack(stack) / std0).astype(np.float32).reshape(-1)
+        self.levels = levels
+
+    def sample(self, u: np.ndarray, v: np.ndarray, texel: float, footprint: np.ndarray) -> np.ndarray:
+        """Noise at texture coordinates (u, v) in metres; ``texel`` metres per texel.
+
+        Args:
+            u, v, footprint: (N,) arrays (footprint = metres covered by one pixel).
+        Returns:
+            (N,) float32 noise, blurred to the pixel footprint.
+        """
+        s = self.size
+        x = u * (1.0 / texel)
+        y = v * (1.0 / texel)
+        lvl = np.clip(np.log2(np.maximum(footprint / texel, 1e-6)) + 1.0, 0, self.levels - 1)
+        base = lvl.astype(np.int64) * (s * s)
+        x0 = np.floor(x)
+        y0 = np.floor(y)
+        fx = (x - x0).astype(np.float32)
+        fy = (y - y0).astype(np.float32)
+        ix = x0.astype(np.int64) % s
+        iy = y0.astype(np.int64) % s
+        ix1 = (ix + 1) % s
+        iy1 = (iy + 1) % s
+        st = self.stack
+        r0 = base + iy * s
+        r1 = base + iy1 * s
+        a = st[r0 + ix] * (1 - fx) + st[r0 + ix1] * fx
+        b = st[r1 + ix] * (1 - fx) + st[r1 + ix1] * fx
+        return a * (1 - fy) + b * fy
+
+
+def _hash01(*ints: np.ndarray) -> np.ndarray:
+    """Integer hash of lattice indices -> float32 in [0, 1) (PCG-style mixing)."""
+    h = np.uint32(2166136261)
+    for k in ints:
+        h = (h ^ np.asarray(k).astype(np.int64).astype(np.uint32)) * np.uint32(16777619)
+        h ^= h >> np.uint32(15)
+        h *= np.uint32(0x2C1B3C6D)
+        h ^= h >> np.uint32(12)
+    return (h >> np.uint32(8)).astype(np.float32) * np.float32(1.0 / (1 << 24))
+
+
+def _coverage(dist: np.ndarray, half_width: float, footprint: np.ndarray) -> np.ndarray:
+    """Fraction of a pixel covered by a band ``|dist| < half_width`` (box-filtered edge)."""
+    return np.clip((half_width - np.abs(dist)) / np.maximum(footprint, 1e-6) + 0.5, 0.0, 1.0)
+
+
+def camera_rays(K: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(H*W,3) float64 optical-frame ray directions with z = 1 (so t_hit = depth)."""
+    u, v = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
+    x = (u - K[0, 2] - K[0, 1] * (v - K[1, 2]) / K[1, 1]) / K[0, 0]
+    y = (v - K[1, 2]) / K[1, 1]
+    return np.stack([x.ravel(), y.ravel(), np.ones(width * height)], 1)
+
+
+@dataclass
+class RenderOutput:
+    """One rendered view: image (H,W,3) uint8, depth (H,W) float32 (+inf sky), dynamic (H,W) bool."""
+
+    image: np.ndarray
+    depth: np.ndarray
+    dynamic: np.ndarray
+
+
+def _to_scene(mesh: Mesh) -> o3d.t.geometry.RaycastingScene:
+    scene = o3d.t.geometry.RaycastingScene()
+    if len(mesh):
+        verts = mesh.xyz.reshape(-1, 3).astype(np.float32)
+        tris = np.arange(len(verts), dtype=np.uint32).reshape(-1, 3)
+        scene.add_triangles(o3d.core.Tensor(verts), o3d.core.Tensor(tris))
+    return scene
+
+
+class Renderer:
+    """Renders views of one world; the static scene is built once.
+
+    Args:
+        static: the static :class:`Mesh` of the drive.
+        preset: lighting, palette and exposure.
+        seed: texture noise seed.
+    """
+
+    def __init__(self, static: Mesh, preset: DomainPreset, seed: int):
+        self.preset = preset
+        self.static = static
+        self.scene = _to_scene(static)
+        rng = np.random.default_rng([int(seed), 0x7E47])
+        self.noise = NoiseTile(rng)
+        el, az = np.deg2rad(preset.sun_elevation_deg), np.deg2rad(preset.sun_azimuth_deg)
+        self.sun = np.array([np.cos(el) * np.sin(az), np.cos(el) * np.cos(az), np.sin(el)])
+        self._ray_cache: dict = {}
+
+    # ------------------------------------------------------------------ geometry
+    def _rays(self, K: np.ndarray, width: int, height: int) -> np.ndarray:
+        key = (width, height, K.tobytes())
+        if key not in self._ray_cache:
+            self._ray_cache = {key: camera_rays(K, width, height)}
+        return self._ray_cache[key]
+
+    def render(self, T_map_camera: np.ndarray, K: np.ndarray, width: int, height: int,
+               dynamic: Mesh, rng: np.random.Generator | None = None) -> RenderOutput:
+        """Render one view.
+
+        Args:
+            T_map_camera: (4,4) optical-frame pose in map.
+            K: (3,3) intrinsics.
+            dynamic: moving objects at this instant (map frame).
+            rng: camera-noise generator (None: no sensor noise).
+        """
+        d_cam = self._rays(K, width, height)
+        R, t = T_map_camera[:3, :3], T_map_camera[:3, 3]
+        d_world = d_cam @ R.T
+        n = len(d_world)
+        rays = np.empty((n, 6), np.float32)
+        rays[:, :3] = t
+        rays[:, 3:] = d_world
+        rays_t = o3d.core.Tensor(rays)
+        hit = self.scene.cast_rays(rays_t)
+        t_hit = hit["t_hit"].numpy()
+        prim = hit["primitive_ids"].numpy()
+        bary = hit["primitive_uvs"].numpy()
+        normal = hit["primitive_normals"].numpy()
+        is_dyn = np.zeros(n, bool)
+        dyn_scene = None
+        if len(dynamic):
+            dyn_scene = _to_scene(dynamic)
+            hd = dyn_scene.cast_rays(rays_t)
+            td = hd["t_hit"].numpy()
+            is_dyn = td < t_hit
+            if is_dyn.any():
+                t_hit = np.where(is_dyn, td, t_hit)
+                prim = np.where(is_dyn, hd["primitive_ids"].numpy(), prim)
+                bary = np.where(is_dyn[:, None], hd["primitive_uvs"].numpy(), bary)
+                normal = np.where(is_dyn[:, None], hd["primitive_normals"].numpy(), normal)
+        valid = np.isfinite(t_hit)
+        rgb = np.empty((n, 3), np.float32)
+        idx = np.flatnonzero(valid)
+        rgb[~valid] = self._sky(d_world[~valid])
+        if len(idx):
+            rgb[idx] = self._shade(idx, t_hit, prim, bary, normal, is_dyn, d_world, rays,
+                                   dynamic, dyn_scene, K)
+        img = self._expose(rgb.reshape(height, width, 3), rng)
+        depth = t_hit.reshape(height, width).astype(np.float32)
+        return RenderOutput(img, depth, is_dyn.reshape(height, width))
+
+    # ------------------------------------------------------------------ shading
+    def _shade(self, idx, t_hit, prim, bary, normal, is_dyn, d_world, rays, dynamic, dyn_scene, K):
+        p = self.preset
+        th = t_hit[idx].astype(np.float64)
+        d = d_world[idx]
+        pts = rays[idx, :3].astype(np.float64) + d * th[:, None]
+        dyn = is_dyn[idx]
+        pid = prim[idx].astype(np.int64)
+        # Gather per-triangle attributes from the static or the dynamic mesh.
+        mat = np.where(dyn, 0, self.static.material[np.where(dyn, 0, pid)]).astype(np.int16)
+        tint = self.static.tint[np.where(dyn, 0, pid)]
+        param = self.static.param[np.where(dyn, 0, pid)]
+        tri_uv = self.static.uv[np.where(dyn, 0, pid)]
+        if dyn.any():
+            dp = pid[dyn]
+            mat[dyn] = dynamic.material[dp]
+            tint[dyn] = dynamic.tint[dp]
+            param[dyn] = dynamic.param[dp]
+            tri_uv[dyn] = dynamic.uv[dp]
+        b = bary[idx].astype(np.float64)
+        w0 = 1.0 - b[:, 0] - b[:, 1]
+        uv = tri_uv[:, 0] * w0[:, None] + tri_uv[:, 1] * b[:, :1] + tri_uv[:, 2] * b[:, 1:2]
+        u, v = uv[:, 0], uv[:, 1]
+        nrm = normal[idx].astype(np.float64)
+        dn = np.linalg.norm(d, axis=1)
+        cos_view = np.abs(np.einsum("ij,ij->i", nrm, d)) / dn
+        nrm = np.where((np.einsum("ij,ij->i", nrm, d) > 0)[:, None], -nrm, nrm)
+        # Metres covered by one pixel at the hit (grazing angles stretch it).
+        footprint = th * dn / K[0, 0] / np.maximum(cos_view, 0.15)
+        albedo = tint.astype(np.float32).copy()
+        c = p.texture_contrast
+        for m in np.unique(mat):
+            sel = np.flatnonzero(mat == m)
+            albedo[sel] = self._material(int(m), albedo[sel], u[sel], v[sel], param[sel],
+                                         footprint[sel], pts[sel], c)
+        # Lambert + ambient (+ hard shadows from the sun).
+        ndl = np.clip(nrm @ self.sun, 0.0, None)
+        lit = ndl > 0
+        if p.shadows and lit.any():
+            li = np.flatnonzero(lit)
+            srays = np.empty((len(li), 6), np.float32)
+            srays[:, :3] = pts[li] + nrm[li] * 0.02
+            srays[:, 3:] = self.sun
+            st = o3d.core.Tensor(srays)
+            occ = self.scene.test_occlusions(st).numpy()
+            if dyn_scene is not None:
+                occ |= dyn_scene.test_occlusions(st).numpy()
+            ndl[li[occ]] = 0.0
+        sky_fill = 0.85 + 0.15 * nrm[:, 2]             # more sky light on up-facing surfaces
+        light = p.ambient * sky_fill + p.sun_intensity * ndl
+        warm = np.array([1.0, 0.96, 0.88], np.float32) if p.shadows else np.ones(3, np.float32)
+        return albedo * (light[:, None].astype(np.float32) * warm)
+
+    def _material(self, m, alb, u, v, param, fp, pts, c):
+        nz = self.noise
+        if m == Material.ASPHALT:
+            n1 = nz.sample(u, v, 0.012, fp)
+            n2 = nz.sample(v + 31.7, u * 0.9 + 5.1, 0.15, fp)
+            alb = alb * (1 + c * (0.22 * n1 + 0.12 * n2))[:, None]
+            half = param[:, 0]
+            lane_w = self.preset.lane_width
+            # Lane markings: dashed lane lines, a centre line, solid edge lines.
+            mark = np.zeros(len(u), np.float32)
+            dash = _coverage((u % 9.0) - 1.5, 1.5, fp)
+            lanes = self.preset.lanes_per_direction
+            for k in range(1, lanes):
+                mark = np.maximum(mark, dash * _coverage(np.abs(v) - k * lane_w, 0.06, fp))
+            if lanes >= 2:
+                centre = np.maximum(_coverage(v - 0.12, 0.06, fp), _coverage(v + 0.12, 0.06, fp))
+                colour = np.array([0.75, 0.6, 0.1], np.float32)
+            else:
+                centre = dash * _coverage(v, 0.06, fp)
+                colour = np.array([0.8, 0.8, 0.78], np.float32)
+            edge = _coverage(np.abs(v) - (half - self.preset.parking_width), 0.07, fp)
+            white = np.array([0.8, 0.8, 0.78], np.float32)
+            wear = np.clip(0.85 + 0.3 * n2, 0, 1)[:, None]
+            alb = alb * (1 - centre[:, None]) + colour * (centre[:, None] * wear)
+            lm = np.maximum(mark, edge)[:, None]
+            alb = alb * (1 - lm) + white * lm * wear
+            return alb
+        if m in (Material.SIDEWALK, Material.KERB):
+            tile = 0.5 if m == Material.SIDEWALK else 1.0
+            n1 = nz.sample(u + 7.3, v, 0.02, fp)
+            fu = (u % tile) - tile / 2
+            fv = (v % tile) - tile / 2
+            joint = np.maximum(_coverage(np.abs(fu) - tile / 2, 0.012, fp),
+                               _coverage(np.abs(fv) - tile / 2, 0.012, fp) * (m == Material.SIDEWALK))
+            jit = _hash01(np.floor(u / tile), np.floor(v / tile)) - 0.5
+            alb = alb * (1 + c * (0.15 * n1 + 0.15 * jit))[:, None]
+            return alb * (1 - 0.45 * joint)[:, None]
+        if m in (Material.VERGE, Material.GROUND):
+            n1 = nz.sample(u + 3.3, v + 1.1, 0.03, fp)
+            n2 = nz.sample(v + 11.0, u, 0.6, fp)
+            return alb * np.clip(1 + c * (0.3 * n1 + 0.2 * n2), 0.2, 2)[:, None]
+        if m == Material.FACADE:
+            return self._facade(alb, u, v, param, fp, c)
+        if m == Material.ROOF:
+            return alb * (1 + 0.2 * nz.sample(u, v, 0.05, fp))[:, None]
+        if m == Material.CAR_PAINT:
+            n1 = nz.sample(u + param[:, 0], v, 0.05, fp)
+            return alb * (1 + 0.06 * n1)[:, None]
+        if m == Material.GLASS:
+            n1 = nz.sample(u + param[:, 0], v * 0.3, 0.1, fp)
+            return alb * (1 + 0.5 * n1)[:, None] + 0.03
+        if m == Material.TYRE:
+            return alb * (1 + 0.3 * nz.sample(u, v, 0.02, fp))[:, None]
+        if m == Material.POLE:
+            return alb * (1 + 0.15 * nz.sample(u, v * 0.2, 0.03, fp))[:, None]
+        if m == Material.BARK:
+            return alb * np.clip(1 + 0.45 * nz.sample(u * 3, v * 0.3, 0.01, fp), 0.2, 2)[:, None]
+        if m == Material.FOLIAGE:
+            n1 = nz.sample(u + param[:, 0], v, 0.04, fp)
+            n2 = nz.sample(v, u + param[:, 0], 0.3, fp)
+            leaf = np.clip(1 + 0.6 * n1 + 0.3 * n2, 0.15, 2.5)
+            return alb * leaf[:, None]
+        return alb
+
+    def _facade(self, alb, u, v, param, fp, c):
+        """Walls (plaster or brick) with a grid of windows per floor."""
+        nz = self.noise
+        win_sx, floor_h, brick, bseed = param[:, 0], param[:, 1], param[:, 2], param[:, 3]
+        n1 = nz.sample(u + bseed, v, 0.03, fp)
+        n2 = nz.sample(v + bseed, u, 0.5, fp)
+        wall = alb * (1 + c * (0.12 * n1 + 0.1 * n2))[:, None]
+        # Bricks: 0.25 x 0.075 m courses, half-offset rows, mortar lines, per-brick tone.
+        bh, bw = 0.075, 0.25
+        row = np.floor(v / bh)
+        ub = u + 0.5 * bw * (row % 2)
+        col = np.floor(ub / bw)
+        du = (ub - (col + 0.5) * bw)
+        dv = (v - (row + 0.5) * bh)
+        mortar = np.maximum(_coverage(np.abs(du) - bw / 2, 0.008, fp), _coverage(np.abs(dv) - bh / 2, 0.008, fp))
+        fade = np.clip(2.0 - fp / 0.03, 0.0, 1.0)       # far away: average brick colour
+        tone = (_hash01(row, col, bseed) - 0.5) * 0.35 * c
+        brick_col = alb * (1 + tone)[:, None]
+        brick_col = brick_col * (1 - (mortar * fade)[:, None]) + np.float32(0.75) * (mortar * fade)[:, None]
+        wall = np.where((brick > 0.5)[:, None], brick_col * (1 + 0.1 * n1)[:, None], wall)
+        # Windows: one per (win_sx x floor_h) cell above the ground floor line.
+        cu = (u % win_sx) - win_sx / 2
+        cv = ((v - 0.4) % floor_h) - floor_h / 2
+        ww, wh = 0.45 * win_sx, 0.5 * floor_h
+        win = _coverage(cu, ww / 2, fp) * _coverage(cv, wh / 2, fp) * (v > 1.0)
+        frame = _coverage(cu, ww / 2 + 0.08, fp) * _coverage(cv, wh / 2 + 0.08, fp) * (v > 1.0) - win
+        cell = _hash01(np.floor(u / win_sx), np.floor((v - 0.4) / floor_h), bseed)
+        glass = np.stack([0.06 + 0.10 * cell, 0.08 + 0.10 * cell, 0.11 + 0.12 * cell], 1).astype(np.float32)
+        glass = glass * (1 + 0.4 * nz.sample(u * 0.5 + 13, v * 0.5, 0.05, fp))[:, None]
+        out = wall * (1 - frame - win)[:, None] + np.float32(0.8) * frame[:, None] + glass * win[:, None]
+        return out
+
+    def _sky(self, d: np.ndarray) -> np.ndarray:
+        p = self.preset
+        dn = d / np.linalg.norm(d, axis=1, keepdims=True)
+        el = np.clip(dn[:, 2], 0, 1)[:, None] ** 0.5
+        col = np.float32(p.sky_horizon) * (1 - el) + np.float32(p.sky_zenith) * el
+        if p.shadows:                                  # sun glow
+            glow = np.clip(dn @ self.sun, 0, 1) ** 32
+            col = col + 0.6 * glow[:, None]
+        else:                                          # soft cloud banks
+            az = np.arctan2(dn[:, 1], dn[:, 0])
+            cl = self.noise.sample(az * 40.0, dn[:, 2] * 120.0, 1.0, np.full(len(az), 2.0))
+            col = col * (1 + 0.05 * cl)[:, None]
+        # The renderer's light is scaled so that a white lit surface is ~1; sky matches that.
+        return (col * (self.preset.ambient + self.preset.sun_intensity) * 1.0).astype(np.float32)
+
+    def _expose(self, rgb: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+        """Linear radiance (H,W,3) -> uint8 sRGB-ish with exposure, vignetting, noise."""
+        h, w, _ = rgb.shape
+        yy, xx = np.mgrid[0:h, 0:w]
+        r2 = ((xx - w / 2) / (w / 2)) ** 2 + ((yy - h / 2) / (w / 2)) ** 2
+        vig = (1 - 0.15 * r2).astype(np.float32)[..., None]
+        x = np.clip(rgb * (self.preset.exposure * vig), 0, None)
+        x = x / (1 + 0.15 * x)                                      # soft shoulder
+        out = 255.0 * np.clip(x, 0, 1) ** (1 / 2.2)
+        if rng is not None and self.preset.noise.camera_noise > 0:
+            out = out + rng.standard_normal(out.shape, dtype=np.float32) * self.preset.noise.camera_noise
+        return np.clip(out + 0.5, 0, 255).astype(np.uint8)
