@@ -1,0 +1,409 @@
+"""EgoMotionProvider: feed motion samples, ask for metric relative camera poses.
+
+Typical use (the ROS node does the same from its callbacks)::
+
+    provider = EgoMotionProvider(EgoMotionConfig(priority=("odom", "tf", "imu_gps", "imu_speed")),
+                                 T_base_camera=T_base_cam)          # (4,4) from TF
+    provider.add_odometry(from_odometry_msg(msg))                    # per message
+    provider.add_imu(from_imu_msg(msg)); provider.add_gps(from_navsatfix_msg(msg))
+    for tf in from_tf_message(msg): provider.add_transform(tf)
+    rp = provider.relative_pose(t_target_ns, t_source_ns)
+    if rp.status is PoseStatus.OK:
+        use(rp.T_target_source, rp.source)       # (4,4), camera optical frame
+    provider.counters                            # dict[str, int] for diagnostics
+
+All methods are plain Python/NumPy and guarded by one lock, so callbacks from
+several executor threads may call them.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from ..conventions import BASE_FRAME, NS_PER_S, ODOM_FRAME
+from .samples import (GPS_COVARIANCE_TYPE_UNKNOWN, GpsFix, ImuSample, OdometrySample,
+                      TransformSample)
+from .sources import (GpsTrack, ImuGpsSource, ImuRotation, ImuSpeedSource, OdomSource, PoseSource,
+                      TwistSource)
+from .timeseries import Coverage, PoseStatus, TimeSeries, invert_T
+
+__all__ = ["SOURCES", "EgoMotionConfig", "RelativePose", "EgoMotionProvider"]
+
+log = logging.getLogger(__name__)
+
+#: Source names accepted in ``EgoMotionConfig.priority``.
+SOURCES = ("odom", "odom_twist", "tf", "imu_gps", "imu_speed")
+
+
+def _ns(sec: float) -> int:
+    return int(round(sec * NS_PER_S))
+
+
+@dataclass(frozen=True)
+class EgoMotionConfig:
+    """Every ego-motion parameter, with its unit.
+
+    Attributes:
+        priority: sources tried in order; the first that answers wins. A source
+            that is NOT_YET (data will come) makes the query wait rather than
+            fall back; absent, stale or gapped sources are skipped.
+        odom_frame / base_frame: the TF pair used by the ``tf`` source.
+        buffer_s: seconds of samples kept (older ones are pruned).
+        max_gap_s: largest spacing between consecutive samples that
+            interpolation/integration may bridge.
+        time_jump_tolerance_s: a sample older than the newest stamp seen by
+            more than this is a backwards time jump (bag loop, sim-time reset):
+            all buffers are reset.
+        stale_timeout_s: a source whose newest sample is this much older than
+            the newest sample of any stream is stale: NEVER instead of NOT_YET.
+        odom_max_pose_variance: odometry pose usable only while the x, y and yaw
+            variances (m^2, rad^2) are finite and below this; otherwise its twist
+            is integrated.
+        imu_rotation: ``"gyro"`` | ``"orientation"`` | ``"auto"`` (see ImuRotation).
+        R_base_imu: (3,3) rotation of the IMU frame into base_link.
+        gps_origin: (lat deg, lon deg, alt m) of the local ENU origin; None =
+            first accepted fix.
+        gps_window_s / gps_min_fixes: GPS smoothing window and fixes needed in it.
+        gps_max_variance: fixes whose horizontal variance (m^2) exceeds this are
+            rejected (when the covariance type is known).
+        gps_min_status: NavSatStatus.status below this is "no fix" (ignored).
+    """
+
+    priority: tuple[str, ...] = ("odom", "tf", "imu_gps", "imu_speed")
+    odom_frame: str = ODOM_FRAME
+    base_frame: str = BASE_FRAME
+    buffer_s: float = 30.0
+    max_gap_s: float = 0.5
+    time_jump_tolerance_s: float = 1.0
+    stale_timeout_s: float = 1.0
+    odom_max_pose_variance: float = 1e3
+    imu_rotation: str = "auto"
+    R_base_imu: tuple = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+    gps_origin: tuple[float, float, float] | None = None
+    gps_window_s: float = 4.0
+    gps_min_fixes: int = 4
+    gps_max_variance: float = 100.0
+    gps_min_status: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "priority", tuple(self.priority))
+        unknown = [s for s in self.priority if s not in SOURCES]
+        if unknown or not self.priority:
+            raise ValueError(f"priority must be a non-empty list of {SOURCES}, got {self.priority}")
+        if self.imu_rotation not in ("gyro", "orientation", "auto"):
+            raise ValueError(f"imu_rotation must be gyro|orientation|auto, got {self.imu_rotation!r}")
+        for name in ("buffer_s", "max_gap_s", "time_jump_tolerance_s", "stale_timeout_s", "gps_window_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        R = np.asarray(self.R_base_imu, dtype=np.float64)
+        if R.shape != (3, 3) or not np.allclose(R @ R.T, np.eye(3), atol=1e-6):
+            raise ValueError("R_base_imu must be a (3,3) rotation matrix")
+
+
+@dataclass(frozen=True)
+class RelativePose:
+    """Answer to :meth:`EgoMotionProvider.relative_pose`.
+
+    Attributes:
+        status: OK, NOT_YET (ask again later) or NEVER.
+        stamp_target_ns / stamp_source_ns: the queried image stamps.
+        source: the source that answered (``odom``, ``odom_twist``, ``tf``,
+            ``imu_gps``, ``imu_speed``), or the one waited for / last tried.
+        T_target_source: (4,4) camera optical frame at target <- at source
+            (``inv(T_odom_cam(t)) @ T_odom_cam(s)``), metres; None unless OK.
+        T_base_target_source: (4,4) same motion in base_link; None unless OK.
+        reason: why not OK ("" when OK).
+        attempts: ((source, status value, reason), ...) in priority order.
+    """
+
+    status: PoseStatus
+    stamp_target_ns: int
+    stamp_source_ns: int
+    source: str | None = None
+    T_target_source: np.ndarray | None = None
+    T_base_target_source: np.ndarray | None = None
+    reason: str = ""
+    attempts: tuple = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return self.status is PoseStatus.OK
+
+    @property
+    def translation_m(self) -> float:
+        """Distance between the two camera centres, m (nan unless OK)."""
+        return float(np.linalg.norm(self.T_target_source[:3, 3])) if self.ok else math.nan
+
+    @property
+    def rotation_rad(self) -> float:
+        """Rotation angle between the two camera frames, rad (nan unless OK)."""
+        if not self.ok:
+            return math.nan
+        return float(Rotation.from_matrix(self.T_target_source[:3, :3]).magnitude())
+
+
+def _finite(*arrays) -> bool:
+    return all(np.all(np.isfinite(a)) for a in arrays)
+
+
+def _quat_ok(q: np.ndarray) -> bool:
+    return bool(np.all(np.isfinite(q)) and np.linalg.norm(q) > 1e-6)
+
+
+class EgoMotionProvider:
+    """Buffers odometry / TF / IMU / GPS samples and answers relative camera poses.
+
+    Args:
+        config: :class:`EgoMotionConfig`.
+        T_base_camera: (4,4) base_link <- camera optical frame; identity (poses
+            of the base itself) until :meth:`set_camera_extrinsics` is called.
+    """
+
+    def __init__(self, config: EgoMotionConfig | None = None, T_base_camera: np.ndarray | None = None):
+        self.config = config or EgoMotionConfig()
+        c = self.config
+        self._lock = threading.RLock()
+        self._counters: Counter = Counter()
+        self._max_gap = _ns(c.max_gap_s)
+        self._R_base_imu = Rotation.from_matrix(np.asarray(c.R_base_imu, dtype=np.float64))
+        self._odom_pose = TimeSeries(7)
+        self._odom_twist = TimeSeries(6)
+        self._tf_pose = TimeSeries(7)
+        self._gyro = TimeSeries(3)
+        self._imu_orientation = TimeSeries(4)
+        self._gps = GpsTrack(_ns(c.gps_window_s), c.gps_min_fixes, c.gps_origin)
+        self._streams = {"odom_pose": self._odom_pose, "odom_twist": self._odom_twist,
+                         "tf": self._tf_pose, "imu_gyro": self._gyro,
+                         "imu_orientation": self._imu_orientation, "gps": self._gps.series}
+        imu = ImuRotation(self._gyro, self._imu_orientation, self._max_gap, c.imu_rotation)
+        twist = TwistSource(self._odom_twist, self._max_gap)
+        self._sources = {
+            "odom": OdomSource(PoseSource(self._odom_pose, self._max_gap), twist),
+            "odom_twist": twist,
+            "tf": PoseSource(self._tf_pose, self._max_gap),
+            "imu_speed": ImuSpeedSource(imu, self._odom_twist, self._max_gap),
+            # The GPS track is smoothed over a window, so fixes may be sparser
+            # than max_gap; its own window check applies instead.
+            "imu_gps": ImuGpsSource(imu, self._gps),
+        }
+        # Which streams each source reads (for the stale check).
+        self._source_streams = {
+            "odom": ("odom_pose", "odom_twist"), "odom_twist": ("odom_twist",), "tf": ("tf",),
+            "imu_speed": ("imu_gyro", "imu_orientation", "odom_twist"),
+            "imu_gps": ("imu_gyro", "imu_orientation", "gps"),
+        }
+        self._newest_ns: int | None = None
+        self.epoch = 0  # incremented on every reset (FrameSelector watches it)
+        self.T_base_camera = np.eye(4)
+        if T_base_camera is not None:
+            self.set_camera_extrinsics(T_base_camera)
+
+    # ------------------------------------------------------------ configuration
+    def set_camera_extrinsics(self, T_base_camera: np.ndarray) -> None:
+        """Set T_base_camera: (4,4) base_link <- camera optical frame (REP 103)."""
+        T = np.asarray(T_base_camera, dtype=np.float64)
+        if T.shape != (4, 4) or not np.all(np.isfinite(T)):
+            raise ValueError(f"T_base_camera must be a finite (4,4) matrix, got shape {T.shape}")
+        with self._lock:
+            self.T_base_camera = T.copy()
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Snapshot of diagnostic counters (received / rejected / reset / query outcomes)."""
+        with self._lock:
+            return dict(self._counters)
+
+    def reset(self, reason: str = "requested") -> None:
+        """Clear every buffer (the GPS origin is kept)."""
+        with self._lock:
+            for s in self._streams.values():
+                s.clear()
+            self._newest_ns = None
+            self.epoch += 1
+            self._counters["resets"] += 1
+            log.warning("ego-motion buffers reset: %s", reason)
+
+    # ------------------------------------------------------------ feeding
+    def _admit(self, stream: str, stamp_ns: int) -> bool:
+        """Time bookkeeping shared by every input: backwards jumps reset, old samples drop."""
+        c = self.config
+        if self._newest_ns is not None and stamp_ns < self._newest_ns - _ns(c.time_jump_tolerance_s):
+            self._counters["time_jumps"] += 1
+            self.reset(f"time jumped backwards by {(self._newest_ns - stamp_ns) / NS_PER_S:.3f} s "
+                       f"on {stream} (bag loop or sim-time reset?)")
+        if self._newest_ns is None or stamp_ns > self._newest_ns:
+            self._newest_ns = stamp_ns
+            keep_from = stamp_ns - _ns(c.buffer_s)
+            for s in self._streams.values():
+                s.prune(keep_from)
+        return True
+
+    def _insert(self, stream: str, series: TimeSeries, stamp_ns: int, value) -> bool:
+        if stamp_ns < self._newest_ns - _ns(self.config.buffer_s):
+            self._counters[f"{stream}_too_old"] += 1
+            return False
+        result = series.insert(stamp_ns, value)
+        if result == "duplicate":
+            self._counters[f"{stream}_duplicate"] += 1
+            return False
+        if result == "out_of_order":
+            self._counters[f"{stream}_out_of_order"] += 1
+        return True
+
+    def add_odometry(self, sample: OdometrySample) -> bool:
+        """Feed one odometry sample (pose of base in odom + base-frame twist).
+
+        Returns True when anything entered a buffer. Non-finite or zero-norm
+        pose data never enters the pose buffer (counted); the twist is still
+        used when finite. A pose whose x/y/yaw covariance is NaN or above
+        ``odom_max_pose_variance`` is unusable (counted) and only its twist is kept.
+        """
+        with self._lock:
+            self._counters["odom_received"] += 1
+            pose_finite = _finite(sample.position) and _quat_ok(sample.orientation)
+            twist_finite = _finite(sample.linear_velocity, sample.angular_velocity)
+            if not pose_finite:
+                self._counters["odom_rejected_bad_pose"] += 1
+            if not twist_finite:
+                self._counters["odom_rejected_bad_twist"] += 1
+            if not pose_finite and not twist_finite:
+                return False
+            self._admit("odom", sample.stamp_ns)
+            entered = False
+            if twist_finite:
+                entered |= self._insert("odom_twist", self._odom_twist, sample.stamp_ns,
+                                        np.concatenate([sample.linear_velocity, sample.angular_velocity]))
+            if pose_finite:
+                var = np.diag(sample.pose_covariance)[[0, 1, 5]]
+                if not (np.all(np.isfinite(var)) and np.all(var <= self.config.odom_max_pose_variance)):
+                    self._counters["odom_pose_unusable_covariance"] += 1
+                else:
+                    q = sample.orientation / np.linalg.norm(sample.orientation)
+                    entered |= self._insert("odom_pose", self._odom_pose, sample.stamp_ns,
+                                            np.concatenate([sample.position, q]))
+            return entered
+
+    def add_transform(self, sample: TransformSample) -> bool:
+        """Feed one TF sample; only ``odom_frame -> base_frame`` is used (others counted, ignored)."""
+        with self._lock:
+            if sample.parent_frame.lstrip("/") != self.config.odom_frame or \
+                    sample.child_frame.lstrip("/") != self.config.base_frame:
+                self._counters["tf_ignored_other_frames"] += 1
+                return False
+            self._counters["tf_received"] += 1
+            if not (_finite(sample.translation) and _quat_ok(sample.rotation)):
+                self._counters["tf_rejected_bad_values"] += 1
+                return False
+            self._admit("tf", sample.stamp_ns)
+            q = sample.rotation / np.linalg.norm(sample.rotation)
+            return self._insert("tf", self._tf_pose, sample.stamp_ns, np.concatenate([sample.translation, q]))
+
+    def add_imu(self, sample: ImuSample) -> bool:
+        """Feed one IMU sample (rates rotated into base_link by ``R_base_imu``)."""
+        with self._lock:
+            self._counters["imu_received"] += 1
+            if not _finite(sample.angular_velocity):
+                self._counters["imu_rejected_bad_gyro"] += 1
+                return False
+            self._admit("imu", sample.stamp_ns)
+            entered = self._insert("imu_gyro", self._gyro, sample.stamp_ns,
+                                   self._R_base_imu.apply(np.array(sample.angular_velocity)))
+            if sample.orientation is not None:
+                if _quat_ok(sample.orientation):
+                    # R_world_base = R_world_imu @ R_imu_base
+                    R_w_b = Rotation.from_quat(np.array(sample.orientation)) * self._R_base_imu.inv()
+                    entered |= self._insert("imu_orientation", self._imu_orientation, sample.stamp_ns,
+                                            R_w_b.as_quat())
+                else:
+                    self._counters["imu_rejected_bad_orientation"] += 1
+            return entered
+
+    def add_gps(self, sample: GpsFix) -> bool:
+        """Feed one GPS fix; no-fix, non-finite or too-uncertain fixes are ignored (counted)."""
+        with self._lock:
+            self._counters["gps_received"] += 1
+            if sample.status < self.config.gps_min_status:
+                self._counters["gps_ignored_no_fix"] += 1
+                return False
+            if not _finite(np.array([sample.latitude, sample.longitude, sample.altitude])) or \
+                    abs(sample.latitude) > 90.0 or abs(sample.longitude) > 180.0:
+                self._counters["gps_rejected_bad_values"] += 1
+                return False
+            if sample.position_covariance_type != GPS_COVARIANCE_TYPE_UNKNOWN:
+                var = np.diag(sample.position_covariance)[:2]
+                if not (np.all(np.isfinite(var)) and np.all(var <= self.config.gps_max_variance)):
+                    self._counters["gps_rejected_covariance"] += 1
+                    return False
+            self._admit("gps", sample.stamp_ns)
+            if sample.stamp_ns < self._newest_ns - _ns(self.config.buffer_s):
+                self._counters["gps_too_old"] += 1
+                return False
+            result = self._gps.add_fix(sample.stamp_ns, sample.latitude, sample.longitude, sample.altitude)
+            if result == "duplicate":
+                self._counters["gps_duplicate"] += 1
+                return False
+            if result == "out_of_order":
+                self._counters["gps_out_of_order"] += 1
+            return True
+
+    # ------------------------------------------------------------ queries
+    def _stale(self, name: str) -> bool:
+        newest = [self._streams[s].newest for s in self._source_streams[name] if len(self._streams[s])]
+        if not newest or self._newest_ns is None:
+            return False
+        return max(newest) < self._newest_ns - _ns(self.config.stale_timeout_s)
+
+    def _query_source(self, name: str, t_target: int, t_source: int):
+        """(Coverage, T_bt_bs | None, reported source name)."""
+        src = self._sources[name]
+        if name == "odom":
+            cov, T, used = src.query(t_target, t_source)
+        else:
+            (cov, T), used = src.query(t_target, t_source), name
+        if cov.status is PoseStatus.NOT_YET and self._stale(name):
+            cov = Coverage(PoseStatus.NEVER, "stale source")
+        return cov, T, used
+
+    def relative_pose(self, stamp_target_ns: int, stamp_source_ns: int,
+                      sources: tuple[str, ...] | list[str] | None = None) -> RelativePose:
+        """Relative camera pose T_camtarget_camsource between two image stamps.
+
+        Args:
+            stamp_target_ns / stamp_source_ns: image stamps, int ns.
+            sources: override ``config.priority`` for this query.
+        Returns:
+            :class:`RelativePose` with ``T_target_source`` (4,4) in the camera
+            optical frame = ``inv(T_base_cam) @ T_bt_bs @ T_base_cam``.
+        """
+        order = tuple(sources) if sources is not None else self.config.priority
+        for s in order:
+            if s not in SOURCES:
+                raise ValueError(f"unknown ego-motion source {s!r}; choose from {SOURCES}")
+        t, s_ = int(stamp_target_ns), int(stamp_source_ns)
+        with self._lock:
+            attempts = []
+            result = None
+            for name in order:
+                cov, T_b, used = self._query_source(name, t, s_)
+                attempts.append((used, cov.status.value, cov.reason))
+                if cov.status is PoseStatus.OK:
+                    T_cam = invert_T(self.T_base_camera) @ T_b @ self.T_base_camera
+                    result = RelativePose(PoseStatus.OK, t, s_, used, T_cam, T_b, "", tuple(attempts))
+                    break
+                if cov.status is PoseStatus.NOT_YET:
+                    result = RelativePose(PoseStatus.NOT_YET, t, s_, used, reason=f"{used}: {cov.reason}",
+                                          attempts=tuple(attempts))
+                    break
+            if result is None:
+                result = RelativePose(PoseStatus.NEVER, t, s_, attempts[-1][0] if attempts else None,
+                                      reason="; ".join(f"{a}: {r}" for a, _, r in attempts),
+                                      attempts=tuple(attempts))
+            key = f"query_{result.status.value}" + (f"_{result.source}" if result.ok else "")
+            self._counters[key] += 1
+            return result
