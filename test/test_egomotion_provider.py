@@ -13,7 +13,7 @@ from mono_depth_ros.egomotion.simulate import NoiseModel, simulate_drive, true_p
 T_OPT = np.eye(4)
 T_OPT[:3, :3] = T_BASE_OPTICAL_ROTATION
 EXACT = NoiseModel(odom_speed_sigma=0, odom_speed_scale=0, odom_yaw_rate_sigma=0, odom_yaw_rate_bias=0,
-                   gyro_sigma=0, gyro_bias=(0, 0, 0), gps_sigma_h=0, gps_sigma_v=0)
+                   gyro_sigma=0, gyro_bias=(0, 0, 0), accel_sigma=0, accel_bias=(0, 0, 0), gps_sigma_h=0, gps_sigma_v=0)
 
 
 def odom(t_s, x=0.0, yaw=0.0, v=0.0, w=0.0, var=0.01):
@@ -70,7 +70,8 @@ class TestKnownAnswers:
                                                 ("imu_speed", 0.01), ("imu_gps", 0.5)])
     def test_noise_free_drive_matches_ground_truth(self, source, tol_pct):
         d = simulate_drive(8.0, EXACT)
-        p = EgoMotionProvider(EgoMotionConfig(priority=(source,), gps_origin=d.gps_origin), d.T_base_camera)
+        p = EgoMotionProvider(EgoMotionConfig(priority=(source,), gps_origin=d.gps_origin, gps_imu_window_s=4.0),
+                              d.T_base_camera)
         d.feed(p)
         n_ok = 0
         for i in range(0, len(d.camera_stamps_ns) - 1, 3):
@@ -181,10 +182,15 @@ class TestStatus:
         rp = EgoMotionProvider().relative_pose(to_ns(1.0), to_ns(0.9))
         assert rp.status is PoseStatus.NEVER and "no data" in rp.reason
 
-    def test_gps_source_waits_for_fixes_after_the_interval(self):
+    @pytest.mark.parametrize("fit", ["imu", "poly"])
+    def test_gps_source_waits_for_fixes_after_the_interval(self, fit):
         d = simulate_drive(6.0, EXACT)
-        p = EgoMotionProvider(EgoMotionConfig(priority=("imu_gps",), gps_window_s=2.0), d.T_base_camera)
+        p = EgoMotionProvider(EgoMotionConfig(priority=("imu_gps",), gps_fit=fit, gps_window_s=2.0,
+                                              gps_imu_window_s=2.0), d.T_base_camera)
         d.feed(p, ("imu", "gps"))
         last = d.camera_stamps_ns[-1]
         assert p.relative_pose(last, last - to_ns(0.1)).status is PoseStatus.NOT_YET
-        assert p.relative_pose(last - to_ns(2.0), last - to_ns(2.1)).ok
+        rp = p.relative_pose(last - to_ns(2.0), last - to_ns(2.1))
+        assert rp.ok
+        gt = np.linalg.inv(true_pose((last - to_ns(2.0)) * 1e-9)[0]) @ true_pose((last - to_ns(2.1)) * 1e-9)[0]
+        assert rp.T_base_target_source[:3, 3] == pytest.approx(gt[:3, 3], abs=2e-3)
