@@ -194,3 +194,18 @@ class TestStatus:
         assert rp.ok
         gt = np.linalg.inv(true_pose((last - to_ns(2.0)) * 1e-9)[0]) @ true_pose((last - to_ns(2.1)) * 1e-9)[0]
         assert rp.T_base_target_source[:3, 3] == pytest.approx(gt[:3, 3], abs=2e-3)
+
+
+def test_imu_auto_mode_prefers_gyro_and_falls_back_to_orientation():
+    p = EgoMotionProvider(EgoMotionConfig(priority=("imu_speed",), imu_rotation="auto", max_gap_s=0.1))
+    for t in np.arange(0, 2.0001, 0.01):
+        # Gyro: yaw rate 0.5 rad/s. Orientation: a (wrong) yaw of 0.25 t, to see which one is used.
+        w = [0, 0, 0.5] if not 1.0 < t < 1.5 else [NAN_, 0, 0]   # gyro gap between 1.0 and 1.5 s
+        p.add_imu(ImuSample(to_ns(t), w, [0, 0, 9.81], Rotation.from_euler("z", 0.25 * t).as_quat()))
+        p.add_odometry(odom(t, x=10 * t, v=10.0))
+    assert p.counters["imu_rejected_bad_gyro"] == 49
+    assert p.relative_pose(to_ns(0.6), to_ns(0.4)).rotation_rad == pytest.approx(0.1, abs=1e-9)
+    assert p.relative_pose(to_ns(1.4), to_ns(1.2)).rotation_rad == pytest.approx(0.05, abs=1e-9)
+
+
+NAN_ = float("nan")

@@ -318,28 +318,37 @@ class EgoMotionProvider:
             return self._insert("tf", self._tf_pose, sample.stamp_ns, np.concatenate([sample.translation, q]))
 
     def add_imu(self, sample: ImuSample) -> bool:
-        """Feed one IMU sample (rates rotated into base_link by ``R_base_imu``)."""
+        """Feed one IMU sample (vectors rotated into base_link by ``R_base_imu``).
+
+        Gyro, accelerometer and orientation are validated separately: a bad
+        part is counted and dropped, the good parts are kept.
+        """
         with self._lock:
             self._counters["imu_received"] += 1
-            if not _finite(sample.angular_velocity):
+            gyro_ok = _finite(sample.angular_velocity)
+            accel_ok = _finite(sample.linear_acceleration)
+            orient_ok = sample.orientation is not None and _quat_ok(sample.orientation)
+            if not gyro_ok:
                 self._counters["imu_rejected_bad_gyro"] += 1
+            if not accel_ok:
+                self._counters["imu_rejected_bad_accel"] += 1
+            if sample.orientation is not None and not orient_ok:
+                self._counters["imu_rejected_bad_orientation"] += 1
+            if not (gyro_ok or accel_ok or orient_ok):
                 return False
             self._admit("imu", sample.stamp_ns)
-            entered = self._insert("imu_gyro", self._gyro, sample.stamp_ns,
-                                   self._R_base_imu.apply(np.array(sample.angular_velocity)))
-            if _finite(sample.linear_acceleration):
-                self._insert("imu_accel", self._accel, sample.stamp_ns,
-                             self._R_base_imu.apply(np.array(sample.linear_acceleration)))
-            else:
-                self._counters["imu_rejected_bad_accel"] += 1
-            if sample.orientation is not None:
-                if _quat_ok(sample.orientation):
-                    # R_world_base = R_world_imu @ R_imu_base
-                    R_w_b = Rotation.from_quat(np.array(sample.orientation)) * self._R_base_imu.inv()
-                    entered |= self._insert("imu_orientation", self._imu_orientation, sample.stamp_ns,
-                                            R_w_b.as_quat())
-                else:
-                    self._counters["imu_rejected_bad_orientation"] += 1
+            entered = False
+            if gyro_ok:
+                entered |= self._insert("imu_gyro", self._gyro, sample.stamp_ns,
+                                        self._R_base_imu.apply(np.array(sample.angular_velocity)))
+            if accel_ok:
+                entered |= self._insert("imu_accel", self._accel, sample.stamp_ns,
+                                        self._R_base_imu.apply(np.array(sample.linear_acceleration)))
+            if orient_ok:
+                # R_world_base = R_world_imu @ R_imu_base
+                R_w_b = Rotation.from_quat(np.array(sample.orientation)) * self._R_base_imu.inv()
+                entered |= self._insert("imu_orientation", self._imu_orientation, sample.stamp_ns,
+                                        R_w_b.as_quat())
             return entered
 
     def add_gps(self, sample: GpsFix) -> bool:
