@@ -206,6 +206,10 @@ class GpsTrack:
         st, pos = self.series.range(lo, hi)
         if len(st) < self.min_fixes or st[0] > a or st[-1] < b:
             return Coverage(PoseStatus.NEVER, f"only {len(st)} gps fixes around the interval"), mid, None, None
+        if st[0] > mid - window_ns // 4:
+            # One-sided windows (start of the track, after a GPS outage) extrapolate
+            # the fit to its edge and are several times noisier: refuse them.
+            return Coverage(PoseStatus.NEVER, "gps track starts too close to the interval"), mid, None, None
         return OK_COVERAGE, mid, st, pos
 
     def displacement(self, a: int, b: int, gyro: TimeSeries | None = None, accel: TimeSeries | None = None,
@@ -219,13 +223,13 @@ class GpsTrack:
             return Coverage(PoseStatus.NEVER, "no gps fixes"), None
         if gyro is not None and accel is not None:
             cov, mid, st, pos = self._fixes(a, b, self.imu_window_ns)
-            if cov.status is PoseStatus.NOT_YET:
+            if cov.status is not PoseStatus.OK:
                 return cov, None
-            if cov.status is PoseStatus.OK:
-                lo, hi = int(min(st[0], a)), int(max(st[-1], b))
-                if gyro.coverage(lo, hi, max_gap_ns).status is PoseStatus.OK and \
-                        accel.coverage(lo, hi, max_gap_ns).status is PoseStatus.OK:
-                    return OK_COVERAGE, self._imu_aided(a, b, mid, st, pos, gyro, accel)
+            lo, hi = int(min(st[0], a)), int(max(st[-1], b))
+            if gyro.coverage(lo, hi, max_gap_ns).status is PoseStatus.OK and \
+                    accel.coverage(lo, hi, max_gap_ns).status is PoseStatus.OK:
+                return OK_COVERAGE, self._imu_aided(a, b, mid, st, pos, gyro, accel)
+            # No IMU over the window: fall back to the polynomial fit.
         cov, mid, st, pos = self._fixes(a, b, self.window_ns)
         if cov.status is not PoseStatus.OK:
             return cov, None
