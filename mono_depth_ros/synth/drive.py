@@ -112,7 +112,7 @@ class Drive:
         t = off / NS_PER_S
         T_map_base = self.world.trajectory.T_map_base(t)
         T_cam = T_map_base @ self.T_base_camera
-        dyn = self.world.traffic.mesh_at(t, centre_xy=T_map_base[:2, 3], radius=250.0)
+        dyn = self.world.traffic.meshes_at(t, centre_xy=T_map_base[:2, 3], radius=250.0)
         rng = np.random.default_rng([cfg.seed, 0xCA3, k]) if cfg.camera_noise else None
         out = self.renderer.render(T_cam, self.K, cfg.width, cfg.height, dyn, rng)
         right = None

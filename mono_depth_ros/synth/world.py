@@ -244,8 +244,8 @@ class Trajectory:
             i += k
             v_now = v_new
             next_stop = rng.uniform(*preset.stop_every_s)
+        # Jerk-limited: smooth the phases (a Gaussian of a non-negative signal stays >= 0).
         v = np.maximum(gaussian_filter1d(v, 0.3 / dt, mode="nearest"), 0.0)
-        v[v < 1e-3] = 0.0
         s = np.concatenate([[0.0], np.cumsum(0.5 * (v[1:] + v[:-1]) * dt)])
         a_long = np.gradient(v, dt)
         xy, yaw = road.point(s, lane_offset)
@@ -344,8 +344,8 @@ class Traffic:
         travel = self.speed * t + self.amp * (np.sin(self.omega * t + self.phase) - np.sin(self.phase))
         return self.s0 + self.direction * travel
 
-    def mesh_at(self, t: float, centre_xy=None, radius: float = 200.0) -> Mesh:
-        """All cars (within ``radius`` of ``centre_xy``) posed at time ``t``, in map."""
+    def meshes_at(self, t: float, centre_xy=None, radius: float = 200.0) -> list[Mesh]:
+        """Each car (within ``radius`` of ``centre_xy``) posed at time ``t``, in map."""
         s = self.arc_length(t)
         xy, h = self.road.point(s, self.d)
         yaw = h + np.where(self.direction < 0, np.pi, 0.0)
@@ -353,9 +353,8 @@ class Traffic:
         if centre_xy is not None:
             keep = np.hypot(*(xy - centre_xy).T) < radius
         keep &= (s > self.road.s[0] + 5) & (s < self.road.s[-1] - 5)
-        parts = [self.templates[i].transformed(_rz(yaw[i]), np.array([xy[i, 0], xy[i, 1], 0.0]))
-                 for i in np.flatnonzero(keep)]
-        return Mesh.concat(parts)
+        return [self.templates[i].transformed(_rz(yaw[i]), np.array([xy[i, 0], xy[i, 1], 0.0]))
+                for i in np.flatnonzero(keep)]
 
 
 def _street_mesh(road: Road, preset: DomainPreset, s_lo: float, s_hi: float) -> Mesh:
