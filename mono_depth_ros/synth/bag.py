@@ -7,6 +7,7 @@ generation never leaves a bag that looks complete.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -240,7 +241,7 @@ def _frame_messages(frame: SynthFrame, drive: Drive, sensors, M: _Msgs):
 def generate_bag(out_path, preset="A", seed=0, duration_s=60.0, width=640, height=192, rate_hz=10.0,
                  storage="mcap", sensors=DEFAULT_SENSORS, overwrite=False, progress=True,
                  contact_sheet=True, stereo=None, start_ns=DEFAULT_START_NS, camera_noise=True,
-                 frame_callback=None) -> Path:
+                 workers=None, frame_callback=None) -> Path:
     """Render a drive and write it as a rosbag2 directory at ``out_path``.
 
     Args:
@@ -252,6 +253,9 @@ def generate_bag(out_path, preset="A", seed=0, duration_s=60.0, width=640, heigh
         progress: show a tqdm bar.
         contact_sheet: also write ``<out>/contact_sheet.png``.
         stereo: render the right camera (default: when "right_camera" is in ``sensors``).
+        workers: render processes (1: render in this process; None: 2 on a multi-core
+            machine for drives of 50+ frames, else 1). The output does not depend on
+            it: every frame depends only on (seed, frame index).
         frame_callback: called as ``f(k, frame)`` after frame ``k`` is written (testing hook).
     Returns:
         The bag directory.
@@ -265,6 +269,11 @@ def generate_bag(out_path, preset="A", seed=0, duration_s=60.0, width=640, heigh
     elif "right_camera" in sensors and not stereo:
         raise ValueError("sensors includes 'right_camera' but stereo=False")
     cfg = DriveConfig.make(preset, seed, duration_s, width, height, rate_hz, stereo, start_ns, camera_noise)
+    if workers is None:
+        n_frames = int(cfg.duration_s * cfg.rate_hz) + 1
+        workers = 2 if (os.cpu_count() or 1) >= 2 and n_frames >= 50 else 1
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64:
+        raise ValueError(f"workers must be an integer in [1, 64], got {workers!r}")
     out = Path(out_path)
     if out.name in ("", ".", ".."):
         raise ValueError(f"out_path must name a bag directory, got {str(out_path)!r}")
@@ -298,9 +307,10 @@ def generate_bag(out_path, preset="A", seed=0, duration_s=60.0, width=640, heigh
             sheet_idx = set(np.linspace(0, n - 1, min(n, 8)).round().astype(int).tolist())
             sheet = []
             j = 0
+            frames = _render_frames(drive, workers)
             for k in tqdm(range(n), desc=f"generate {out.name}", unit="frame", disable=not progress,
                           file=sys.stderr):
-                frame = drive.frame(k)
+                frame = next(frames)
                 while j < len(side) and side[j][0] <= frame.stamp_ns:
                     stamp, _, topic, msg = side[j]
                     writer.write(conns[topic], stamp, M.serialize(msg))
@@ -325,6 +335,44 @@ def generate_bag(out_path, preset="A", seed=0, duration_s=60.0, width=640, heigh
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return out
+
+
+_WORKER_DRIVE: Drive | None = None
+
+
+def _worker_init(cfg: DriveConfig) -> None:
+    global _WORKER_DRIVE
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    _WORKER_DRIVE = Drive(cfg)
+
+
+def _worker_frame(k: int) -> SynthFrame:
+    assert _WORKER_DRIVE is not None
+    return _WORKER_DRIVE.frame(k)
+
+
+def _render_frames(drive: Drive, workers: int):
+    """Frames 0..n-1 in order, rendered here or by ``workers`` processes (same bytes either way)."""
+    if workers <= 1:
+        for k in range(len(drive)):
+            yield drive.frame(k)
+        return
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("spawn")      # open3d/Embree threads do not survive fork
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(drive.config,))
+    try:
+        pending: deque = deque()
+        nxt = 0
+        for _ in range(len(drive)):
+            while nxt < len(drive) and len(pending) < 2 * workers:
+                pending.append(pool.submit(_worker_frame, nxt))
+                nxt += 1
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _info(drive: Drive, sensors) -> dict:

@@ -142,7 +142,7 @@ _SUBURB = DomainPreset(
     lanes_per_direction=1, lane_width=3.5, parking_width=2.3, sidewalk_width=2.5,
     building_setback=(4.0, 9.0), building_length=(9.0, 16.0), building_height=(5.0, 9.0),
     building_gap=(3.0, 10.0), parked_car_prob=0.35, tree_spacing=11.0, pole_spacing=40.0,
-    moving_cars_per_km=10.0,
+    moving_cars_per_km=20.0,
     cruise_speed=(9.0, 13.0), stop_every_s=(18.0, 30.0), min_curve_radius=70.0,
     palette_walls=((0.85, 0.78, 0.62), (0.92, 0.90, 0.84), (0.72, 0.45, 0.32),
                    (0.86, 0.70, 0.55), (0.65, 0.75, 0.80), (0.95, 0.85, 0.70)),

@@ -50,34 +50,41 @@ class NoiseTile:
         std0 = stack[0].std()
         self.stack = (np.stack(stack) / std0).astype(np.float32).reshape(-1)
         self.levels = levels
+        self._shift = int(size).bit_length() - 1
+        if 1 << self._shift != size:
+            raise ValueError(f"NoiseTile size must be a power of two, got {size}")
 
     def sample(self, u: np.ndarray, v: np.ndarray, texel: float, footprint: np.ndarray) -> np.ndarray:
         """Noise at texture coordinates (u, v) in metres; ``texel`` metres per texel.
 
         Args:
-            u, v, footprint: (N,) arrays (footprint = metres covered by one pixel).
+            u, v, footprint: (N,) float32 arrays (footprint = metres covered by one pixel).
         Returns:
             (N,) float32 noise, blurred to the pixel footprint.
         """
-        s = self.size
-        x = u * (1.0 / texel)
-        y = v * (1.0 / texel)
-        lvl = np.clip(np.log2(np.maximum(footprint / texel, 1e-6)) + 1.0, 0, self.levels - 1)
-        base = lvl.astype(np.int64) * (s * s)
+        inv = np.float32(1.0 / texel)
+        x = u * inv
+        y = v * inv
+        lvl = np.log2(np.maximum(footprint * inv, np.float32(1e-6)))
+        lvl = np.clip(lvl + np.float32(1.0), 0, self.levels - 1).astype(np.int32)
         x0 = np.floor(x)
         y0 = np.floor(y)
-        fx = (x - x0).astype(np.float32)
-        fy = (y - y0).astype(np.float32)
-        ix = x0.astype(np.int64) % s
-        iy = y0.astype(np.int64) % s
-        ix1 = (ix + 1) % s
-        iy1 = (iy + 1) % s
+        fx = x - x0
+        fy = y - y0
+        m, sh = self.size - 1, self._shift
+        ix = x0.astype(np.int32) & m                 # power-of-two size: & is a periodic modulo
+        iy = y0.astype(np.int32) & m
+        ix1 = (ix + 1) & m
+        base = lvl << (2 * sh)
+        r0 = base | (iy << sh)
+        r1 = base | (((iy + 1) & m) << sh)
         st = self.stack
-        r0 = base + iy * s
-        r1 = base + iy1 * s
-        a = np.take(st, r0 + ix) * (1 - fx) + np.take(st, r0 + ix1) * fx
-        b = np.take(st, r1 + ix) * (1 - fx) + np.take(st, r1 + ix1) * fx
-        return a * (1 - fy) + b * fy
+        a = np.take(st, r0 | ix)
+        a += (np.take(st, r0 | ix1) - a) * fx
+        b = np.take(st, r1 | ix)
+        b += (np.take(st, r1 | ix1) - b) * fx
+        a += (b - a) * fy
+        return a
 
 
 def _hash01(*ints: np.ndarray) -> np.ndarray:
@@ -143,6 +150,8 @@ class Renderer:
         self._attr = _pack_attributes(static)
         self._mat = static.material.astype(np.int8)
         self._vignette: dict = {}
+        self._noise_bank: np.ndarray | None = None
+        self._seed = int(seed)
         rng = np.random.default_rng([int(seed), 0x7E47])
         self.noise = NoiseTile(rng)
         el, az = np.deg2rad(preset.sun_elevation_deg), np.deg2rad(preset.sun_azimuth_deg)
@@ -251,10 +260,8 @@ class Renderer:
         albedo = a[:, :3].copy()
         param = a[:, 3:7]
         c = p.texture_contrast
-        order = np.argsort(mat, kind="stable")
-        bounds = np.flatnonzero(np.diff(mat[order])) + 1
-        for sel in np.split(order, bounds):
-            m = int(mat[sel[0]])
+        for m in np.flatnonzero(np.bincount(mat, minlength=Material.COUNT)):
+            sel = np.flatnonzero(mat == m)
             albedo[sel] = self._material(m, np.take(albedo, sel, axis=0), np.take(u, sel), np.take(v, sel),
                                          np.take(param, sel, axis=0), np.take(footprint, sel), c)
         # Lambert + ambient (+ hard shadows from the sun).
@@ -398,5 +405,12 @@ class Renderer:
         x = x / (1 + 0.15 * x)                                      # soft shoulder
         out = 255.0 * np.clip(x, 0, 1) ** (1 / 2.2)
         if rng is not None and self.preset.noise.camera_noise > 0:
-            out = out + rng.standard_normal(out.shape, dtype=np.float32) * self.preset.noise.camera_noise
+            # A random window into a per-drive bank of Gaussian noise (drawing H*W*3
+            # normals per frame costs more than the rest of the exposure step).
+            size = out.size
+            if self._noise_bank is None or len(self._noise_bank) < 2 * size:
+                bank_rng = np.random.default_rng([self._seed, 0xB4A7])
+                self._noise_bank = bank_rng.standard_normal(2 * size, dtype=np.float32)
+            off = int(rng.integers(0, len(self._noise_bank) - size))
+            out += self._noise_bank[off:off + size].reshape(out.shape) * np.float32(self.preset.noise.camera_noise)
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)
