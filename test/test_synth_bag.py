@@ -112,6 +112,9 @@ def test_render_drive_reproducible():
     (dict(storage="rosbag1"), ["storage", "mcap", "sqlite3"]),
     (dict(sensors=["camera", "lidar"]), ["lidar", "imu"]),
     (dict(seed=-3), ["seed"]),
+    (dict(noise={"imu_rate": 200}), ["imu_rate", "imu_rate_hz"]),
+    (dict(noise="gps_rate_hz=100"), ["gps_rate_hz", "20"]),
+    (dict(workers=0), ["workers"]),
 ])
 def test_invalid_parameters_fail_before_writing(tmp_path, kwargs, words):
     out = tmp_path / "x"
@@ -129,6 +132,15 @@ def test_render_drive_rejects_unknown_options():
     with pytest.raises(ValueError, match="sunny_suburb"):
         get_preset("suburb")
     assert get_preset("sunny_suburb") is get_preset("A")
+
+
+def test_noise_overrides_change_rates(tmp_path):
+    out = generate_bag(tmp_path / "n", preset="A", seed=1, sensors="imu,gps", contact_sheet=False,
+                       noise="imu_rate_hz=200,gps_rate_hz=2,imu_orientation=true", **SMALL)
+    msgs = list(bagio.iter_messages(out))
+    imu = [m for t, _, m in msgs if t == Topics.BAG_IMU]
+    assert len(imu) == 201 and len([1 for t, _, _ in msgs if t == Topics.BAG_GPS]) == 3
+    assert imu[0].orientation_covariance[0] > 0 and imu[0].orientation.w != 1.0
 
 
 def test_refuses_to_overwrite(tmp_path):

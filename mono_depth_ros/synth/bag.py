@@ -20,7 +20,7 @@ from mono_depth_ros.conventions import (
     RIGHT_CAMERA_OPTICAL_FRAME, Topics,
 )
 from mono_depth_ros.synth.drive import DEFAULT_START_NS, Drive, DriveConfig, SynthFrame
-from mono_depth_ros.synth.presets import T_camera_link_optical
+from mono_depth_ros.synth.presets import T_camera_link_optical, get_preset, noise_with
 from mono_depth_ros.synth.sensors import (
     GEODETIC_ORIGIN, simulate_gps, simulate_imu, simulate_odometry,
 )
@@ -241,7 +241,7 @@ def _frame_messages(frame: SynthFrame, drive: Drive, sensors, M: _Msgs):
 def generate_bag(out_path, preset="A", seed=0, duration_s=60.0, width=640, height=192, rate_hz=10.0,
                  storage="mcap", sensors=DEFAULT_SENSORS, overwrite=False, progress=True,
                  contact_sheet=True, stereo=None, start_ns=DEFAULT_START_NS, camera_noise=True,
-                 workers=None, frame_callback=None) -> Path:
+                 workers=None, noise=None, frame_callback=None) -> Path:
     """Render a drive and write it as a rosbag2 directory at ``out_path``.
 
     Args:
@@ -256,6 +256,8 @@ def generate_bag(out_path, preset="A", seed=0, duration_s=60.0, width=640, heigh
         workers: render processes (1: render in this process; None: 2 on a multi-core
             machine for drives of 50+ frames, else 1). The output does not depend on
             it: every frame depends only on (seed, frame index).
+        noise: overrides of the preset's :class:`SensorNoise` (dict, "key=value,..." or a
+            SensorNoise), e.g. ``{"imu_rate_hz": 200, "odom_scale_error": 0.02}``.
         frame_callback: called as ``f(k, frame)`` after frame ``k`` is written (testing hook).
     Returns:
         The bag directory.
@@ -268,7 +270,9 @@ def generate_bag(out_path, preset="A", seed=0, duration_s=60.0, width=640, heigh
         stereo = "right_camera" in sensors
     elif "right_camera" in sensors and not stereo:
         raise ValueError("sensors includes 'right_camera' but stereo=False")
-    cfg = DriveConfig.make(preset, seed, duration_s, width, height, rate_hz, stereo, start_ns, camera_noise)
+    p = get_preset(preset)
+    p = p.replace(noise=noise_with(p.noise, noise))
+    cfg = DriveConfig.make(p, seed, duration_s, width, height, rate_hz, stereo, start_ns, camera_noise)
     if workers is None:
         n_frames = int(cfg.duration_s * cfg.rate_hz) + 1
         workers = 2 if (os.cpu_count() or 1) >= 2 and n_frames >= 50 else 1

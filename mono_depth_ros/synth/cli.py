@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sensors", default=",".join(DEFAULT_SENSORS),
                         help="comma-separated subset of: " + ", ".join(SENSORS))
     parser.add_argument("--stereo", action="store_true", help="add the right camera (same as adding right_camera)")
+    parser.add_argument("--noise", default=None, metavar="KEY=VALUE[,KEY=VALUE]",
+                        help="override sensor noise/rates of the preset, e.g. imu_rate_hz=200,odom_scale_error=0.02,"
+                             "imu_orientation=true (fields of SensorNoise; see docs/synthetic_world.md)")
     parser.add_argument("--no-camera-noise", action="store_true", help="noise-free images")
     parser.add_argument("--no-contact-sheet", action="store_true", help="skip <out>/contact_sheet.png")
     parser.add_argument("--workers", type=int, default=None,
@@ -46,7 +49,7 @@ def main(args: argparse.Namespace) -> int:
                            width=args.width, height=args.height, rate_hz=args.rate, storage=args.storage,
                            sensors=sensors, overwrite=args.overwrite, progress=not args.quiet,
                            contact_sheet=not args.no_contact_sheet, camera_noise=not args.no_camera_noise,
-                           workers=args.workers)
+                           workers=args.workers, noise=args.noise)
     except (ValueError, FileExistsError, FileNotFoundError) as err:
         print(f"mono-depth generate: error: {err}", file=sys.stderr)
         return 2
