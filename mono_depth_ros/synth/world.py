@@ -138,10 +138,21 @@ def car_template(rng: np.random.Generator, colour) -> Mesh:
     clearance = 0.3
     seed = float(rng.uniform(0, 100))
     body = box_mesh((length, width, body_h), Material.CAR_PAINT, colour, (seed, 0, 0, 0), z0=clearance)
-    cabin = box_mesh((length * 0.5, width * 0.86, cabin_h), Material.GLASS, (0.05, 0.06, 0.07),
-                     (seed, 0, 0, 0), z0=clearance + body_h, top_material=Material.CAR_PAINT)
-    cabin.tint[cabin.material == Material.CAR_PAINT] = colour
-    cabin = cabin.transformed(np.eye(3), np.array([-0.1 * length, 0, 0]))
+    lx, ly, z0 = length * 0.5, width * 0.86, clearance + body_h
+    cabin = box_mesh((lx, ly, cabin_h), Material.CAR_PAINT, colour, (seed, 0, 0, 0), z0=z0)
+    # Window panes 1 cm proud of the cabin faces, leaving paint pillars and frames.
+    za, zb, gap, eps = z0 + 0.08, z0 + cabin_h - 0.06, 0.1, 0.01
+    panes = []
+    for x in (-lx / 2 - eps, lx / 2 + eps):           # windscreen / rear window (in the y-z plane)
+        ya, yb = -ly / 2 + gap, ly / 2 - gap
+        panes.append([(x, ya, za), (x, yb, za), (x, yb, zb), (x, ya, zb)])
+    for y in (-ly / 2 - eps, ly / 2 + eps):           # two side windows each, split by a B-pillar
+        for xa, xb in ((-lx / 2 + gap, -0.05), (0.05, lx / 2 - gap)):
+            panes.append([(xa, y, za), (xb, y, za), (xb, y, zb), (xa, y, zb)])
+    panes = np.array(panes, float)
+    pane_uv = np.stack([panes[..., 0] + panes[..., 1], panes[..., 2]], -1)
+    glass = _quads_to_mesh(panes, pane_uv, Material.GLASS, (0.05, 0.06, 0.07), (seed, 0, 0, 0))
+    cabin = Mesh.concat([cabin, glass]).transformed(np.eye(3), np.array([-0.1 * length, 0, 0]))
     wheels = []
     for sx in (-0.32, 0.32):
         for sy in (-1, 1):
@@ -406,6 +417,14 @@ def _unit_sphere() -> tuple[np.ndarray, np.ndarray]:
     return v / np.linalg.norm(v, axis=1, keepdims=True), np.asarray(sphere.triangles)
 
 
+def _triplanar_uv(xyz: np.ndarray) -> np.ndarray:
+    """(M,3,3) triangles -> (M,3,2) uvs: project each triangle on the plane its normal faces most."""
+    n = np.abs(np.cross(xyz[:, 1] - xyz[:, 0], xyz[:, 2] - xyz[:, 0]))
+    axis = np.argmax(n, axis=1)
+    pairs = np.array([[1, 2], [0, 2], [0, 1]])[axis]            # drop the dominant axis
+    return np.take_along_axis(xyz, np.repeat(pairs[:, None, :], 3, axis=1), axis=2)
+
+
 def _static_objects(rng: np.random.Generator, road: Road, preset: DomainPreset,
                     s_lo: float, s_hi: float) -> Mesh:
     half = preset.lanes_per_direction * preset.lane_width + preset.parking_width
@@ -454,7 +473,7 @@ def _static_objects(rng: np.random.Generator, road: Road, preset: DomainPreset,
             scale = np.array([r, r, r * rng.uniform(0.9, 1.4)]) * (1 + 0.12 * rng.standard_normal((len(sph_v), 1)))
             verts = sph_v * scale + np.array([0, 0, h_trunk + 0.8 * r])
             xyz = verts[sph_f]
-            uv = np.stack([xyz[..., 0] + 0.6 * xyz[..., 1], xyz[..., 2] + 0.4 * xyz[..., 1]], -1)
+            uv = _triplanar_uv(xyz)
             crown = Mesh(xyz, uv, np.full(len(sph_f), Material.FOLIAGE, np.int16),
                          np.tile(np.float32(preset.foliage_albedo) * np.float32(rng.uniform(0.8, 1.2)),
                                  (len(sph_f), 1)),
