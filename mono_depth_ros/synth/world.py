@@ -315,34 +315,51 @@ class Traffic:
     """Independently moving cars that follow lanes of the road.
 
     Each car ``i`` has a lane offset ``d_i``, direction ``+1`` (with the ego) or
-    ``-1`` (oncoming) and an arc length ``s_i(t) = s0_i + dir_i * (v_i t + A_i sin(w_i t + p_i))``
-    with ``A_i w_i < v_i`` so it never reverses.
+    ``-1`` (oncoming) and an arc length ``s_i(t) = s0_i + dir_i * (v_i t + A_i (sin(w_i t + p_i) - sin p_i))``
+    with ``A_i w_i < v_i`` so it never reverses. Cars of one lane share their speed
+    profile (a platoon with >= 9 m gaps), so they never drive through each other.
     """
 
     def __init__(self, rng: np.random.Generator, road: Road, preset: DomainPreset,
                  s_lo: float, s_hi: float, ego_lane: float):
         lanes = preset.lanes_per_direction
         w = preset.lane_width
-        lane_d = [(k + 0.5) * w for k in range(lanes)]          # left (oncoming) lanes
-        n_cars = max(2, int(round(preset.moving_cars_per_km * (s_hi - s_lo) / 1000.0)))
-        cars = []
+        # (offset, direction) of every traffic lane: all oncoming lanes, and the outer
+        # same-direction lane when there are two or more (the ego drives in the inner one).
+        lane_list = [((k + 0.5) * w, -1.0) for k in range(lanes)]
+        if lanes >= 2:
+            lane_list.append((-(lanes - 0.5) * w, 1.0))
+        length = s_hi - s_lo
+        n_cars = max(2, int(round(preset.moving_cars_per_km * length / 1000.0)))
+        d, direction, s0, speed, omega, amp, phase = [], [], [], [], [], [], []
+
+        def add(lane_d, lane_dir, starts):
+            v = rng.uniform(6.0, 14.0)
+            om = rng.uniform(0.1, 0.4)
+            a = 0.5 * v / om * rng.uniform(0, 1)
+            ph = rng.uniform(0, 2 * np.pi)
+            for st in starts:
+                d.append(lane_d), direction.append(lane_dir), s0.append(st)
+                speed.append(v), omega.append(om), amp.append(a), phase.append(ph)
+
         # A lead car in the ego lane, faster than the ego ever drives: it pulls away.
-        cars.append((ego_lane, 1.0, rng.uniform(15, 30), preset.cruise_speed[1] + rng.uniform(2, 4)))
-        for _ in range(n_cars):
-            if rng.random() < 0.7 or lanes == 1:
-                d, direction = lane_d[rng.integers(lanes)], -1.0
-            else:
-                d, direction = -lane_d[-1], 1.0                 # outer lane, same direction
-            speed = rng.uniform(6.0, 14.0)
-            s0 = rng.uniform(s_lo, s_hi + (600.0 if direction < 0 else 0.0))
-            cars.append((d, direction, s0, speed))
-        self.d = np.array([c[0] for c in cars])
-        self.direction = np.array([c[1] for c in cars])
-        self.s0 = np.array([c[2] for c in cars])
-        self.speed = np.array([c[3] for c in cars])
-        self.omega = rng.uniform(0.1, 0.4, len(cars))
-        self.amp = 0.5 * self.speed / self.omega * rng.uniform(0, 1, len(cars))
-        self.phase = rng.uniform(0, 2 * np.pi, len(cars))
+        v_lead = preset.cruise_speed[1] + rng.uniform(2, 4)
+        d.append(ego_lane), direction.append(1.0), s0.append(rng.uniform(15, 30))
+        speed.append(v_lead), omega.append(0.2), amp.append(0.0), phase.append(0.0)
+        per_lane = np.diff(np.round(np.linspace(0, n_cars, len(lane_list) + 1)).astype(int))
+        for (lane_d, lane_dir), k in zip(lane_list, per_lane):
+            hi = s_hi + (600.0 if lane_dir < 0 else 0.0)
+            starts = np.sort(rng.uniform(s_lo, hi, k))
+            starts = starts + 9.0 * np.arange(k)            # enforce the minimum gap
+            add(lane_d, lane_dir, starts)
+        self.d = np.array(d)
+        self.direction = np.array(direction)
+        self.s0 = np.array(s0)
+        self.speed = np.array(speed)
+        self.omega = np.array(omega)
+        self.amp = np.array(amp)
+        self.phase = np.array(phase)
+        cars = self.d                                       # one template per car
         self.templates = [car_template(rng, preset.palette_cars[rng.integers(len(preset.palette_cars))])
                           for _ in cars]
         self.road = road
