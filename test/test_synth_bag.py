@@ -75,6 +75,13 @@ def test_bag_topics_types_and_headers(bag):
     assert fix.status.status == 0 and abs(fix.latitude - 48.137) < 0.01
 
 
+def test_synth_info_in_metadata(bag):
+    info = bagio.synth_info(bag)
+    assert info["preset"] == "B" and info["seed"] == 7 and info["stereo"] is True
+    np.testing.assert_allclose(np.array(info["T_base_camera"]), get_preset("B").T_base_camera(), atol=1e-9)
+    assert np.array(info["T_map_odom"]).shape == (4, 4)
+
+
 def test_tf_static_is_transient_local(bag):
     meta = (bag / "metadata.yaml").read_text()
     block = meta.split("name: /tf_static")[1].split("name: ")[0]
