@@ -80,3 +80,10 @@ def test_stereo_right_view_is_shifted():
     assert not np.array_equal(f.right_image, f.image)
     T_lr = np.linalg.inv(drive.preset.T_base_camera()) @ drive.preset.T_base_right_camera()
     np.testing.assert_allclose(T_lr[:3, 3], [drive.preset.stereo_baseline, 0, 0], atol=1e-12)
+
+
+def test_shading_threads_do_not_change_pixels():
+    cfg = DriveConfig.make("A", seed=2, duration_s=1.0, width=80, height=24)
+    f1 = Drive(cfg, threads=1).frame(4)
+    f2 = Drive(cfg, threads=2).frame(4)
+    assert np.array_equal(f1.image, f2.image) and np.array_equal(f1.depth, f2.depth)

@@ -347,7 +347,7 @@ _WORKER_DRIVE: Drive | None = None
 def _worker_init(cfg: DriveConfig) -> None:
     global _WORKER_DRIVE
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    _WORKER_DRIVE = Drive(cfg)
+    _WORKER_DRIVE = Drive(cfg, threads=1)          # the processes already use the cores
 
 
 def _worker_frame(k: int) -> SynthFrame:

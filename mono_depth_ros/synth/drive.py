@@ -84,13 +84,13 @@ def _check_range(name: str, value, lo: float, hi: float) -> None:
 class Drive:
     """The world of one drive and its camera model; renders frames on demand."""
 
-    def __init__(self, config: DriveConfig):
+    def __init__(self, config: DriveConfig, threads: int | None = None):
         from mono_depth_ros.synth.render import Renderer   # open3d loads only when rendering
 
         self.config = config
         self.preset = config.preset
         self.world: World = build_world(config.preset, config.seed, config.duration_s)
-        self.renderer = Renderer(self.world.static, config.preset, config.seed)
+        self.renderer = Renderer(self.world.static, config.preset, config.seed, threads=threads)
         self.K = config.preset.intrinsics(config.width, config.height)
         self.T_base_camera = config.preset.T_base_camera()
         self.T_base_right = config.preset.T_base_right_camera()

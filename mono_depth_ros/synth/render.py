@@ -15,6 +15,8 @@ frame-to-frame aliasing shimmer that would poison photometric losses.
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +27,8 @@ from mono_depth_ros.synth.world import Material, Mesh
 
 __all__ = ["NoiseTile", "RenderOutput", "Renderer", "camera_rays"]
 
-_INVALID = np.uint32(0xFFFFFFFF)
+#: Hits are shaded in this many fixed chunks (threads work on chunks).
+SHADE_CHUNKS = 2
 
 
 class NoiseTile:
@@ -130,8 +133,9 @@ def _to_scene(mesh: Mesh) -> o3d.t.geometry.RaycastingScene:
 
 
 def _pack_attributes(mesh: Mesh) -> np.ndarray:
-    """(M,13) float32 per-triangle [tint(3), param(4), uv of the 3 corners(6)] for one gather."""
-    return np.concatenate([mesh.tint, mesh.param, mesh.uv.reshape(-1, 6)], 1).astype(np.float32)
+    """(13,M) float32 per-triangle [tint(3), param(4), uv of the 3 corners(6)], gathered by column."""
+    return np.ascontiguousarray(
+        np.concatenate([mesh.tint, mesh.param, mesh.uv.reshape(-1, 6)], 1).astype(np.float32).T)
 
 
 class Renderer:
@@ -141,9 +145,10 @@ class Renderer:
         static: the static :class:`Mesh` of the drive.
         preset: lighting, palette and exposure.
         seed: texture noise seed.
+        threads: shading threads (None: up to 2 by CPU count). Output is identical for any value.
     """
 
-    def __init__(self, static: Mesh, preset: DomainPreset, seed: int):
+    def __init__(self, static: Mesh, preset: DomainPreset, seed: int, threads: int | None = None):
         self.preset = preset
         self.static = static
         self.scene = _to_scene(static)
@@ -157,6 +162,9 @@ class Renderer:
         el, az = np.deg2rad(preset.sun_elevation_deg), np.deg2rad(preset.sun_azimuth_deg)
         self.sun = np.array([np.cos(el) * np.sin(az), np.cos(el) * np.cos(az), np.sin(el)])
         self._ray_cache: dict = {}
+        if threads is None:
+            threads = min(SHADE_CHUNKS, os.cpu_count() or 1)
+        self._pool = ThreadPoolExecutor(threads) if threads > 1 else None
 
     # ------------------------------------------------------------------ geometry
     def _rays(self, K: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -204,7 +212,7 @@ class Renderer:
                 prim[sel] = hd["primitive_ids"].numpy()[closer].astype(np.int64) + len(self.static)
                 bary[sel] = hd["primitive_uvs"].numpy()[closer]
                 normal[sel] = hd["primitive_normals"].numpy()[closer]
-                attr = np.concatenate([attr, _pack_attributes(dyn_mesh)])
+                attr = np.concatenate([attr, _pack_attributes(dyn_mesh)], axis=1)
                 mats = np.concatenate([mats, dyn_mesh.material.astype(np.int8)])
         valid = np.isfinite(t_hit)
         rgb = np.empty((n, 3), np.float32)
@@ -212,10 +220,20 @@ class Renderer:
         sky = np.flatnonzero(~valid)
         if len(sky):
             rgb[sky] = self._sky(np.take(rays, sky, axis=0)[:, 3:])
-        if len(idx):
-            rgb[idx] = self._shade(np.take(t_hit, idx), np.take(prim, idx), np.take(bary, idx, axis=0),
-                                   np.take(normal, idx, axis=0), np.take(rays, idx, axis=0),
-                                   attr, mats, dyn_scene, K)
+        # Shade in a fixed number of chunks (so the bits do not depend on the thread
+        # count); numpy releases the GIL in its array loops, so threads overlap.
+        chunks = [c for c in np.array_split(idx, SHADE_CHUNKS) if len(c)]
+
+        def shade(c):
+            return self._shade(np.take(t_hit, c), np.take(prim, c), np.take(bary, c, axis=0),
+                               np.take(normal, c, axis=0), np.take(rays, c, axis=0), attr, mats, dyn_scene, K)
+
+        if self._pool is not None and len(chunks) > 1:
+            for c, res in zip(chunks, list(self._pool.map(shade, chunks))):
+                rgb[c] = res
+        else:
+            for c in chunks:
+                rgb[c] = shade(c)
         img = self._expose(rgb.reshape(height, width, 3), rng)
         depth = t_hit.reshape(height, width)
         return RenderOutput(img, depth, is_dyn.reshape(height, width))
@@ -246,19 +264,20 @@ class Renderer:
         """Colour (N,3) float32 linear radiance of N hits."""
         p = self.preset
         d = rays[:, 3:]
-        a = np.take(attr, pid, axis=0)                  # (N,13): tint, param, uv corners
+        a = np.take(attr, pid, axis=1)                  # (13,N): tint, param, uv corners
         mat = np.take(mats, pid)
-        w0 = 1.0 - bary[:, 0] - bary[:, 1]
-        u = a[:, 7] * w0 + a[:, 9] * bary[:, 0] + a[:, 11] * bary[:, 1]
-        v = a[:, 8] * w0 + a[:, 10] * bary[:, 0] + a[:, 12] * bary[:, 1]
+        b1, b2 = bary[:, 0], bary[:, 1]
+        w0 = 1.0 - b1 - b2
+        u = a[7] * w0 + a[9] * b1 + a[11] * b2
+        v = a[8] * w0 + a[10] * b1 + a[12] * b2
         dn = np.sqrt(np.einsum("ij,ij->i", d, d))
         ndd = np.einsum("ij,ij->i", nrm, d)
         cos_view = np.abs(ndd) / dn
         nrm = np.where((ndd > 0)[:, None], -nrm, nrm)
         # Metres covered by one pixel at the hit (grazing angles stretch it).
         footprint = th * dn / np.float32(K[0, 0]) / np.maximum(cos_view, np.float32(0.15))
-        albedo = a[:, :3].copy()
-        param = a[:, 3:7]
+        albedo = np.ascontiguousarray(a[:3].T)
+        param = a[3:7].T
         c = p.texture_contrast
         for m in np.flatnonzero(np.bincount(mat, minlength=Material.COUNT)):
             sel = np.flatnonzero(mat == m)
@@ -271,7 +290,7 @@ class Renderer:
             li = np.flatnonzero(ndl > 0)
             if len(li):
                 srays = np.empty((len(li), 6), np.float32)
-                srays[:, :3] = rays[li, :3] + d[li] * th[li, None] + nrm[li] * 0.02
+                srays[:, :3] = np.take(rays[:, :3] + d * th[:, None] + nrm * np.float32(0.02), li, axis=0)
                 srays[:, 3:] = self.sun
                 st = o3d.core.Tensor.from_numpy(srays)
                 occ = self.scene.test_occlusions(st).numpy()
