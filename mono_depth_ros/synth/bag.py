@@ -149,8 +149,7 @@ def _sensor_messages(drive: Drive, sensors: tuple[str, ...], M: _Msgs, start_ns:
     cfg = drive.config
     noise = cfg.preset.noise
     traj = drive.world.trajectory
-    rng = np.random.default_rng([cfg.seed, 0x5E45])
-    rng_odom, rng_imu, rng_gps = rng.spawn(3)
+    rng_odom, rng_imu, rng_gps = (np.random.default_rng([cfg.seed, 0x5E45, k]) for k in range(3))
     out = []
     T = M.t
     if "tf_static" in sensors:
