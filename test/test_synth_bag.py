@@ -14,6 +14,7 @@ from mono_depth_ros.conventions import (
     BASE_FRAME, CAMERA_LINK_FRAME, CAMERA_OPTICAL_FRAME, MAP_FRAME, ODOM_FRAME, Topics,
 )
 from mono_depth_ros.synth import generate_bag, get_preset, render_drive
+from mono_depth_ros.synth.bag import DYNAMIC_MASK_TOPIC
 
 SMALL = dict(duration_s=1.0, width=64, height=24, progress=False)
 
@@ -59,6 +60,8 @@ def test_bag_topics_types_and_headers(bag):
     rgb, d = bagio.image_to_numpy(img), bagio.depth_to_numpy(dep)
     assert rgb.shape == (24, 64, 3) and rgb.dtype == np.uint8
     assert d.shape == (24, 64) and d.dtype == np.float32 and np.isposinf(d).any()
+    _, mask = by_topic[DYNAMIC_MASK_TOPIC][0]
+    assert mask.encoding == "mono8" and mask.header == img.header and set(np.unique(mask.data)) <= {0, 255}
     _, info = by_topic[Topics.BAG_CAMERA_INFO][0]
     assert info.distortion_model == "plumb_bob" and not np.any(info.d)
     np.testing.assert_allclose(np.asarray(info.k).reshape(3, 3), get_preset("B").intrinsics(64, 24))

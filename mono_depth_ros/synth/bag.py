@@ -25,13 +25,18 @@ from mono_depth_ros.synth.sensors import (
     GEODETIC_ORIGIN, simulate_gps, simulate_imu, simulate_odometry,
 )
 
-__all__ = ["SENSORS", "DEFAULT_SENSORS", "STORAGES", "generate_bag", "check_options"]
+__all__ = ["SENSORS", "DEFAULT_SENSORS", "STORAGES", "DYNAMIC_MASK_TOPIC", "generate_bag", "check_options"]
+
+#: GT mask of independently moving objects (mono8, 255 = moving), same header as the image.
+#: Not in conventions.Topics (synthetic-only ground truth), so it is defined here.
+DYNAMIC_MASK_TOPIC = "/camera/dynamic_mask_gt"
 
 #: Switchable sensors / outputs and the topics they write.
 SENSORS: dict[str, tuple[str, ...]] = {
     "camera": (Topics.BAG_IMAGE, Topics.BAG_CAMERA_INFO),
     "right_camera": (Topics.BAG_RIGHT_IMAGE, Topics.BAG_RIGHT_CAMERA_INFO),
     "depth_gt": (Topics.BAG_DEPTH_GT,),
+    "dynamic_mask_gt": (DYNAMIC_MASK_TOPIC,),
     "pose_gt": (Topics.BAG_POSE_GT,),
     "odom": (Topics.BAG_ODOM,),
     "imu": (Topics.BAG_IMU,),
@@ -39,7 +44,7 @@ SENSORS: dict[str, tuple[str, ...]] = {
     "tf": (Topics.BAG_TF,),
     "tf_static": (Topics.BAG_TF_STATIC,),
 }
-DEFAULT_SENSORS: tuple[str, ...] = ("camera", "depth_gt", "pose_gt", "odom", "imu", "gps", "tf", "tf_static")
+DEFAULT_SENSORS: tuple[str, ...] = ("camera", "depth_gt", "dynamic_mask_gt", "pose_gt", "odom", "imu", "gps", "tf", "tf_static")
 STORAGES = ("mcap", "sqlite3")
 
 
@@ -96,9 +101,11 @@ class _Msgs:
     def tf(self, transforms):
         return self.t["tf2_msgs/msg/TFMessage"](transforms=list(transforms))
 
-    def image(self, stamp_ns, frame, img: np.ndarray):
+    def image(self, stamp_ns, frame, img: np.ndarray, encoding: str | None = None):
         h, w = img.shape[:2]
-        if img.dtype == np.uint8:
+        if encoding == "mono8":
+            enc, step, data = "mono8", w, np.ascontiguousarray(img, dtype=np.uint8).reshape(-1)
+        elif img.dtype == np.uint8:
             enc, step, data = "rgb8", 3 * w, np.ascontiguousarray(img).reshape(-1)
         else:
             enc, step = "32FC1", 4 * w
@@ -137,7 +144,8 @@ _TYPES = {
     Topics.BAG_IMAGE: "sensor_msgs/msg/Image", Topics.BAG_CAMERA_INFO: "sensor_msgs/msg/CameraInfo",
     Topics.BAG_RIGHT_IMAGE: "sensor_msgs/msg/Image",
     Topics.BAG_RIGHT_CAMERA_INFO: "sensor_msgs/msg/CameraInfo",
-    Topics.BAG_DEPTH_GT: "sensor_msgs/msg/Image", Topics.BAG_POSE_GT: "geometry_msgs/msg/PoseStamped",
+    Topics.BAG_DEPTH_GT: "sensor_msgs/msg/Image", DYNAMIC_MASK_TOPIC: "sensor_msgs/msg/Image",
+    Topics.BAG_POSE_GT: "geometry_msgs/msg/PoseStamped",
     Topics.BAG_ODOM: "nav_msgs/msg/Odometry", Topics.BAG_IMU: "sensor_msgs/msg/Imu",
     Topics.BAG_GPS: "sensor_msgs/msg/NavSatFix", Topics.BAG_TF: "tf2_msgs/msg/TFMessage",
     Topics.BAG_TF_STATIC: "tf2_msgs/msg/TFMessage",
@@ -231,6 +239,9 @@ def _frame_messages(frame: SynthFrame, drive: Drive, sensors, M: _Msgs):
                     M.camera_info(s, RIGHT_CAMERA_OPTICAL_FRAME, frame.K, cfg.width, cfg.height, Tx=tx)))
     if "depth_gt" in sensors:
         out.append((Topics.BAG_DEPTH_GT, M.image(s, CAMERA_OPTICAL_FRAME, frame.depth)))
+    if "dynamic_mask_gt" in sensors:
+        mask = frame.dynamic_mask.astype(np.uint8) * np.uint8(255)
+        out.append((DYNAMIC_MASK_TOPIC, M.image(s, CAMERA_OPTICAL_FRAME, mask, encoding="mono8")))
     if "pose_gt" in sensors:
         out.append((Topics.BAG_POSE_GT, M.t["geometry_msgs/msg/PoseStamped"](
             header=M.header(s, MAP_FRAME), pose=M.pose(frame.T_map_camera))))
