@@ -87,3 +87,23 @@ def test_shading_threads_do_not_change_pixels():
     f1 = Drive(cfg, threads=1).frame(4)
     f2 = Drive(cfg, threads=2).frame(4)
     assert np.array_equal(f1.image, f2.image) and np.array_equal(f1.depth, f2.depth)
+
+
+def test_dynamic_mask_marks_moving_cars():
+    drive = Drive(DriveConfig.make("B", seed=0, duration_s=6.0, width=160, height=48, camera_noise=False))
+    found = 0
+    for k in (5, 20, 40, 55):
+        f = drive.frame(k)
+        if not f.dynamic_mask.any():
+            continue
+        found += 1
+        t = (f.stamp_ns - drive.config.start_ns) / 1e9
+        v, u = np.nonzero(f.dynamic_mask)
+        z = f.depth[v, u].astype(np.float64)
+        K = f.K
+        pc = np.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z, np.ones_like(z)])
+        pw = (f.T_map_camera @ pc)[:3].T
+        centres = np.array([m.xyz.reshape(-1, 3).mean(0) for m in drive.world.traffic.meshes_at(t, None, 1e9)])
+        dist = np.linalg.norm(pw[:, None, :2] - centres[None, :, :2], axis=2).min(1)
+        assert dist.max() < 3.0                      # every masked pixel lies on a moving car
+    assert found >= 2

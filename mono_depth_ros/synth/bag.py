@@ -404,11 +404,13 @@ def _info(drive: Drive, sensors) -> dict:
 
 
 def colorize_depth(depth: np.ndarray, max_depth: float = 80.0) -> np.ndarray:
-    """(H,W) metres -> (H,W,3) uint8 (magma on inverse depth; sky black)."""
+    """(H,W) metres -> (H,W,3) uint8 (magma on log depth, near = bright, 1.5..max_depth m; sky black)."""
     import matplotlib
 
-    inv = np.where(np.isfinite(depth), 1.0 / np.maximum(depth, 0.5), 0.0)
-    x = np.clip((inv - 1.0 / max_depth) / (1.0 / 1.5 - 1.0 / max_depth), 0, 1)
+    lo = np.log(1.5)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = np.clip((np.log(max_depth) - np.log(np.maximum(depth, 1e-3))) / (np.log(max_depth) - lo), 0, 1)
+    x = np.where(np.isfinite(depth), x, 0.0)
     rgb = matplotlib.colormaps["magma"](x)[..., :3]
     rgb[~np.isfinite(depth)] = 0
     return (rgb * 255).astype(np.uint8)
