@@ -8,7 +8,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from mono_depth_ros.conventions import NS_PER_S
-from mono_depth_ros.egomotion import EgoMotionConfig, GpsFix, ImuSample, OdometrySample
+from mono_depth_ros.egomotion import GpsFix, ImuSample, OdometrySample
 from mono_depth_ros.egomotion.cli import BagMotion, evaluate
 from mono_depth_ros.egomotion.simulate import simulate_drive
 

@@ -6,7 +6,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from mono_depth_ros.conventions import T_BASE_OPTICAL_ROTATION, to_ns
-from mono_depth_ros.egomotion import (EgoMotionConfig, EgoMotionProvider, GpsFix, ImuSample,
+from mono_depth_ros.egomotion import (EgoMotionConfig, EgoMotionProvider, ImuSample,
                                       OdometrySample, PoseStatus, TransformSample)
 from mono_depth_ros.egomotion.simulate import NoiseModel, simulate_drive, true_pose
 
