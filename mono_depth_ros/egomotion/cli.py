@@ -15,6 +15,7 @@ All samples are fed first, in bag order, then queried (offline).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -123,7 +124,7 @@ def evaluate(motion: BagMotion, sources=SOURCES, dt_s: float = 0.1, min_travel_m
     """
     cfg = config or EgoMotionConfig()
     # Offline: keep everything, feed everything, then query.
-    cfg = EgoMotionConfig(**{**cfg.__dict__, "buffer_s": 1e7})
+    cfg = dataclasses.replace(cfg, buffer_s=1e7)
     provider = EgoMotionProvider(cfg, motion.T_base_camera() if T_base_camera is None else T_base_camera)
     feed_provider(provider, motion.events)
     order = np.argsort(motion.gt_stamps_ns)
