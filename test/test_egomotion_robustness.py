@@ -124,9 +124,11 @@ def test_bad_imu_rejected():
     for t in np.arange(0, 1.0001, 0.01):
         p.add_imu(ImuSample(to_ns(t), [0, 0, 0.1], [0, 0, 9.81]))
         p.add_odometry(odom(t))
-    assert not p.add_imu(ImuSample(to_ns(0.455), [NAN, 0, 0], [0, 0, 9.81]))
+    assert not p.add_imu(ImuSample(to_ns(0.455), [NAN, 0, 0], [0, INF, 9.81]))
     p.add_imu(ImuSample(to_ns(0.465), [0, 0, 0.1], [0, 0, 9.81], orientation=[0, 0, 0, 0]))  # zero quaternion
-    assert p.counters["imu_rejected_bad_gyro"] == 1 and p.counters["imu_rejected_bad_orientation"] == 1
+    c = p.counters
+    assert c["imu_rejected_bad_gyro"] == 1 and c["imu_rejected_bad_accel"] == 1
+    assert c["imu_rejected_bad_orientation"] == 1
     rp = p.relative_pose(to_ns(0.6), to_ns(0.4))
     assert rp.ok and rp.rotation_rad == pytest.approx(0.02, abs=1e-9)
 

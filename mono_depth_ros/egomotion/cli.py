@@ -15,6 +15,7 @@ All samples are fed first, in bag order, then queried (offline).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -123,7 +124,7 @@ def evaluate(motion: BagMotion, sources=SOURCES, dt_s: float = 0.1, min_travel_m
     """
     cfg = config or EgoMotionConfig()
     # Offline: keep everything, feed everything, then query.
-    cfg = EgoMotionConfig(**{**cfg.__dict__, "buffer_s": 1e7})
+    cfg = dataclasses.replace(cfg, buffer_s=1e7)
     provider = EgoMotionProvider(cfg, motion.T_base_camera() if T_base_camera is None else T_base_camera)
     feed_provider(provider, motion.events)
     order = np.argsort(motion.gt_stamps_ns)
@@ -193,14 +194,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="camera optical frame (T_base_camera from /tf_static)")
     parser.add_argument("--imu-rotation", default="auto", choices=("auto", "gyro", "orientation"),
                         help="IMU rotation: integrate the gyro, slerp the IMU orientation, or orientation when given")
+    parser.add_argument("--gps-fit", default=EgoMotionConfig.gps_fit, choices=("imu", "poly"),
+                        help="GPS track model: IMU-aided path fit or quadratic polynomial")
     parser.add_argument("--gps-window", type=float, default=EgoMotionConfig.gps_window_s,
-                        help="GPS smoothing window (s)")
+                        help="GPS window of the poly fit (s)")
+    parser.add_argument("--gps-imu-window", type=float, default=EgoMotionConfig.gps_imu_window_s,
+                        help="GPS window of the IMU-aided fit (s)")
     parser.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
                         help="also write the report as JSON to PATH ('-' or no value: stdout, instead of the table)")
 
 
 def main(args: argparse.Namespace) -> int:
-    motion = load_bag(args.bag)
+    try:
+        motion = load_bag(args.bag)
+    except Exception as e:  # bagio.BagError, rosbags errors: report, don't trace back
+        print(f"egomotion-eval: cannot read {args.bag}: {e}", file=sys.stderr)
+        return 1
     if not motion.gt_stamps_ns:
         print(f"egomotion-eval: no ground truth on {Topics.BAG_POSE_GT} in {args.bag}", file=sys.stderr)
         return 1
@@ -210,7 +219,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"egomotion-eval: {e}", file=sys.stderr)
         return 1
     cfg = EgoMotionConfig(odom_frame=args.odom_frame, base_frame=args.base_frame,
-                          imu_rotation=args.imu_rotation, gps_window_s=args.gps_window)
+                          imu_rotation=args.imu_rotation, gps_fit=args.gps_fit, gps_window_s=args.gps_window,
+                          gps_imu_window_s=args.gps_imu_window)
     report = evaluate(motion, args.sources, args.dt, args.min_travel, cfg, T_base_camera)
     report["bag"] = str(args.bag)
     if args.json == "-":

@@ -63,13 +63,18 @@ class EgoMotionConfig:
         stale_timeout_s: a source whose newest sample is this much older than
             the newest sample of any stream is stale: NEVER instead of NOT_YET.
         odom_max_pose_variance: odometry pose usable only while the x, y and yaw
-            variances (m^2, rad^2) are finite and below this; otherwise its twist
-            is integrated.
+            variances (m^2, rad^2) are finite, >= 0 and below this; otherwise its
+            twist is integrated. Dead-reckoning covariance grows without bound
+            with distance while relative accuracy does not, so the default
+            (1e6, i.e. sigma 1 km) only catches "unknown" markers (1e9, -1, NaN).
         imu_rotation: ``"gyro"`` | ``"orientation"`` | ``"auto"`` (see ImuRotation).
         R_base_imu: (3,3) rotation of the IMU frame into base_link.
         gps_origin: (lat deg, lon deg, alt m) of the local ENU origin; None =
             first accepted fix.
-        gps_window_s / gps_min_fixes: GPS smoothing window and fixes needed in it.
+        gps_fit: ``"imu"`` (IMU-aided path model, falls back to ``"poly"``
+            where IMU data is missing) or ``"poly"`` (quadratic in time); see GpsTrack.
+        gps_window_s: window (s) of the ``poly`` fit; gps_imu_window_s: of the ``imu`` fit.
+        gps_min_fixes: fixes needed in the window.
         gps_max_variance: fixes whose horizontal variance (m^2) exceeds this are
             rejected (when the covariance type is known).
         gps_min_status: NavSatStatus.status below this is "no fix" (ignored).
@@ -82,11 +87,13 @@ class EgoMotionConfig:
     max_gap_s: float = 0.5
     time_jump_tolerance_s: float = 1.0
     stale_timeout_s: float = 1.0
-    odom_max_pose_variance: float = 1e3
+    odom_max_pose_variance: float = 1e6
     imu_rotation: str = "auto"
     R_base_imu: tuple = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
     gps_origin: tuple[float, float, float] | None = None
+    gps_fit: str = "imu"
     gps_window_s: float = 4.0
+    gps_imu_window_s: float = 10.0
     gps_min_fixes: int = 4
     gps_max_variance: float = 100.0
     gps_min_status: int = 0
@@ -98,7 +105,10 @@ class EgoMotionConfig:
             raise ValueError(f"priority must be a non-empty list of {SOURCES}, got {self.priority}")
         if self.imu_rotation not in ("gyro", "orientation", "auto"):
             raise ValueError(f"imu_rotation must be gyro|orientation|auto, got {self.imu_rotation!r}")
-        for name in ("buffer_s", "max_gap_s", "time_jump_tolerance_s", "stale_timeout_s", "gps_window_s"):
+        if self.gps_fit not in ("imu", "poly"):
+            raise ValueError(f"gps_fit must be imu|poly, got {self.gps_fit!r}")
+        for name in ("buffer_s", "max_gap_s", "time_jump_tolerance_s", "stale_timeout_s", "gps_window_s",
+                     "gps_imu_window_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         R = np.asarray(self.R_base_imu, dtype=np.float64)
@@ -177,10 +187,12 @@ class EgoMotionProvider:
         self._tf_pose = TimeSeries(7)
         self._gyro = TimeSeries(3)
         self._imu_orientation = TimeSeries(4)
-        self._gps = GpsTrack(_ns(c.gps_window_s), c.gps_min_fixes, c.gps_origin)
+        self._accel = TimeSeries(3)
+        self._gps = GpsTrack(_ns(c.gps_window_s), c.gps_min_fixes, c.gps_origin, _ns(c.gps_imu_window_s))
         self._streams = {"odom_pose": self._odom_pose, "odom_twist": self._odom_twist,
                          "tf": self._tf_pose, "imu_gyro": self._gyro,
-                         "imu_orientation": self._imu_orientation, "gps": self._gps.series}
+                         "imu_orientation": self._imu_orientation, "imu_accel": self._accel,
+                         "gps": self._gps.series}
         imu = ImuRotation(self._gyro, self._imu_orientation, self._max_gap, c.imu_rotation)
         twist = TwistSource(self._odom_twist, self._max_gap)
         self._sources = {
@@ -190,7 +202,7 @@ class EgoMotionProvider:
             "imu_speed": ImuSpeedSource(imu, self._odom_twist, self._max_gap),
             # The GPS track is smoothed over a window, so fixes may be sparser
             # than max_gap; its own window check applies instead.
-            "imu_gps": ImuGpsSource(imu, self._gps),
+            "imu_gps": ImuGpsSource(imu, self._gps, self._accel, c.gps_fit),
         }
         # Which streams each source reads (for the stale check).
         self._source_streams = {
@@ -281,7 +293,8 @@ class EgoMotionProvider:
                                         np.concatenate([sample.linear_velocity, sample.angular_velocity]))
             if pose_finite:
                 var = np.diag(sample.pose_covariance)[[0, 1, 5]]
-                if not (np.all(np.isfinite(var)) and np.all(var <= self.config.odom_max_pose_variance)):
+                if not (np.all(np.isfinite(var)) and np.all(var >= 0)
+                        and np.all(var <= self.config.odom_max_pose_variance)):
                     self._counters["odom_pose_unusable_covariance"] += 1
                 else:
                     q = sample.orientation / np.linalg.norm(sample.orientation)
@@ -305,23 +318,37 @@ class EgoMotionProvider:
             return self._insert("tf", self._tf_pose, sample.stamp_ns, np.concatenate([sample.translation, q]))
 
     def add_imu(self, sample: ImuSample) -> bool:
-        """Feed one IMU sample (rates rotated into base_link by ``R_base_imu``)."""
+        """Feed one IMU sample (vectors rotated into base_link by ``R_base_imu``).
+
+        Gyro, accelerometer and orientation are validated separately: a bad
+        part is counted and dropped, the good parts are kept.
+        """
         with self._lock:
             self._counters["imu_received"] += 1
-            if not _finite(sample.angular_velocity):
+            gyro_ok = _finite(sample.angular_velocity)
+            accel_ok = _finite(sample.linear_acceleration)
+            orient_ok = sample.orientation is not None and _quat_ok(sample.orientation)
+            if not gyro_ok:
                 self._counters["imu_rejected_bad_gyro"] += 1
+            if not accel_ok:
+                self._counters["imu_rejected_bad_accel"] += 1
+            if sample.orientation is not None and not orient_ok:
+                self._counters["imu_rejected_bad_orientation"] += 1
+            if not (gyro_ok or accel_ok or orient_ok):
                 return False
             self._admit("imu", sample.stamp_ns)
-            entered = self._insert("imu_gyro", self._gyro, sample.stamp_ns,
-                                   self._R_base_imu.apply(np.array(sample.angular_velocity)))
-            if sample.orientation is not None:
-                if _quat_ok(sample.orientation):
-                    # R_world_base = R_world_imu @ R_imu_base
-                    R_w_b = Rotation.from_quat(np.array(sample.orientation)) * self._R_base_imu.inv()
-                    entered |= self._insert("imu_orientation", self._imu_orientation, sample.stamp_ns,
-                                            R_w_b.as_quat())
-                else:
-                    self._counters["imu_rejected_bad_orientation"] += 1
+            entered = False
+            if gyro_ok:
+                entered |= self._insert("imu_gyro", self._gyro, sample.stamp_ns,
+                                        self._R_base_imu.apply(np.array(sample.angular_velocity)))
+            if accel_ok:
+                entered |= self._insert("imu_accel", self._accel, sample.stamp_ns,
+                                        self._R_base_imu.apply(np.array(sample.linear_acceleration)))
+            if orient_ok:
+                # R_world_base = R_world_imu @ R_imu_base
+                R_w_b = Rotation.from_quat(np.array(sample.orientation)) * self._R_base_imu.inv()
+                entered |= self._insert("imu_orientation", self._imu_orientation, sample.stamp_ns,
+                                        R_w_b.as_quat())
             return entered
 
     def add_gps(self, sample: GpsFix) -> bool:

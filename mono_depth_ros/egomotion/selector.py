@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import threading
 from dataclasses import dataclass, field
 
 from ..conventions import NS_PER_S
@@ -89,6 +90,7 @@ class FrameSelector:
         self.config = config or GatingConfig()
         self._frames: list[int] = []
         self._epoch = provider.epoch
+        self._lock = threading.RLock()
 
     def _sync_epoch(self) -> None:
         if self.provider.epoch != self._epoch:  # time jumped: old frames are meaningless
@@ -97,6 +99,10 @@ class FrameSelector:
 
     def add_frame(self, stamp_ns: int) -> None:
         """Record an image stamp (sorted insert; duplicates dropped; old ones pruned)."""
+        with self._lock:
+            self._add_frame(stamp_ns)
+
+    def _add_frame(self, stamp_ns: int) -> None:
         self._sync_epoch()
         stamp_ns = int(stamp_ns)
         i = bisect.bisect_left(self._frames, stamp_ns)
@@ -113,7 +119,9 @@ class FrameSelector:
 
     @property
     def frames(self) -> tuple[int, ...]:
-        return tuple(self._frames)
+        """Known image stamps, sorted (int ns)."""
+        with self._lock:
+            return tuple(self._frames)
 
     def _pick(self, target: int, direction: int) -> tuple[PoseStatus, RelativePose | None, str]:
         c = self.config
@@ -148,6 +156,10 @@ class FrameSelector:
 
     def select(self, target_ns: int) -> FrameSelection:
         """Pick source frames for ``target_ns`` (which should itself have been added)."""
+        with self._lock:
+            return self._select(target_ns)
+
+    def _select(self, target_ns: int) -> FrameSelection:
         self._sync_epoch()
         target_ns = int(target_ns)
         poses = []

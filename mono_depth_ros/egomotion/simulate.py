@@ -2,8 +2,8 @@
 
 A smooth 3-D drive whose base_link pose is known in closed form, sampled into
 the plain samples of :mod:`.samples` with simple sensor noise models:
-odometry = integrated noisy twist (drifts), IMU = gyro with white noise and a
-constant bias, GPS = ENU position with white noise converted to geodetic with
+odometry = integrated noisy twist (drifts), IMU = gyro and accelerometer with
+white noise and constant biases, GPS = ENU position with white noise converted to geodetic with
 ``pymap3d.enu2geodetic``. Used by the tests and by ``egomotion-eval --demo``;
 independent of the synthetic world renderer.
 
@@ -47,6 +47,8 @@ class NoiseModel:
     imu_rate: float = 200.0
     gyro_sigma: float = 0.01
     gyro_bias: tuple[float, float, float] = (0.002, -0.001, 0.0015)
+    accel_sigma: float = 0.05
+    accel_bias: tuple[float, float, float] = (0.03, -0.02, 0.04)
     gps_rate: float = 5.0
     gps_sigma_h: float = 1.0
     gps_sigma_v: float = 2.0
@@ -69,6 +71,11 @@ def _position(t):
 def _velocity(t):
     t = np.asarray(t, dtype=np.float64)
     return np.stack([10 + 3 * np.cos(0.2 * t), 3 * np.cos(0.15 * t), 0.1 * np.cos(0.1 * t)], axis=-1)
+
+
+def _acceleration(t):
+    t = np.asarray(t, dtype=np.float64)
+    return np.stack([-0.6 * np.sin(0.2 * t), -0.45 * np.sin(0.15 * t), -0.01 * np.sin(0.1 * t)], axis=-1)
 
 
 def _rotation(t) -> Rotation:
@@ -158,14 +165,14 @@ def simulate_drive(duration_s: float = 20.0, noise: NoiseModel | None = None, se
         odom.append(OdometrySample(int(st[k]), p.copy(), q, v[k], w[k], cov, cov * 0.1))
         tfs.append(TransformSample(int(st[k]), "odom", "base_link", p.copy(), q))
 
-    # IMU: gyro only carries rotation information here (accelerometer = gravity
-    # reaction + true acceleration without noise; unused by the estimators).
+    # IMU in base_link: gyro and accelerometer (specific force = R^T (a + g)).
     st_i = _stamps(duration_s, nm.imu_rate, t0_s)
     ti = st_i / NS_PER_S
     _, wi = true_twist(ti)
     wi = wi + rng.normal(0, nm.gyro_sigma, wi.shape) + np.asarray(nm.gyro_bias)
-    g_body = _rotation(ti).inv().apply(np.array([0.0, 0.0, 9.81]))
-    imu = [ImuSample(int(st_i[k]), wi[k], g_body[k]) for k in range(len(st_i))]
+    f = _rotation(ti).inv().apply(_acceleration(ti) + np.array([0.0, 0.0, 9.81]))
+    f = f + rng.normal(0, nm.accel_sigma, f.shape) + np.asarray(nm.accel_bias)
+    imu = [ImuSample(int(st_i[k]), wi[k], f[k]) for k in range(len(st_i))]
 
     # GPS: ENU = odom frame of the *true* trajectory, metre-level white noise.
     st_g = _stamps(duration_s, nm.gps_rate, t0_s)
