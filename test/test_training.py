@@ -105,3 +105,20 @@ def test_train_help(capsys):
     with pytest.raises(SystemExit) as e:
         cli_main(["train", "--help"])
     assert e.value.code == 0 and "--mode" in capsys.readouterr().out
+
+
+def test_stereo_sampler_adds_known_right_pose():
+    from mono_depth_ros.learning.data import BagFrames
+    rng = np.random.default_rng(0)
+    n = 4
+    poses = np.repeat(np.eye(4)[None], n, 0)
+    poses[:, 2, 3] = np.arange(n)  # driving forward 1 m per frame
+    K = np.array([[50.0, 0, 31.5], [0, 50.0, 15.5], [0, 0, 1]])
+    d = BagFrames(rng.integers(0, 255, (n, 32, 64, 3), dtype=np.uint8), None, poses, K,
+                  np.arange(n), "mem", rng.integers(0, 255, (n, 32, 64, 3), dtype=np.uint8), 0.5)
+    tgt, srcs, T, Kb = SelfSupervisedSampler([d], 3, stereo=True, augment=False).sample()
+    assert len(srcs) == 3
+    assert torch.allclose(T[2][0], torch.tensor([[1.0, 0, 0, -0.5], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]))
+    assert torch.allclose(T[0][0, 2, 3], torch.tensor(1.0))   # previous frame is 1 m behind: target point z + 1
+    with pytest.raises(ValueError, match="no right camera"):
+        SelfSupervisedSampler([BagFrames(d.images, None, poses, K, d.stamps, "mem")], 2, stereo=True)

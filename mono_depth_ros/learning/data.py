@@ -22,7 +22,7 @@ from ..conventions import Topics, scale_intrinsics
 __all__ = ["BagFrames", "load_bag", "pose_msg_to_matrix", "SupervisedSampler", "SelfSupervisedSampler",
            "color_augment"]
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,8 @@ class BagFrames:
         K: (3,3) float64 pixel intrinsics at (H, W).
         stamps: (N,) int64 nanoseconds.
         source: the bag path.
+        right_images: (N,H,W,3) uint8 rectified right-camera images or None.
+        baseline: stereo baseline in metres (from the right CameraInfo's P) or None.
     """
 
     images: np.ndarray
@@ -44,6 +46,8 @@ class BagFrames:
     K: np.ndarray
     stamps: np.ndarray
     source: str
+    right_images: np.ndarray | None = None
+    baseline: float | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -77,6 +81,14 @@ def _cache_file(cache_dir: Path, bag: Path, size: tuple[int, int] | None) -> Pat
     return cache_dir / f"{bag.name}_{digest}.npz"
 
 
+def _resize_images(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    H, W = size
+    interp = cv2.INTER_AREA if H < images.shape[1] else cv2.INTER_LINEAR
+    return np.stack([cv2.resize(im, (W, H), interpolation=interp) for im in images])
+
+
 def _resize(images: np.ndarray, depths: np.ndarray | None, K: np.ndarray, size: tuple[int, int]):
     import cv2
 
@@ -84,8 +96,7 @@ def _resize(images: np.ndarray, depths: np.ndarray | None, K: np.ndarray, size: 
     h0, w0 = images.shape[1:3]
     if (H, W) == (h0, w0):
         return images, depths, K
-    interp = cv2.INTER_AREA if H < h0 else cv2.INTER_LINEAR
-    images = np.stack([cv2.resize(im, (W, H), interpolation=interp) for im in images])
+    images = _resize_images(images, size)
     if depths is not None:
         # Nearest keeps depth edges and +inf sky exact (no averaging across edges).
         depths = np.stack([cv2.resize(d.astype(np.float32), (W, H), interpolation=cv2.INTER_NEAREST)
@@ -115,14 +126,19 @@ def load_bag(path: str | os.PathLike, size: tuple[int, int] | None = None, need_
         if cache.is_file():
             z = np.load(cache, allow_pickle=False)
             frames = BagFrames(z["images"], z["depths"] if z["depths"].size else None,
-                               z["poses"] if z["poses"].size else None, z["K"], z["stamps"], str(bag))
+                               z["poses"] if z["poses"].size else None, z["K"], z["stamps"], str(bag),
+                               z["right"] if z["right"].size else None,
+                               float(z["baseline"]) if np.isfinite(z["baseline"]) else None)
             _check_needs(frames, need_depth, need_pose)
             return frames
     images: dict[int, np.ndarray] = {}
     depths: dict[int, np.ndarray] = {}
     poses: dict[int, np.ndarray] = {}
+    rights: dict[int, np.ndarray] = {}
     K = None
-    topics = [Topics.BAG_IMAGE, Topics.BAG_CAMERA_INFO, Topics.BAG_DEPTH_GT, Topics.BAG_POSE_GT]
+    baseline = None
+    topics = [Topics.BAG_IMAGE, Topics.BAG_CAMERA_INFO, Topics.BAG_DEPTH_GT, Topics.BAG_POSE_GT,
+              Topics.BAG_RIGHT_IMAGE, Topics.BAG_RIGHT_CAMERA_INFO]
     for topic, _, msg in iter_messages(bag, topics):
         if topic == Topics.BAG_IMAGE:
             if max_frames is not None and len(images) >= max_frames:
@@ -134,6 +150,11 @@ def load_bag(path: str | os.PathLike, size: tuple[int, int] | None = None, need_
             poses[_stamp(msg)] = pose_msg_to_matrix(msg.pose)
         elif topic == Topics.BAG_CAMERA_INFO and K is None:
             K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+        elif topic == Topics.BAG_RIGHT_IMAGE:
+            rights[_stamp(msg)] = image_to_numpy(msg)
+        elif topic == Topics.BAG_RIGHT_CAMERA_INFO and baseline is None:
+            P = np.asarray(msg.p, dtype=np.float64).reshape(3, 4)
+            baseline = -P[0, 3] / P[0, 0]   # REP 104: Tx = -fx * baseline
     if not images:
         raise ValueError(f"{bag}: no images on {Topics.BAG_IMAGE}")
     if K is None:
@@ -146,15 +167,21 @@ def load_bag(path: str | os.PathLike, size: tuple[int, int] | None = None, need_
     img = np.stack([images[s] for s in stamps])
     dep = np.stack([depths[s] for s in stamps]) if depths and all(s in depths for s in stamps) else None
     pos = np.stack([poses[s] for s in stamps]) if poses and all(s in poses for s in stamps) else None
+    right = np.stack([rights[s] for s in stamps]) if rights and all(s in rights for s in stamps) else None
     if size is not None:
+        if right is not None and tuple(size) != right.shape[1:3]:
+            right = _resize_images(right, size)
         img, dep, K = _resize(img, dep, K, size)
-    frames = BagFrames(img, dep, pos, K, np.asarray(stamps, dtype=np.int64), str(bag))
+    frames = BagFrames(img, dep, pos, K, np.asarray(stamps, dtype=np.int64), str(bag), right,
+                       baseline if right is not None else None)
     _check_needs(frames, need_depth, need_pose)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp.npz")
         np.savez(tmp, images=img, depths=dep if dep is not None else np.zeros(0, np.float16),
-                 poses=pos if pos is not None else np.zeros(0), K=K, stamps=frames.stamps)
+                 poses=pos if pos is not None else np.zeros(0), K=K, stamps=frames.stamps,
+                 right=right if right is not None else np.zeros(0, np.uint8),
+                 baseline=np.float64(frames.baseline if frames.baseline is not None else np.nan))
         os.replace(tmp, cache)
     return frames
 
@@ -221,18 +248,24 @@ class SupervisedSampler:
 
 
 class SelfSupervisedSampler:
-    """Random (target, sources [prev, next], T_source_target, K) batches from drives with GT poses.
+    """Random (target, sources [prev, next(, right)], T_source_target, K) batches from drives with GT poses.
 
-    ``T_source_target = inv(T_map_cam_source) @ T_map_cam_target``. Horizontal
-    flips mirror the images, the poses (S T S with S = diag(-1,1,1,1)) and cx.
+    ``T_source_target = inv(T_map_cam_source) @ T_map_cam_target``. With
+    ``stereo``, the right image is a third source with the known
+    ``T_right_left`` of the rectified pair. Horizontal flips mirror the images,
+    the poses (S T S with S = diag(-1,1,1,1)) and cx.
     """
 
     def __init__(self, drives: Sequence[BagFrames], batch_size: int, frame_gap: int = 1, seed: int = 0,
-                 augment: bool = True):
+                 augment: bool = True, stereo: bool = False):
         if not drives:
             raise ValueError("no drives")
         for d in drives:
             _check_needs(d, False, True)
+            if stereo and (d.right_images is None or d.baseline is None):
+                raise ValueError(f"{d.source}: no right camera ({Topics.BAG_RIGHT_IMAGE} + "
+                                 f"{Topics.BAG_RIGHT_CAMERA_INFO}) for stereo training")
+        self.stereo = bool(stereo)
         self.drives = list(drives)
         self.batch_size = int(batch_size)
         self.gap = int(frame_gap)
@@ -256,6 +289,11 @@ class SelfSupervisedSampler:
             T = np.stack([np.linalg.inv(self.drives[i].T_map_camera[k + off]) @ self.drives[i].T_map_camera[k]
                           for i, k in pick])
             poses.append(torch.from_numpy(T).float())
+        if self.stereo:
+            sources.append(_to_tensor_images(np.stack([self.drives[i].right_images[k] for i, k in pick])))
+            T = torch.eye(4).repeat(self.batch_size, 1, 1)
+            T[:, 0, 3] = -torch.tensor([self.drives[i].baseline for i, _ in pick], dtype=torch.float32)
+            poses.append(T)   # T_right_left, see geometry.stereo_T_source_target
         K = torch.from_numpy(np.stack([self.drives[i].K for i, _ in pick])).float()
         if self.augment:
             W = tgt.shape[-1]

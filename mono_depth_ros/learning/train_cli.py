@@ -43,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="edge-aware smoothness weight (self-supervised)")
     parser.add_argument("--frame-gap", type=int, default=d.frame_gap,
                         help="source frames are target +/- this many frames (self-supervised)")
+    parser.add_argument("--stereo", action="store_true",
+                        help="add the right camera as a source with its known baseline (self-supervised)")
     parser.add_argument("--val-every", type=int, default=d.val_every, help="validate every N steps (0: end only)")
     parser.add_argument("--val-frames", type=int, default=d.val_frames, help="frames per validation bag")
     parser.add_argument("--save-every", type=int, default=d.save_every, help="checkpoint every N steps")
@@ -65,7 +67,7 @@ def main(args: argparse.Namespace) -> int:
         bags=list(args.bags), out=args.out, mode=args.mode, arch=args.arch, width=args.size[0],
         height=args.size[1], batch_size=args.batch_size, steps=args.steps, lr=args.lr, min_lr=args.min_lr,
         min_depth=args.min_depth, max_depth=args.max_depth, silog_lambda=args.silog_lambda,
-        smoothness_weight=args.smoothness, frame_gap=args.frame_gap, val_bags=list(args.val_bags),
+        smoothness_weight=args.smoothness, frame_gap=args.frame_gap, stereo=args.stereo, val_bags=list(args.val_bags),
         val_every=args.val_every, val_frames=args.val_frames, save_every=args.save_every, init=args.init,
         resume=args.resume, export=args.export, export_half=args.export_half, cache_dir=args.cache_dir,
         threads=args.threads, seed=args.seed, augment=not args.no_augment, progress=not args.quiet)

@@ -47,6 +47,7 @@ class TrainConfig:
     silog_lambda: float = 0.85
     smoothness_weight: float = 1e-3
     frame_gap: int = 1
+    stereo: bool = False
     val_bags: list[str] = field(default_factory=list)
     val_every: int = 500
     val_frames: int = 40
@@ -131,7 +132,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
         sampler = SupervisedSampler(drives, cfg.batch_size, cfg.seed + start_step, cfg.augment)
         loss_fn = SupervisedSILogLoss(model.min_depth, model.max_depth, cfg.silog_lambda)
     else:
-        sampler = SelfSupervisedSampler(drives, cfg.batch_size, cfg.frame_gap, cfg.seed + start_step, cfg.augment)
+        sampler = SelfSupervisedSampler(drives, cfg.batch_size, cfg.frame_gap, cfg.seed + start_step, cfg.augment,
+                                        cfg.stereo)
         loss_fn = SelfSupervisedLoss(model.min_depth, model.max_depth, cfg.smoothness_weight)
     log(f"{cfg.mode} training of {model.arch} on {len(sampler)} samples, steps {start_step}..{cfg.steps}")
 
