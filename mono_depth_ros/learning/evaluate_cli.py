@@ -14,7 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bag", dest="bags", action="append", required=True, metavar="PATH",
                         help="bag with ground-truth depth (repeatable; metrics pooled over all)")
     parser.add_argument("--size", default=None, metavar="WxH",
-                        help="network input size (default: the bag's image size)")
+                        help="network input size; images are resized to it and the depth back to the GT "
+                             "resolution (default: the checkpoint's training input_size; 'bag': the bag's size)")
     parser.add_argument("--stride", type=int, default=1, help="evaluate every N-th frame")
     parser.add_argument("--max-frames", type=int, default=None, help="at most N frames per bag")
     parser.add_argument("--max-depth", type=float, default=80.0, help="GT cap in metres (KITTI: 80)")
@@ -33,7 +34,7 @@ def main(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     size = None
-    if args.size:
+    if args.size and args.size != "bag":
         try:
             w, h = (int(v) for v in args.size.lower().split("x"))
         except ValueError:
@@ -47,6 +48,8 @@ def main(args: argparse.Namespace) -> int:
     except (CheckpointError, BagError, ValueError) as exc:
         print(f"mono-depth evaluate: {exc}", file=sys.stderr)
         return 1
+    if args.size is None:
+        size = tuple(info["input_size"])
     acc = evaluate_frames(model, drives, size, args.stride, args.max_frames, args.max_depth)
     summary = acc.summary()
     if args.json:
