@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..metrics import DEFAULT_MAX_DEPTH, MetricAccumulator
-from ..models import DepthNet
+from ..models import DepthNet, infer_depth
 from .data import BagFrames
 
 __all__ = ["predict_depth", "evaluate_frames"]
@@ -20,16 +19,7 @@ def predict_depth(model: DepthNet, images: np.ndarray, input_size: tuple[int, in
     predictions are resized back bilinearly.
     """
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
-    H, W = x.shape[-2:]
-    if input_size is not None and tuple(input_size) != (H, W):
-        x = F.interpolate(x, size=tuple(input_size), mode="area")
-    was_training = model.training
-    model.eval()
-    depth = model(x)
-    model.train(was_training)
-    if depth.shape[-2:] != (H, W):
-        depth = F.interpolate(depth, size=(H, W), mode="bilinear", align_corners=False)
-    return depth[:, 0].numpy().astype(np.float32)
+    return infer_depth(model, x, input_size)[:, 0].numpy().astype(np.float32)
 
 
 def evaluate_frames(model: DepthNet, drives: list[BagFrames], input_size: tuple[int, int] | None = None,
