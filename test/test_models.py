@@ -120,3 +120,11 @@ def test_freeze_batchnorm_keeps_running_stats():
     before = bn.running_mean.clone()
     net(torch.rand(1, 3, 64, 64))
     assert not bn.training and torch.equal(before, bn.running_mean)
+
+
+def test_infer_depth_any_size_restores_mode():
+    from mono_depth_ros.models import infer_depth
+    net = build_model("default").train()
+    with torch.no_grad():
+        d = infer_depth(net, torch.rand(1, 3, 50, 70), (32, 64))
+    assert d.shape == (1, 1, 50, 70) and net.training

@@ -6,11 +6,12 @@ Contract (see :mod:`.base`)::
     net.eval();  depth = net(image)   # (B,3,H,W) in [0,1] -> (B,1,H,W) metres
     net.train(); disps = net(image)   # 4 sigmoid maps, disps[s] is (B,1,H/2^s,W/2^s)
     net.disp_to_depth(sigmoid)
+    infer_depth(net, image, input_size)   # any image size: runs at input_size, depth back at (H, W)
 """
-from .base import DepthNet, check_image, disp_to_depth
+from .base import DepthNet, check_image, disp_to_depth, infer_depth
 from .default_net import DefaultDepthNet
 from .monodepth2 import Monodepth2ResNet18, load_monodepth2
 from .registry import MODEL_NAMES, build_model, load_weights
 
 __all__ = ["DepthNet", "DefaultDepthNet", "Monodepth2ResNet18", "MODEL_NAMES", "build_model",
-           "load_weights", "load_monodepth2", "disp_to_depth", "check_image"]
+           "load_weights", "load_monodepth2", "disp_to_depth", "check_image", "infer_depth"]

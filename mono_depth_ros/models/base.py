@@ -13,9 +13,10 @@ happens inside the model.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DepthNet", "disp_to_depth", "check_image"]
+__all__ = ["DepthNet", "disp_to_depth", "check_image", "infer_depth"]
 
 NUM_SCALES = 4
 
@@ -105,3 +106,35 @@ class DepthNet(nn.Module):
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
         return self
+
+
+def infer_depth(model: DepthNet, image: torch.Tensor, input_size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Depth at the image's own resolution, running the network at ``input_size``.
+
+    The image is resized (area) to ``input_size`` = (H', W') -- e.g. a
+    checkpoint's training ``input_size`` -- and the depth is resized back
+    bilinearly. Depth is per pixel, so no intrinsics change is needed for the
+    output; the network sees the scene as a camera with K scaled by
+    (W'/W, H'/H) (conventions.scale_intrinsics). Runs in eval mode and
+    restores the previous mode.
+
+    Args:
+        image: (B,3,H,W) in [0,1], any H, W.
+    Returns:
+        (B,1,H,W) depth in metres.
+    """
+    if image.dim() != 4 or image.shape[1] != 3:
+        raise ValueError(f"image must be (B,3,H,W) RGB, got shape {tuple(image.shape)}")
+    H, W = int(image.shape[2]), int(image.shape[3])
+    x = image
+    if input_size is not None and tuple(input_size) != (H, W):
+        x = F.interpolate(image, size=tuple(input_size), mode="area")
+    was_training = model.training
+    model.eval()
+    try:
+        depth = model(x)
+    finally:
+        model.train(was_training)
+    if depth.shape[-2:] != (H, W):
+        depth = F.interpolate(depth, size=(H, W), mode="bilinear", align_corners=False)
+    return depth

@@ -1,0 +1,313 @@
+"""Frames from rosbags (synthetic drives) as in-memory arrays, plus batch samplers.
+
+A bag is read once (topics from :class:`mono_depth_ros.conventions.Topics`:
+``BAG_IMAGE`` rgb8, ``BAG_CAMERA_INFO``, ``BAG_DEPTH_GT`` 32FC1 with +inf sky,
+``BAG_POSE_GT`` PoseStamped = T_map_cameraoptical), matched by header stamp,
+optionally resized, and cached as an ``.npz`` keyed by the bag's path, size
+and mtime so later runs skip decoding.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..conventions import Topics, scale_intrinsics
+
+__all__ = ["BagFrames", "load_bag", "pose_msg_to_matrix", "SupervisedSampler", "SelfSupervisedSampler",
+           "color_augment"]
+
+CACHE_VERSION = 2
+
+
+@dataclass(frozen=True)
+class BagFrames:
+    """Frames of one drive.
+
+    Attributes:
+        images: (N,H,W,3) uint8 RGB.
+        depths: (N,H,W) float16 metres (+inf = sky / no return) or None.
+        T_map_camera: (N,4,4) float64 optical-frame poses or None.
+        K: (3,3) float64 pixel intrinsics at (H, W).
+        stamps: (N,) int64 nanoseconds.
+        source: the bag path.
+        right_images: (N,H,W,3) uint8 rectified right-camera images or None.
+        baseline: stereo baseline in metres (from the right CameraInfo's P) or None.
+    """
+
+    images: np.ndarray
+    depths: np.ndarray | None
+    T_map_camera: np.ndarray | None
+    K: np.ndarray
+    stamps: np.ndarray
+    source: str
+    right_images: np.ndarray | None = None
+    baseline: float | None = None
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(H, W)."""
+        return int(self.images.shape[1]), int(self.images.shape[2])
+
+
+def pose_msg_to_matrix(pose) -> np.ndarray:
+    """``geometry_msgs/Pose`` -> (4,4) float64 (scipy quaternion, scalar-last)."""
+    from scipy.spatial.transform import Rotation
+
+    q = pose.orientation
+    T = np.eye(4)
+    T[:3, :3] = Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix()
+    T[:3, 3] = [pose.position.x, pose.position.y, pose.position.z]
+    return T
+
+
+def _stamp(msg) -> int:
+    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+
+
+def _cache_file(cache_dir: Path, bag: Path, size: tuple[int, int] | None) -> Path:
+    st_files = sorted(bag.glob("*")) if bag.is_dir() else [bag]
+    sig = [str(bag.resolve()), str(size), str(CACHE_VERSION)]
+    sig += [f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in st_files if p.is_file()]
+    digest = hashlib.sha1("|".join(sig).encode()).hexdigest()[:16]
+    return cache_dir / f"{bag.name}_{digest}.npz"
+
+
+def _resize_images(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    H, W = size
+    interp = cv2.INTER_AREA if H < images.shape[1] else cv2.INTER_LINEAR
+    return np.stack([cv2.resize(im, (W, H), interpolation=interp) for im in images])
+
+
+def _resize(images: np.ndarray, depths: np.ndarray | None, K: np.ndarray, size: tuple[int, int]):
+    import cv2
+
+    H, W = size
+    h0, w0 = images.shape[1:3]
+    if (H, W) == (h0, w0):
+        return images, depths, K
+    images = _resize_images(images, size)
+    if depths is not None:
+        # Nearest keeps depth edges and +inf sky exact (no averaging across edges).
+        depths = np.stack([cv2.resize(d.astype(np.float32), (W, H), interpolation=cv2.INTER_NEAREST)
+                           for d in depths]).astype(np.float16)
+    return images, depths, scale_intrinsics(K, W / w0, H / h0)
+
+
+def load_bag(path: str | os.PathLike, size: tuple[int, int] | None = None, need_depth: bool = False,
+             need_pose: bool = False, cache_dir: str | os.PathLike | None = None,
+             max_frames: int | None = None) -> BagFrames:
+    """Read a drive's frames from a bag (cached).
+
+    Args:
+        size: (H, W) to resize to (K scaled accordingly), or None for the bag's size.
+        need_depth / need_pose: raise if the bag lacks GT depth / GT poses.
+        cache_dir: where to keep decoded ``.npz`` caches (None: no cache).
+        max_frames: read at most this many frames (not cached).
+    Raises:
+        ValueError: missing topics or no camera info.
+    """
+    from ..bagio import depth_to_numpy, image_to_numpy, iter_messages
+
+    bag = Path(path)
+    cache = None
+    if cache_dir is not None and max_frames is None:
+        cache = _cache_file(Path(cache_dir), bag, size)
+        if cache.is_file():
+            z = np.load(cache, allow_pickle=False)
+            frames = BagFrames(z["images"], z["depths"] if z["depths"].size else None,
+                               z["poses"] if z["poses"].size else None, z["K"], z["stamps"], str(bag),
+                               z["right"] if z["right"].size else None,
+                               float(z["baseline"]) if np.isfinite(z["baseline"]) else None)
+            _check_needs(frames, need_depth, need_pose)
+            return frames
+    images: dict[int, np.ndarray] = {}
+    depths: dict[int, np.ndarray] = {}
+    poses: dict[int, np.ndarray] = {}
+    rights: dict[int, np.ndarray] = {}
+    K = None
+    baseline = None
+    topics = [Topics.BAG_IMAGE, Topics.BAG_CAMERA_INFO, Topics.BAG_DEPTH_GT, Topics.BAG_POSE_GT,
+              Topics.BAG_RIGHT_IMAGE, Topics.BAG_RIGHT_CAMERA_INFO]
+    for topic, _, msg in iter_messages(bag, topics):
+        if topic == Topics.BAG_IMAGE:
+            if max_frames is not None and len(images) >= max_frames:
+                break
+            images[_stamp(msg)] = image_to_numpy(msg)
+        elif topic == Topics.BAG_DEPTH_GT:
+            depths[_stamp(msg)] = depth_to_numpy(msg).astype(np.float16)
+        elif topic == Topics.BAG_POSE_GT:
+            poses[_stamp(msg)] = pose_msg_to_matrix(msg.pose)
+        elif topic == Topics.BAG_CAMERA_INFO and K is None:
+            K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+        elif topic == Topics.BAG_RIGHT_IMAGE:
+            rights[_stamp(msg)] = image_to_numpy(msg)
+        elif topic == Topics.BAG_RIGHT_CAMERA_INFO and baseline is None:
+            P = np.asarray(msg.p, dtype=np.float64).reshape(3, 4)
+            baseline = -P[0, 3] / P[0, 0]   # REP 104: Tx = -fx * baseline
+    if not images:
+        raise ValueError(f"{bag}: no images on {Topics.BAG_IMAGE}")
+    if K is None:
+        raise ValueError(f"{bag}: no camera info on {Topics.BAG_CAMERA_INFO}")
+    stamps = sorted(images)
+    if need_depth:
+        stamps = [s for s in stamps if s in depths]
+    if need_pose:
+        stamps = [s for s in stamps if s in poses]
+    img = np.stack([images[s] for s in stamps])
+    dep = np.stack([depths[s] for s in stamps]) if depths and all(s in depths for s in stamps) else None
+    pos = np.stack([poses[s] for s in stamps]) if poses and all(s in poses for s in stamps) else None
+    right = np.stack([rights[s] for s in stamps]) if rights and all(s in rights for s in stamps) else None
+    if size is not None:
+        if right is not None and tuple(size) != right.shape[1:3]:
+            right = _resize_images(right, size)
+        img, dep, K = _resize(img, dep, K, size)
+    frames = BagFrames(img, dep, pos, K, np.asarray(stamps, dtype=np.int64), str(bag), right,
+                       baseline if right is not None else None)
+    _check_needs(frames, need_depth, need_pose)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp.npz")
+        np.savez(tmp, images=img, depths=dep if dep is not None else np.zeros(0, np.float16),
+                 poses=pos if pos is not None else np.zeros(0), K=K, stamps=frames.stamps,
+                 right=right if right is not None else np.zeros(0, np.uint8),
+                 baseline=np.float64(frames.baseline if frames.baseline is not None else np.nan))
+        os.replace(tmp, cache)
+    return frames
+
+
+def _check_needs(frames: BagFrames, need_depth: bool, need_pose: bool) -> None:
+    if need_depth and frames.depths is None:
+        raise ValueError(f"{frames.source}: no ground-truth depth on {Topics.BAG_DEPTH_GT}")
+    if need_pose and frames.T_map_camera is None:
+        raise ValueError(f"{frames.source}: no ground-truth poses on {Topics.BAG_POSE_GT}")
+
+
+def _to_tensor_images(images: np.ndarray) -> torch.Tensor:
+    """(B,H,W,3) uint8 -> (B,3,H,W) float in [0,1]."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def color_augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random brightness, contrast, saturation and gamma per image (monodepth2-like ranges).
+
+    Args:
+        images: (B,3,H,W) in [0,1]. Returns the same shape, clamped to [0,1].
+    """
+    B = images.shape[0]
+    u = lambda lo, hi: torch.rand(B, 1, 1, 1, generator=gen) * (hi - lo) + lo
+    x = images * u(0.8, 1.2)
+    mean = x.mean((1, 2, 3), keepdim=True)
+    x = (x - mean) * u(0.8, 1.2) + mean
+    gray = x.mean(1, keepdim=True)
+    x = (x - gray) * u(0.8, 1.2) + gray
+    x = x.clamp(0, 1) ** u(0.85, 1.15)
+    return x.clamp(0, 1)
+
+
+class SupervisedSampler:
+    """Random batches (image (B,3,H,W), gt depth (B,1,H,W) with +inf sky) over several drives."""
+
+    def __init__(self, drives: Sequence[BagFrames], batch_size: int, seed: int = 0, augment: bool = True):
+        if not drives:
+            raise ValueError("no drives")
+        for d in drives:
+            _check_needs(d, True, False)
+        self.drives = list(drives)
+        self.batch_size = int(batch_size)
+        self.augment = augment
+        self.index = np.array([(i, k) for i, d in enumerate(self.drives) for k in range(len(d))])
+        self.gen = torch.Generator().manual_seed(seed)
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
+        pick = self.index[self.rng.integers(0, len(self.index), self.batch_size)]
+        imgs = np.stack([self.drives[i].images[k] for i, k in pick])
+        deps = np.stack([self.drives[i].depths[k] for i, k in pick]).astype(np.float32)
+        x = _to_tensor_images(imgs)
+        d = torch.from_numpy(deps)[:, None]
+        if self.augment:
+            flip = torch.rand(self.batch_size, generator=self.gen) < 0.5
+            x[flip] = x[flip].flip(-1)
+            d[flip] = d[flip].flip(-1)
+            x = color_augment(x, self.gen)
+        return x, d
+
+
+class SelfSupervisedSampler:
+    """Random (target, sources [prev, next(, right)], T_source_target, K) batches from drives with GT poses.
+
+    ``T_source_target = inv(T_map_cam_source) @ T_map_cam_target``. With
+    ``stereo``, the right image is a third source with the known
+    ``T_right_left`` of the rectified pair. Horizontal flips mirror the images,
+    the poses (S T S with S = diag(-1,1,1,1)) and cx.
+    """
+
+    def __init__(self, drives: Sequence[BagFrames], batch_size: int, frame_gap: int = 1, seed: int = 0,
+                 augment: bool = True, stereo: bool = False):
+        if not drives:
+            raise ValueError("no drives")
+        for d in drives:
+            _check_needs(d, False, True)
+            if stereo and (d.right_images is None or d.baseline is None):
+                raise ValueError(f"{d.source}: no right camera ({Topics.BAG_RIGHT_IMAGE} + "
+                                 f"{Topics.BAG_RIGHT_CAMERA_INFO}) for stereo training")
+        self.stereo = bool(stereo)
+        self.drives = list(drives)
+        self.batch_size = int(batch_size)
+        self.gap = int(frame_gap)
+        self.augment = augment
+        self.index = np.array([(i, k) for i, d in enumerate(self.drives)
+                               for k in range(self.gap, len(d) - self.gap)])
+        if len(self.index) == 0:
+            raise ValueError("drives too short for the frame gap")
+        self.gen = torch.Generator().manual_seed(seed)
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def sample(self) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+        pick = self.index[self.rng.integers(0, len(self.index), self.batch_size)]
+        tgt = _to_tensor_images(np.stack([self.drives[i].images[k] for i, k in pick]))
+        sources, poses = [], []
+        for off in (-self.gap, self.gap):
+            sources.append(_to_tensor_images(np.stack([self.drives[i].images[k + off] for i, k in pick])))
+            T = np.stack([np.linalg.inv(self.drives[i].T_map_camera[k + off]) @ self.drives[i].T_map_camera[k]
+                          for i, k in pick])
+            poses.append(torch.from_numpy(T).float())
+        if self.stereo:
+            sources.append(_to_tensor_images(np.stack([self.drives[i].right_images[k] for i, k in pick])))
+            T = torch.eye(4).repeat(self.batch_size, 1, 1)
+            T[:, 0, 3] = -torch.tensor([self.drives[i].baseline for i, _ in pick], dtype=torch.float32)
+            poses.append(T)   # T_right_left, see geometry.stereo_T_source_target
+        K = torch.from_numpy(np.stack([self.drives[i].K for i, _ in pick])).float()
+        if self.augment:
+            W = tgt.shape[-1]
+            flip = torch.rand(self.batch_size, generator=self.gen) < 0.5
+            S = torch.diag(torch.tensor([-1.0, 1.0, 1.0, 1.0]))
+            tgt[flip] = tgt[flip].flip(-1)
+            for j in range(len(sources)):
+                sources[j][flip] = sources[j][flip].flip(-1)
+                poses[j][flip] = S @ poses[j][flip] @ S
+            K[flip, 0, 2] = W - 1 - K[flip, 0, 2]
+            # Same colour change for target and its sources (photometric consistency).
+            state = self.gen.get_state()
+            tgt = color_augment(tgt, self.gen)
+            for j in range(len(sources)):
+                self.gen.set_state(state)
+                sources[j] = color_augment(sources[j], self.gen)
+        return tgt, sources, poses, K

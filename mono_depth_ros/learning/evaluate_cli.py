@@ -1,0 +1,62 @@
+"""``mono-depth evaluate``: depth metrics of a checkpoint on bags with ground truth."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+__all__ = ["add_arguments", "main"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", default=None,
+                        help="checkpoint to evaluate (default: the shipped default_A.pt)")
+    parser.add_argument("--bag", dest="bags", action="append", required=True, metavar="PATH",
+                        help="bag with ground-truth depth (repeatable; metrics pooled over all)")
+    parser.add_argument("--size", default=None, metavar="WxH",
+                        help="network input size; images are resized to it and the depth back to the GT "
+                             "resolution (default: the checkpoint's training input_size; 'bag': the bag's size)")
+    parser.add_argument("--stride", type=int, default=1, help="evaluate every N-th frame")
+    parser.add_argument("--max-frames", type=int, default=None, help="at most N frames per bag")
+    parser.add_argument("--max-depth", type=float, default=80.0, help="GT cap in metres (KITTI: 80)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+
+
+def main(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..bagio import BagError
+    from ..checkpoint import CheckpointError, load_checkpoint, shipped_checkpoint_path
+    from ..metrics import format_markdown
+    from .data import load_bag
+    from .evaluate import evaluate_frames
+
+    torch.set_num_threads(args.threads)
+    size = None
+    if args.size and args.size != "bag":
+        try:
+            w, h = (int(v) for v in args.size.lower().split("x"))
+        except ValueError:
+            print(f"mono-depth evaluate: --size must be WxH, got {args.size!r}", file=sys.stderr)
+            return 2
+        size = (h, w)
+    path = args.checkpoint or shipped_checkpoint_path()
+    try:
+        model, info = load_checkpoint(path)
+        drives = [load_bag(b, need_depth=True) for b in args.bags]
+    except (CheckpointError, BagError, ValueError) as exc:
+        print(f"mono-depth evaluate: {exc}", file=sys.stderr)
+        return 1
+    if args.size is None:
+        size = tuple(info["input_size"])
+    acc = evaluate_frames(model, drives, size, args.stride, args.max_frames, args.max_depth)
+    summary = acc.summary()
+    if args.json:
+        print(json.dumps({"checkpoint": str(path), "arch": info["arch"], "bags": args.bags,
+                          "input_size": list(size or drives[0].size), "metrics": summary}, indent=2))
+    else:
+        print(f"checkpoint {path} ({info['arch']}), bags {', '.join(args.bags)}, "
+              f"input {(size or drives[0].size)[1]}x{(size or drives[0].size)[0]}, GT cap {args.max_depth} m\n")
+        print(format_markdown(summary))
+    return 0

@@ -1,0 +1,80 @@
+"""``mono-depth train``: train a depth network offline from rosbags."""
+from __future__ import annotations
+
+import argparse
+
+from ..models import MODEL_NAMES
+from .trainer import MODES, TrainConfig
+
+__all__ = ["add_arguments", "main"]
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, e.g. 640x192, got {text!r}") from None
+    if w <= 0 or h <= 0 or w % 32 or h % 32:
+        raise argparse.ArgumentTypeError(f"width and height must be positive multiples of 32, got {text!r}")
+    return w, h
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = TrainConfig(bags=[], out="")
+    parser.add_argument("--bag", dest="bags", action="append", required=True, metavar="PATH",
+                        help="training rosbag2 (repeat for several drives)")
+    parser.add_argument("--val-bag", dest="val_bags", action="append", default=[], metavar="PATH",
+                        help="validation bag with ground-truth depth (repeatable)")
+    parser.add_argument("--out", required=True, help="checkpoint to write (atomically; resumable)")
+    parser.add_argument("--mode", choices=MODES, default=d.mode,
+                        help="supervised: SILog on GT depth; self-supervised: monodepth2 loss with GT poses")
+    parser.add_argument("--arch", choices=MODEL_NAMES, default=d.arch, help="network")
+    parser.add_argument("--size", type=_size, default=(d.width, d.height), metavar="WxH",
+                        help="training resolution (frames are resized, K scaled)")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="frames per step")
+    parser.add_argument("--steps", type=int, default=d.steps, help="total optimisation steps (incl. resumed)")
+    parser.add_argument("--lr", type=float, default=d.lr, help="peak Adam learning rate (cosine decay)")
+    parser.add_argument("--min-lr", type=float, default=d.min_lr, help="final learning rate")
+    parser.add_argument("--min-depth", type=float, default=d.min_depth, help="network depth range minimum (m)")
+    parser.add_argument("--max-depth", type=float, default=d.max_depth, help="network depth range maximum (m)")
+    parser.add_argument("--silog-lambda", type=float, default=d.silog_lambda,
+                        help="SILog variance weight (1 = fully scale invariant)")
+    parser.add_argument("--smoothness", type=float, default=d.smoothness_weight,
+                        help="edge-aware smoothness weight (self-supervised)")
+    parser.add_argument("--frame-gap", type=int, default=d.frame_gap,
+                        help="source frames are target +/- this many frames (self-supervised)")
+    parser.add_argument("--stereo", action="store_true",
+                        help="add the right camera as a source with its known baseline (self-supervised)")
+    parser.add_argument("--val-every", type=int, default=d.val_every, help="validate every N steps (0: end only)")
+    parser.add_argument("--val-frames", type=int, default=d.val_frames, help="frames per validation bag")
+    parser.add_argument("--save-every", type=int, default=d.save_every, help="checkpoint every N steps")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--resume", metavar="CKPT", help="continue a run (weights, optimizer, step counter)")
+    group.add_argument("--init", metavar="CKPT", help="initialise weights only (e.g. fine-tune)")
+    parser.add_argument("--export", metavar="PATH", help="also write a weights-only checkpoint at the end")
+    parser.add_argument("--export-half", action="store_true", help="store exported weights as fp16")
+    parser.add_argument("--cache-dir", default=None, help="cache decoded frames as .npz here")
+    parser.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
+    parser.add_argument("--seed", type=int, default=d.seed, help="random seed")
+    parser.add_argument("--no-augment", action="store_true", help="disable flips and colour jitter")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def main(args: argparse.Namespace) -> int:
+    from .trainer import train
+
+    cfg = TrainConfig(
+        bags=list(args.bags), out=args.out, mode=args.mode, arch=args.arch, width=args.size[0],
+        height=args.size[1], batch_size=args.batch_size, steps=args.steps, lr=args.lr, min_lr=args.min_lr,
+        min_depth=args.min_depth, max_depth=args.max_depth, silog_lambda=args.silog_lambda,
+        smoothness_weight=args.smoothness, frame_gap=args.frame_gap, stereo=args.stereo, val_bags=list(args.val_bags),
+        val_every=args.val_every, val_frames=args.val_frames, save_every=args.save_every, init=args.init,
+        resume=args.resume, export=args.export, export_half=args.export_half, cache_dir=args.cache_dir,
+        threads=args.threads, seed=args.seed, augment=not args.no_augment, progress=not args.quiet)
+    try:
+        cfg.validate()
+    except ValueError as exc:
+        print(f"mono-depth train: {exc}")
+        return 2
+    train(cfg)
+    return 0
