@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("mono_depth_ros.learning.train_cli", "train a depth network offline from rosbags"),
     "evaluate": ("mono_depth_ros.learning.evaluate_cli", "evaluate a checkpoint on a bag with ground-truth depth"),
     "egomotion-eval": ("mono_depth_ros.egomotion.cli", "relative-pose accuracy of each ego-motion source on a bag"),
+    "adapt": ("mono_depth_ros.adapt.offline", "adapt a checkpoint on a bag with the node's engine, faster than real time"),
     "replay": ("mono_depth_ros.ros.replay", "publish a bag onto its topics with recorded timing and /clock"),
     "demo": ("mono_depth_ros.ros.demo", "the main job: synthetic drive -> depth node over DDS -> pictures and metrics"),
 }

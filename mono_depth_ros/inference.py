@@ -64,24 +64,34 @@ class DepthPredictor:
         self.version = 0
 
     @classmethod
-    def from_config(cls, model_name: str, checkpoint: str, input_size: tuple[int, int], min_depth: float,
-                    max_depth: float, device: str = "cpu", num_threads: int = 0) -> tuple["DepthPredictor", str]:
-        """Build from a checkpoint path ('' = shipped weights). Returns (predictor, description of weights)."""
+    def from_config(cls, model_name: str, checkpoint: str, input_size: tuple[int, int] | None, min_depth: float,
+                    max_depth: float, device: str = "cpu", num_threads: int = 0,
+                    state: tuple | None = None) -> tuple["DepthPredictor", str]:
+        """Build from a checkpoint path ('' = shipped weights). Returns (predictor, description of weights).
+
+        ``input_size`` None = the size the checkpoint was trained at (640x192 for a random net): a
+        network run at another resolution sees the scene at another scale and its metric depth is off.
+        ``state`` = (model, meta, description) already loaded (e.g. a resumed adapted checkpoint).
+        """
         from mono_depth_ros import checkpoint as ckpt
         from mono_depth_ros.models import build_model
 
         path = Path(checkpoint) if checkpoint else ckpt.shipped_checkpoint_path()
-        if checkpoint or path.exists():
+        meta: dict = {}
+        if state is not None:
+            model, meta, desc = state
+        elif checkpoint or path.exists():
             model, meta = ckpt.load_checkpoint(path)
-            if meta.get("arch") != model_name:
-                log.warning("checkpoint %s holds arch %r; parameter model=%r is ignored", path, meta.get("arch"),
-                            model_name)
             desc = f"{path}"
         else:
             model = build_model(model_name, min_depth=min_depth, max_depth=max_depth)
             desc = "random initialisation (no checkpoint given and no shipped weights found)"
             log.warning("no shipped weights at %s: the network is randomly initialised", path)
-        return cls(model, input_size, device, num_threads), desc
+        if meta and meta.get("arch") != model_name:
+            log.warning("checkpoint %s holds arch %r; parameter model=%r is ignored", desc, meta.get("arch"),
+                        model_name)
+        size = tuple(input_size) if input_size else tuple(meta.get("input_size", (192, 640)))
+        return cls(model, size, device, num_threads), desc
 
     def preprocess(self, rgb: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
         """(H,W,3) uint8 -> resized (h,w,3) uint8 and (1,3,h,w) float tensor in [0,1]."""

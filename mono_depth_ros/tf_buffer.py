@@ -23,12 +23,12 @@ from __future__ import annotations
 import bisect
 import logging
 import threading
-from dataclasses import dataclass
 
 import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
 from mono_depth_ros.conventions import to_sec
+from mono_depth_ros.egomotion.samples import TransformSample
 
 __all__ = ["TransformSample", "TfBuffer", "TfError", "LookupError_", "ExtrapolationError", "quat_to_matrix"]
 
@@ -45,20 +45,6 @@ class LookupError_(TfError):  # noqa: N801 - avoid shadowing builtins.LookupErro
 
 class ExtrapolationError(TfError):
     """The requested time lies outside the buffered range of a link."""
-
-
-@dataclass(frozen=True)
-class TransformSample:
-    """One edge of the tree: pose of ``child`` in ``parent`` at ``stamp_ns``.
-
-    translation: (3,) metres; rotation_xyzw: (4,) unit quaternion.
-    """
-
-    parent: str
-    child: str
-    stamp_ns: int
-    translation: tuple
-    rotation_xyzw: tuple
 
 
 def quat_to_matrix(translation, rotation_xyzw) -> np.ndarray:
@@ -153,24 +139,25 @@ class TfBuffer:
     def set_transform(self, sample: TransformSample, static: bool = False) -> bool:
         """Insert one transform. Returns False (and counts) when it is rejected."""
         try:
-            T = quat_to_matrix(sample.translation, sample.rotation_xyzw)
+            T = quat_to_matrix(sample.translation, sample.rotation)
         except ValueError as exc:
             self.counters["rejected"] += 1
-            log.warning("rejected transform %s -> %s: %s", sample.parent, sample.child, exc)
+            log.warning("rejected transform %s -> %s: %s", sample.parent_frame, sample.child_frame, exc)
             return False
-        if not sample.parent or not sample.child or sample.parent == sample.child:
+        parent, child = sample.parent_frame.lstrip("/"), sample.child_frame.lstrip("/")
+        if not parent or not child or parent == child:
             self.counters["rejected"] += 1
-            log.warning("rejected transform with frames %r -> %r", sample.parent, sample.child)
+            log.warning("rejected transform with frames %r -> %r", parent, child)
             return False
         q = Rotation.from_matrix(T[:3, :3]).as_quat()
         with self._lock:
-            link = self._links.get(sample.child)
+            link = self._links.get(child)
             if link is None or link.static != static:
-                link = self._links[sample.child] = _Link(sample.parent, static)
-            elif link.parent != sample.parent:
+                link = self._links[child] = _Link(parent, static)
+            elif link.parent != parent:
                 self.counters["parent_switches"] += 1
-                log.warning("frame %r changed parent %r -> %r (latest wins)", sample.child, link.parent, sample.parent)
-                link = self._links[sample.child] = _Link(sample.parent, static)
+                log.warning("frame %r changed parent %r -> %r (latest wins)", child, link.parent, parent)
+                link = self._links[child] = _Link(parent, static)
             link.insert(int(sample.stamp_ns), T[:3, 3].copy(), q)
             if not static:
                 self._latest_ns = max(self._latest_ns, int(sample.stamp_ns))

@@ -10,7 +10,7 @@ S = 1_000_000_000
 
 def sample(parent, child, t_ns, xyz, yaw_deg=0.0):
     q = Rotation.from_euler("z", yaw_deg, degrees=True).as_quat()
-    return TransformSample(parent, child, t_ns, tuple(xyz), tuple(q))
+    return TransformSample(t_ns, parent, child, xyz, q)
 
 
 @pytest.fixture
@@ -67,12 +67,12 @@ class TestRobustness:
     @pytest.mark.parametrize("bad", [(np.nan, 0, 0), (np.inf, 0, 0)])
     def test_nonfinite_rejected(self, bad):
         b = TfBuffer()
-        assert not b.set_transform(TransformSample("odom", "base_link", S, bad, (0, 0, 0, 1)))
+        assert not b.set_transform(TransformSample(S, "odom", "base_link", bad, (0, 0, 0, 1)))
         assert b.counters["rejected"] == 1 and b.frames() == []
 
     def test_zero_quaternion_rejected(self):
         b = TfBuffer()
-        assert not b.set_transform(TransformSample("odom", "base_link", S, (0, 0, 0), (0, 0, 0, 0)))
+        assert not b.set_transform(TransformSample(S, "odom", "base_link", (0, 0, 0), (0, 0, 0, 0)))
 
     def test_contradicting_parent_latest_wins(self):
         b = TfBuffer()

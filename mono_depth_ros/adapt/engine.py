@@ -11,11 +11,14 @@ replay buffer (CoMoDA: 1 current + 3 replayed), with BatchNorm statistics
 frozen and optional L2 regularisation toward the starting weights.
 
 Guard: a non-finite step (skipped by :func:`guarded_step`) three times in a row,
-a loss spike against its running average, or a collapse of the disparity map
-toward a flat one rolls the training copy back to the last good weights. Only
-*verified* weights — weights whose own loss on fresh data just passed those
-checks — are ever handed to the serving network, so depth from a diverged
-network is never published.
+a loss spike against its running average, a disparity map that collapses toward
+a flat one, explodes, or saturates at the near limit, or a candidate that does
+clearly worse than the served weights on the same batch rolls the training copy
+back to the last good weights (and halves the learning rate). The serving
+network only ever receives *verified* weights: weights whose own loss on a fresh
+batch passed those checks and was no worse than the served weights' loss on
+that same batch (a paired test, far less noisy than a running average). So
+depth from a diverged network is never published.
 """
 from __future__ import annotations
 
@@ -53,12 +56,18 @@ class AdaptConfig:
     replay_per_step: int = 3
     regularization: float = 0.0          # L2 pull toward the starting weights
     swap_every: int = 5                  # serving weights refreshed every N healthy steps
-    good_every: int = 10                 # last-good snapshot every N healthy steps
-    spike_factor: float = 4.0            # loss > factor * running mean -> rollback
+    good_every: int = 5                  # last-good snapshot every N healthy steps
+    spike_factor: float = 1.5            # loss > factor * running mean -> rollback
+    max_near_fraction: float = 0.2       # > this share of pixels at < 2*min_depth = saturated (garbage)
     loss_ema: float = 0.95
     warmup_steps: int = 10               # no spike test before this many steps
-    min_disp_cv: float = 0.03            # disparity std/mean below this = collapse
+    collapse_ratio: float = 0.3          # disparity std/mean outside [r, 1/r] x its running mean = degenerate
+    min_disp_cv: float = 1e-3            # ... or below this absolute floor
     max_nonfinite_in_a_row: int = 3
+    swap_tolerance: float = 0.02         # swap only if candidate loss <= served loss * (1 + this), same batch
+    regress_factor: float = 1.25         # candidate loss > served loss * this on the same batch -> rollback
+    rollback_lr_factor: float = 0.5      # learning rate multiplied by this after each rollback
+    min_lr_fraction: float = 1 / 64      # ... but never below lr * this
     grad_clip: float = 5.0
     max_pending: int = 30                # targets waiting for motion / later frames
     seed: int = 0
@@ -153,6 +162,7 @@ class AdaptationEngine:
     def __init__(self, model: DepthNet, selector, config: AdaptConfig | None = None,
                  on_weights: Callable[[dict], None] | None = None):
         self.cfg = config or AdaptConfig()
+        self.lr = self.cfg.lr
         self.selector = selector
         self.on_weights = on_weights or (lambda sd: None)
         self.model = copy.deepcopy(model).float().train()
@@ -160,12 +170,16 @@ class AdaptationEngine:
         self.loss_fn = SelfSupervisedLoss(self.model.min_depth, self.model.max_depth)
         self.initial = _state_copy(self.model)
         self.last_good = _state_copy(self.model)
+        self.served = _state_copy(self.model)    # what the serving network holds now
+        self._shadow = copy.deepcopy(self.model).eval()
         self._anchor = [p.detach().clone() for p in self.model.parameters()] if self.cfg.regularization > 0 else None
         self.optimizer = self._new_optimizer()
         self.replay = ReplayBuffer(self.cfg.replay_capacity, self.cfg.seed)
         self.counters = _Counters()
         self.enabled = True
         self.loss_avg: float | None = None
+        self.cv_avg: float | None = None
+        self.near_avg: float | None = None
         self.last_loss: float | None = None
         self._healthy = 0
         self._nonfinite_run = 0
@@ -175,7 +189,7 @@ class AdaptationEngine:
         self._train_lock = threading.Lock()
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr)
+        return torch.optim.Adam(self.model.parameters(), lr=self.lr)
 
     # ----------------------------------------------------------------- frames
     def add_frame(self, stamp_ns: int, rgb: np.ndarray, K: np.ndarray) -> None:
@@ -224,20 +238,28 @@ class AdaptationEngine:
 
     # ------------------------------------------------------------------ steps
     def step(self) -> StepReport | None:
-        """One training step on the newest ready triplet (+ replay). None when nothing is ready."""
+        """One training step on the newest ready triplet + ``replay_per_step`` replayed ones.
+
+        When no fresh triplet is ready the step trains on a replay-only batch (once the
+        buffer holds enough). None when nothing can be trained.
+        """
         if not self.enabled:
             return None
         trip = self._next_triplet()
-        if trip is None:
-            return None
         with self._train_lock:
-            return self._train(trip)
+            if trip is not None:
+                batch = [trip] + self.replay.sample(self.cfg.replay_per_step, exclude_stamp=trip.stamp_ns)
+                self.replay.add(trip)
+            elif len(self.replay) < self.cfg.replay_per_step + 1:
+                return None
+            else:
+                batch = self.replay.sample(self.cfg.replay_per_step + 1)
+            return self._train(batch, trip is not None)
 
-    def _train(self, trip: Triplet) -> StepReport:
+    def _train(self, batch: list[Triplet], fresh: bool) -> StepReport:
         t0 = time.perf_counter()
         cfg = self.cfg
-        batch = [trip] + self.replay.sample(cfg.replay_per_step, exclude_stamp=trip.stamp_ns)
-        self.replay.add(trip)
+        trip = batch[0]
         n_src = min(len(b.sources) for b in batch)
         target = torch.stack([b.target for b in batch]).float().div_(255.0)
         sources = [torch.stack([b.sources[i] for b in batch]).float().div_(255.0) for i in range(n_src)]
@@ -247,11 +269,25 @@ class AdaptationEngine:
         due_good = (self._healthy + 1) % cfg.good_every == 0
         pre_state = _state_copy(self.model) if (due_swap or due_good) else None
         disp_cv = [float("nan")]
+        near = [0.0]
+        swap_ok = [False]
+
+        def pre_step_check(loss: torch.Tensor) -> str | None:
+            reason = self._check(float(loss), disp_cv[0], near[0])
+            if reason is None and due_swap:
+                # Paired test on this very batch: candidate vs the weights being served.
+                served = self._served_loss(target, sources, T, K)
+                if float(loss) > cfg.regress_factor * served:
+                    return "regressed"
+                swap_ok[0] = float(loss) <= (1.0 + cfg.swap_tolerance) * served
+            return reason
 
         def compute():
             disps = self.model(target)
             d0 = disps[0][:1].detach()
             disp_cv[0] = float(d0.std() / d0.mean().clamp_min(1e-8))
+            depth0 = self.model.disp_to_depth(d0)
+            near[0] = float((depth0 < 2 * self.model.min_depth).float().mean())
             loss, parts = self.loss_fn(target, sources, T, K, disps)
             if self._anchor is not None:
                 reg = sum(((p - a) ** 2).sum() for p, a in zip(self.model.parameters(), self._anchor))
@@ -260,9 +296,9 @@ class AdaptationEngine:
 
         # Guard part 1: judge the weights that produced this loss *before* stepping.
         res = guarded_step(self.model, self.optimizer, [target, sources, T, K], compute,
-                           grad_clip=cfg.grad_clip, pre_step_check=lambda loss: self._check(float(loss),
-                                                                                          disp_cv[0]))
-        report = StepReport(res.status, res.loss, trip.stamp_ns, len(batch), time.perf_counter() - t0)
+                           grad_clip=cfg.grad_clip, pre_step_check=pre_step_check)
+        report = StepReport(res.status, res.loss, trip.stamp_ns if fresh else None, len(batch),
+                            time.perf_counter() - t0)
         if res.status == StepStatus.OK:
             self._nonfinite_run = 0
             self._healthy += 1
@@ -270,12 +306,15 @@ class AdaptationEngine:
             self.last_loss = res.loss
             self.loss_avg = res.loss if self.loss_avg is None else \
                 cfg.loss_ema * self.loss_avg + (1 - cfg.loss_ema) * res.loss
+            self.cv_avg = disp_cv[0] if self.cv_avg is None else \
+                cfg.loss_ema * self.cv_avg + (1 - cfg.loss_ema) * disp_cv[0]
+            self.near_avg = near[0] if self.near_avg is None else \
+                cfg.loss_ema * self.near_avg + (1 - cfg.loss_ema) * near[0]
             # pre_state is verified: its loss and disparity just passed the checks.
             if pre_state is not None and due_good:
                 self.last_good = pre_state
-            if pre_state is not None and due_swap:
-                self.on_weights(pre_state)
-                self.counters.swaps += 1
+            if pre_state is not None and due_swap and swap_ok[0]:
+                self._serve(pre_state)
         elif res.status.startswith("rejected_"):
             self._rollback(res.status.removeprefix("rejected_"))
             report.status = "rollback_" + res.status.removeprefix("rejected_")
@@ -287,11 +326,36 @@ class AdaptationEngine:
                 report.status = "rollback_nonfinite"
         return report
 
-    def _check(self, loss: float, disp_cv: float) -> str | None:
-        """None if healthy, else the reason to reject (and roll back)."""
+    @torch.no_grad()
+    def _served_loss(self, target, sources, T, K) -> float:
+        """Loss of the weights being served, on the given batch (no gradients)."""
+        self._shadow.load_state_dict(self.served)
+        self._shadow.train()
+        self._shadow.freeze_batchnorm(True)
+        loss, _ = self.loss_fn(target, sources, T, K, self._shadow(target))
+        return float(loss)
+
+    def _serve(self, state) -> None:
+        self.served = state
+        self.on_weights(state)
+        self.counters.swaps += 1
+
+    def _check(self, loss: float, disp_cv: float, near_fraction: float) -> str | None:
+        """None if healthy, else the reason to reject (and roll back).
+
+        Flat maps (collapse) and maps newly saturated at the near limit (nothing on a road
+        is within 2*min_depth of the camera: a fifth more of the image there than usual) are
+        both garbage; both are judged against the network's own running level.
+        """
         cfg = self.cfg
-        if not np.isfinite(disp_cv) or disp_cv < cfg.min_disp_cv:
+        if self.near_avg is not None and near_fraction > max(cfg.max_near_fraction,
+                                                             self.near_avg + cfg.max_near_fraction):
+            return "saturated"
+        if not np.isfinite(disp_cv) or disp_cv < cfg.min_disp_cv or (
+                self.cv_avg is not None and disp_cv < cfg.collapse_ratio * self.cv_avg):
             return "collapse"
+        if self.cv_avg is not None and disp_cv > self.cv_avg / cfg.collapse_ratio:
+            return "exploded"
         if (self.counters.steps >= cfg.warmup_steps and self.loss_avg is not None
                 and loss > cfg.spike_factor * self.loss_avg):
             return "spike"
@@ -299,14 +363,14 @@ class AdaptationEngine:
 
     def _rollback(self, reason: str) -> None:
         self.model.load_state_dict(self.last_good)
+        self.lr = max(self.lr * self.cfg.rollback_lr_factor, self.cfg.lr * self.cfg.min_lr_fraction)
         self.optimizer = self._new_optimizer()
         self.counters.rollbacks += 1
         self.counters.rollback_reasons[reason] = self.counters.rollback_reasons.get(reason, 0) + 1
         self._nonfinite_run = 0
         self._healthy = 0
-        log.warning("adaptation rolled back to the last good weights (reason: %s; rollbacks so far: %d)",
-                    reason, self.counters.rollbacks)
-        self.on_weights(_state_copy(self.model))
+        log.warning("adaptation rolled back to the last good weights (reason: %s; rollbacks so far: %d); "
+                    "learning rate now %.2g", reason, self.counters.rollbacks, self.lr)
 
     # --------------------------------------------------------------- control
     def reset_to_initial(self) -> None:
@@ -314,10 +378,11 @@ class AdaptationEngine:
         with self._train_lock:
             self.model.load_state_dict(self.initial)
             self.last_good = _state_copy(self.model)
+            self.lr = self.cfg.lr
             self.optimizer = self._new_optimizer()
-            self.loss_avg = None
+            self.loss_avg = self.cv_avg = self.near_avg = None
             self._healthy = 0
-            self.on_weights(_state_copy(self.model))
+            self._serve(_state_copy(self.model))
 
     def good_state(self) -> "OrderedDict[str, torch.Tensor]":
         """The last verified weights (what a checkpoint should hold)."""
@@ -335,7 +400,7 @@ class AdaptationEngine:
         return {"adapt_enabled": self.enabled, "adapt_frames": c.frames, "adapt_steps": c.steps,
                 "adapt_skipped": c.skipped, "adapt_rollbacks": c.rollbacks, "adapt_swaps": c.swaps,
                 "adapt_no_motion": c.no_motion, "adapt_replay": len(self.replay),
-                "adapt_loss": self.last_loss, "adapt_loss_avg": self.loss_avg,
+                "adapt_loss": self.last_loss, "adapt_loss_avg": self.loss_avg, "adapt_lr": self.lr,
                 "rollback_reasons": dict(c.rollback_reasons)}
 
     def config_dict(self) -> dict:

@@ -14,6 +14,8 @@ from rosbags.image import ImageConversionError, ImageFormatError
 from rosbags.image.image import convert_color, to_cvtype
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
+from mono_depth_ros.egomotion.samples import stamp_to_ns
+
 __all__ = [
     "InputError", "stamp_to_ns", "image_to_rgb", "compressed_to_rgb", "camera_info_to_K",
     "depth_to_msg", "rgb_to_msg", "points_to_cloud", "scaled_camera_info",
@@ -26,10 +28,6 @@ class InputError(ValueError):
     def __init__(self, text: str, kind: str = "input"):
         super().__init__(text)
         self.kind = kind
-
-
-def stamp_to_ns(stamp) -> int:
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 def image_to_rgb(msg: Image) -> np.ndarray:

@@ -102,9 +102,11 @@ class DepthNode(Node):
         self._info: CameraInfo | None = None
         self._rays = RayGrid()
 
+        size = (self.cfg.input_height, self.cfg.input_width) if self.cfg.input_width and self.cfg.input_height \
+            else None
         self.predictor, weights = DepthPredictor.from_config(
-            self.cfg.model, self.cfg.checkpoint, (self.cfg.input_height, self.cfg.input_width),
-            self.cfg.min_depth, self.cfg.max_depth, self.cfg.device, self.cfg.num_threads)
+            self.cfg.model, self.cfg.checkpoint, size, self.cfg.min_depth, self.cfg.max_depth, self.cfg.device,
+            self.cfg.num_threads)
         self.weights_desc = weights
 
         sensor_group = MutuallyExclusiveCallbackGroup()
@@ -135,7 +137,7 @@ class DepthNode(Node):
         self._worker = threading.Thread(target=self._run, name="mono_depth_inference", daemon=True)
         self._worker.start()
         self.get_logger().info(
-            f"depth node ready: {self.cfg.model} {self.cfg.input_width}x{self.cfg.input_height} on "
+            f"depth node ready: {self.cfg.model} {self.predictor.input_size[1]}x{self.predictor.input_size[0]} on "
             f"{self.predictor.device}, weights: {weights}; image: {self.image_topic}, info: {self.info_topic}, "
             f"tf: {self.tf.backend}, target_frame: {self.cfg.target_frame or '(camera frame)'}")
 

@@ -39,8 +39,8 @@ class NodeConfig:
     model: str = "default"
     checkpoint: str = ""
     device: str = "cpu"
-    input_width: int = 640
-    input_height: int = 192
+    input_width: int = 0
+    input_height: int = 0
     min_depth: float = 0.1
     max_depth: float = 100.0
     num_threads: int = 0
@@ -61,10 +61,10 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("checkpoint", "", "checkpoint file to load; empty = the package's shipped weights", read_only=True),
     ParamSpec("device", "cpu", "torch device for inference: cpu, cuda or auto (cuda when available)",
               choices=("cpu", "cuda", "auto"), read_only=True),
-    ParamSpec("input_width", 640, "network input width in pixels (multiple of 32)", range=(64, 2048), step=32,
-              read_only=True),
-    ParamSpec("input_height", 192, "network input height in pixels (multiple of 32)", range=(64, 2048), step=32,
-              read_only=True),
+    ParamSpec("input_width", 0, "network input width in pixels (multiple of 32); 0 = the checkpoint's training "
+              "size (recommended: metric depth is learned at one scale)", range=(0, 2048), step=32, read_only=True),
+    ParamSpec("input_height", 0, "network input height in pixels (multiple of 32); 0 = the checkpoint's training "
+              "size", range=(0, 2048), step=32, read_only=True),
     ParamSpec("min_depth", 0.1, "smallest depth the network outputs [m]", range=(0.01, 10.0), read_only=True),
     ParamSpec("max_depth", 100.0, "largest depth the network outputs [m]", range=(1.0, 1000.0), read_only=True),
     ParamSpec("num_threads", 0, "torch threads for inference; 0 = automatic", range=(0, 64), read_only=True),
@@ -115,8 +115,9 @@ def validate(cfg: NodeConfig) -> NodeConfig:
             raise ConfigError(f"parameter {spec.name!r} = {v!r} is not one of {list(spec.choices)}")
         if spec.range is not None and not (spec.range[0] <= v <= spec.range[1]):
             raise ConfigError(f"parameter {spec.name!r} = {v!r} is outside [{spec.range[0]}, {spec.range[1]}]")
-        if spec.step and want is int and (v - spec.range[0]) % spec.step and spec.name.startswith("input_"):
-            raise ConfigError(f"parameter {spec.name!r} = {v} must be a multiple of {spec.step}")
+        if spec.name.startswith("input_") and v and (v % 32 or v < 64):
+            raise ConfigError(f"parameter {spec.name!r} = {v} must be 0 (checkpoint's size) or a multiple of 32 "
+                              f">= 64")
     if cfg.min_depth >= cfg.max_depth:
         raise ConfigError(f"min_depth ({cfg.min_depth}) must be smaller than max_depth ({cfg.max_depth})")
     return cfg

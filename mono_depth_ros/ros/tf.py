@@ -15,11 +15,10 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from mono_depth_ros.conventions import to_sec
-from mono_depth_ros.tf_buffer import ExtrapolationError, TfBuffer, TfError, TransformSample, quat_to_matrix
+from mono_depth_ros.egomotion.samples import from_transform_stamped
+from mono_depth_ros.tf_buffer import ExtrapolationError, TfBuffer, TfError, quat_to_matrix
 
-from .conversions import stamp_to_ns
-
-__all__ = ["TfSource", "make_tf_source", "transform_msg_to_sample"]
+__all__ = ["TfSource", "make_tf_source"]
 
 try:  # A real ROS 2 installation.
     import tf2_ros  # type: ignore
@@ -32,13 +31,6 @@ TF_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durabilit
                     history=HistoryPolicy.KEEP_LAST)
 TF_STATIC_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
                            durability=DurabilityPolicy.TRANSIENT_LOCAL, history=HistoryPolicy.KEEP_LAST)
-
-
-def transform_msg_to_sample(ts) -> TransformSample:
-    """geometry_msgs/TransformStamped (rclpy or rosbags) -> TransformSample."""
-    t, q = ts.transform.translation, ts.transform.rotation
-    return TransformSample(ts.header.frame_id.lstrip("/"), ts.child_frame_id.lstrip("/"), stamp_to_ns(ts.header.stamp),
-                           (t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
 
 
 class TfSource:
@@ -61,7 +53,7 @@ class TfSource:
 
     def _on_tf(self, msg, static: bool) -> None:
         for ts in msg.transforms:
-            self.buffer.set_transform(transform_msg_to_sample(ts), static=static)
+            self.buffer.set_transform(from_transform_stamped(ts), static=static)
 
     def lookup(self, target: str, source: str, stamp_ns: int, timeout_s: float) -> np.ndarray:
         """T_target_source at ``stamp_ns``, waiting at most ``timeout_s`` for data to arrive."""
