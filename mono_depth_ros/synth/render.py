@@ -107,11 +107,11 @@ def _coverage(dist: np.ndarray, half_width: float, footprint: np.ndarray) -> np.
 
 
 def camera_rays(K: np.ndarray, width: int, height: int) -> np.ndarray:
-    """(H*W,3) float32 optical-frame ray directions with z = 1 (so t_hit = depth)."""
+    """(3,H*W) float32 optical-frame ray directions with z = 1 (so t_hit = depth)."""
     u, v = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
     x = (u - K[0, 2] - K[0, 1] * (v - K[1, 2]) / K[1, 1]) / K[0, 0]
     y = (v - K[1, 2]) / K[1, 1]
-    return np.stack([x.ravel(), y.ravel(), np.ones(width * height)], 1).astype(np.float32)
+    return np.stack([x.ravel(), y.ravel(), np.ones(width * height)], 0).astype(np.float32)
 
 
 @dataclass
@@ -185,10 +185,16 @@ class Renderer:
         """
         d_cam = self._rays(K, width, height)
         R, t = T_map_camera[:3, :3], T_map_camera[:3, 3]
-        n = len(d_cam)
+        n = d_cam.shape[1]
         rays = np.empty((n, 6), np.float32)
         rays[:, :3] = t
-        rays[:, 3:] = (R.astype(np.float32) @ d_cam.T).T   # (3,3)@(3,N): BLAS; (N,3)@(3,3) is slow
+        # Rotate the (3,N) camera rays column by column: numpy's (N,3)@(3,3) is ~10x slower.
+        Rf = R.astype(np.float32)
+        for i in range(3):
+            col = rays[:, 3 + i]
+            np.multiply(d_cam[0], Rf[i, 0], out=col)
+            col += d_cam[1] * Rf[i, 1]
+            col += d_cam[2] * Rf[i, 2]
         hit = self.scene.cast_rays(o3d.core.Tensor.from_numpy(rays))
         t_hit = hit["t_hit"].numpy()
         prim = hit["primitive_ids"].numpy().astype(np.int64)
