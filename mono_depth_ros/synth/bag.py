@@ -358,6 +358,10 @@ _WORKER_DRIVE: Drive | None = None
 
 def _worker_init(cfg: DriveConfig) -> None:
     global _WORKER_DRIVE
+    import signal
+
+    # Ctrl-C is the parent's to handle: it stops submitting and shuts the pool down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     _WORKER_DRIVE = Drive(cfg, threads=1)          # the processes already use the cores
 
