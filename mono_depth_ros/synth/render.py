@@ -311,9 +311,10 @@ class Renderer:
     def _material(self, m, alb, u, v, param, fp, c):
         nz = self.noise
         if m == Material.ASPHALT:
-            n1 = nz.sample(u, v, 0.012, fp)
-            n2 = nz.sample(v + 31.7, u * 0.9 + 5.1, 0.15, fp)
-            alb = alb * (1 + c * (0.22 * n1 + 0.12 * n2))[:, None]
+            n1 = nz.sample(u, v, 0.012, fp)                      # aggregate grain
+            n3 = nz.sample(u * 0.8 + 17.0, v * 1.1 + 3.0, 0.05, fp)   # mottling
+            n2 = nz.sample(v + 31.7, u * 0.9 + 5.1, 0.15, fp)     # patches, wear
+            alb = alb * np.clip(1 + c * (0.32 * n1 + 0.18 * n3 + 0.14 * n2), 0.3, 2.0)[:, None]
             half = param[:, 0]
             lane_w = self.preset.lane_width
             # Lane markings: dashed lane lines, a centre line, solid edge lines.
