@@ -214,6 +214,12 @@ def test_bagio_errors_name_the_file(tmp_path, bag):
     mcap.write_bytes(data[: len(data) // 2])
     with pytest.raises(bagio.BagError, match="broken"):
         list(bagio.iter_messages(broken))
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(bag, corrupt)
+    (corrupt / "metadata.yaml").write_text("rosbag2_bagfile_information: [this is: not, valid")
+    with pytest.raises(bagio.BagError, match="corrupt"):
+        with bagio.open_reader(corrupt):
+            pass
     partial = tmp_path / "x.partial"
     partial.mkdir()
     with pytest.raises(bagio.BagError, match="interrupted"):
