@@ -225,3 +225,22 @@ def test_bagio_errors_name_the_file(tmp_path, bag):
     with pytest.raises(bagio.BagError, match="interrupted"):
         with bagio.open_reader(partial):
             pass
+
+
+def test_iter_messages_skips_unknown_types_with_warning(bag, monkeypatch):
+    real = bagio.open_reader
+
+    import contextlib
+
+    @contextlib.contextmanager
+    def fake(path):
+        with real(path) as reader:
+            fielddefs = dict(reader.typestore.fielddefs)
+            fielddefs.pop("sensor_msgs/msg/NavSatFix")
+            monkeypatch.setattr(reader.typestore, "fielddefs", fielddefs)
+            yield reader
+
+    monkeypatch.setattr(bagio, "open_reader", fake)
+    with pytest.warns(UserWarning, match="/gps/fix"):
+        topics = {t for t, _, _ in bagio.iter_messages(bag)}
+    assert Topics.BAG_GPS not in topics and Topics.BAG_IMAGE in topics
