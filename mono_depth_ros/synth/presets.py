@@ -143,6 +143,7 @@ class DomainPreset:
     fx_per_width: float                     # fx / image width (square pixels)
     cy_fraction: float                      # cy / (H-1)
     stereo_baseline: float = 0.54
+    shopfront_fraction: float = 0.0         # buildings with a shop window + sign on the ground floor
     noise: SensorNoise = field(default_factory=SensorNoise)
 
     def T_base_camera_link(self) -> np.ndarray:
@@ -224,7 +225,7 @@ _CITY = DomainPreset(
     sun_elevation_deg=60.0, sun_azimuth_deg=200.0, sun_intensity=0.25, ambient=0.75,
     shadows=False, exposure=1.25, texture_contrast=0.7,
     camera_height=1.30, camera_forward=1.6, camera_pitch_deg=4.0,
-    fx_per_width=0.42, cy_fraction=0.42,
+    fx_per_width=0.42, cy_fraction=0.42, shopfront_fraction=0.6,
     noise=SensorNoise(camera_noise=3.0, gps_sigma_horizontal=3.0, gps_sigma_vertical=5.0),
 )
 

@@ -402,6 +402,24 @@ class Renderer:
         cell = _hash01(np.floor(u / win_sx), np.floor((v - 0.4) / floor_h), bseed)
         glass = np.stack([0.06 + 0.10 * cell, 0.08 + 0.10 * cell, 0.11 + 0.12 * cell], 1).astype(np.float32)
         glass = glass * (1 + 0.4 * nz.sample(u * 0.5 + 13, v * 0.5, 0.05, fp))[:, None]
+        if self.preset.shopfront_fraction > 0:
+            # Shop fronts: one wide lit pane per window column on the ground floor, a sign above.
+            shop = (_hash01(bseed, 7) < self.preset.shopfront_fraction) & (v < floor_h + 0.4)
+            if shop.any():
+                lo, hi = 0.3, floor_h - 0.1
+                pane = _coverage(cu, 0.42 * win_sx, fp) * _coverage(v - (lo + hi) / 2, (hi - lo) / 2, fp)
+                sign = _coverage(v - (floor_h + 0.15), 0.2, fp)
+                tone = _hash01(bseed, 11)
+                sign_col = np.stack([0.2 + 0.7 * tone, 0.7 - 0.5 * tone, 0.3 + 0.4 * _hash01(bseed, 13)], 1)
+                inside = np.clip(0.5 + 0.6 * self.noise.sample(u * 2.0 + 5.0, v * 2.0, 0.02, fp), 0, 1.5)
+                lit = (np.float32(0.12) + np.float32(0.18) * cell) * inside
+                shop_glass = glass + lit[:, None] * np.float32([1.0, 0.85, 0.6])
+                shop_out = (wall * (1 - pane - sign)[:, None] + shop_glass * pane[:, None]
+                            + sign_col.astype(np.float32) * sign[:, None])
+                win = np.where(shop, 0.0, win)
+                frame = np.where(shop, 0.0, frame)
+                base = wall * (1 - frame - win)[:, None] + np.float32(0.8) * frame[:, None] + glass * win[:, None]
+                return np.where(shop[:, None], shop_out, base)
         out = wall * (1 - frame - win)[:, None] + np.float32(0.8) * frame[:, None] + glass * win[:, None]
         return out
 
