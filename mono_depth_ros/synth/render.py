@@ -16,6 +16,7 @@ frame-to-frame aliasing shimmer that would poison photometric losses.
 from __future__ import annotations
 
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -132,6 +133,36 @@ def _to_scene(mesh: Mesh) -> o3d.t.geometry.RaycastingScene:
     return scene
 
 
+_MALLOC_TUNED = False
+
+
+def _tune_malloc() -> None:
+    """Keep freed large numpy temporaries in the heap (glibc only; once per process).
+
+    Every frame allocates and frees tens of MB of temporaries; with glibc's
+    dynamic mmap threshold many are mmap'ed and unmapped again each frame
+    (~4,400 page faults per frame at 640x192). Fixing the mmap threshold at
+    32 MiB (glibc's maximum) and the trim threshold at 1 GiB cut page faults
+    4x and CPU time per frame by ~10-15 % (measured with the bench). Setting
+    only one of the two makes it worse, so both or neither. Process-wide, and
+    harmless for other code (freed memory stays reusable by the process).
+    Opt out with MONO_DEPTH_NO_MALLOPT=1.
+    """
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED or not sys.platform.startswith("linux") or os.environ.get("MONO_DEPTH_NO_MALLOPT"):
+        return
+    _MALLOC_TUNED = True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        if libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024) == 1:
+            libc.mallopt(m_trim_threshold, 1024 * 1024 * 1024)
+    except (OSError, AttributeError):      # not glibc
+        pass
+
+
 def _pack_attributes(mesh: Mesh) -> np.ndarray:
     """(13,M) float32 per-triangle [tint(3), param(4), uv of the 3 corners(6)], gathered by column."""
     return np.ascontiguousarray(
@@ -149,6 +180,7 @@ class Renderer:
     """
 
     def __init__(self, static: Mesh, preset: DomainPreset, seed: int, threads: int | None = None):
+        _tune_malloc()
         self.preset = preset
         self.static = static
         self.scene = _to_scene(static)
