@@ -179,7 +179,7 @@ def test_interrupted_generation_leaves_no_bag(tmp_path):
 def test_sigint_during_cli_generation(tmp_path):
     out = tmp_path / "d"
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    proc = subprocess.Popen([sys.executable, "-m", "mono_depth_ros", "generate", str(out), "--duration", "30",
+    proc = subprocess.Popen([sys.executable, "-m", "mono_depth_ros", "generate", str(out), "--duration", "120",
                              "--width", "64", "--height", "24", "--quiet", "--workers", "1"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     partial = tmp_path / "d.partial"
