@@ -179,7 +179,7 @@ def test_interrupted_generation_leaves_no_bag(tmp_path):
 def test_sigint_during_cli_generation(tmp_path):
     out = tmp_path / "d"
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    proc = subprocess.Popen([sys.executable, "-m", "mono_depth_ros", "generate", str(out), "--duration", "30",
+    proc = subprocess.Popen([sys.executable, "-m", "mono_depth_ros", "generate", str(out), "--duration", "120",
                              "--width", "64", "--height", "24", "--quiet", "--workers", "1"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     partial = tmp_path / "d.partial"
@@ -214,8 +214,33 @@ def test_bagio_errors_name_the_file(tmp_path, bag):
     mcap.write_bytes(data[: len(data) // 2])
     with pytest.raises(bagio.BagError, match="broken"):
         list(bagio.iter_messages(broken))
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(bag, corrupt)
+    (corrupt / "metadata.yaml").write_text("rosbag2_bagfile_information: [this is: not, valid")
+    with pytest.raises(bagio.BagError, match="corrupt"):
+        with bagio.open_reader(corrupt):
+            pass
     partial = tmp_path / "x.partial"
     partial.mkdir()
     with pytest.raises(bagio.BagError, match="interrupted"):
         with bagio.open_reader(partial):
             pass
+
+
+def test_iter_messages_skips_unknown_types_with_warning(bag, monkeypatch):
+    real = bagio.open_reader
+
+    import contextlib
+
+    @contextlib.contextmanager
+    def fake(path):
+        with real(path) as reader:
+            fielddefs = dict(reader.typestore.fielddefs)
+            fielddefs.pop("sensor_msgs/msg/NavSatFix")
+            monkeypatch.setattr(reader.typestore, "fielddefs", fielddefs)
+            yield reader
+
+    monkeypatch.setattr(bagio, "open_reader", fake)
+    with pytest.warns(UserWarning, match="/gps/fix"):
+        topics = {t for t, _, _ in bagio.iter_messages(bag)}
+    assert Topics.BAG_GPS not in topics and Topics.BAG_IMAGE in topics

@@ -341,8 +341,10 @@ def generate_bag(out_path, preset="A", seed=0, duration_s=60.0, width=640, heigh
             writer.close()
         if contact_sheet and sheet:
             write_contact_sheet(sheet, bag_dir / "contact_sheet.png")
-        if out.exists():
+        if out.is_dir() and not out.is_symlink():
             shutil.rmtree(out)
+        elif out.exists() or out.is_symlink():
+            out.unlink()
         bag_dir.rename(out)
         partial.rmdir()
     except BaseException:
@@ -356,6 +358,10 @@ _WORKER_DRIVE: Drive | None = None
 
 def _worker_init(cfg: DriveConfig) -> None:
     global _WORKER_DRIVE
+    import signal
+
+    # Ctrl-C is the parent's to handle: it stops submitting and shuts the pool down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     _WORKER_DRIVE = Drive(cfg, threads=1)          # the processes already use the cores
 

@@ -143,6 +143,7 @@ class DomainPreset:
     fx_per_width: float                     # fx / image width (square pixels)
     cy_fraction: float                      # cy / (H-1)
     stereo_baseline: float = 0.54
+    shopfront_fraction: float = 0.0         # buildings with a shop window + sign on the ground floor
     noise: SensorNoise = field(default_factory=SensorNoise)
 
     def T_base_camera_link(self) -> np.ndarray:
@@ -222,9 +223,9 @@ _CITY = DomainPreset(
     verge_albedo=(0.40, 0.40, 0.40), foliage_albedo=(0.18, 0.26, 0.16),
     sky_zenith=(0.62, 0.64, 0.68), sky_horizon=(0.80, 0.81, 0.83),
     sun_elevation_deg=60.0, sun_azimuth_deg=200.0, sun_intensity=0.25, ambient=0.75,
-    shadows=False, exposure=1.25, texture_contrast=0.6,
+    shadows=False, exposure=1.25, texture_contrast=0.7,
     camera_height=1.30, camera_forward=1.6, camera_pitch_deg=4.0,
-    fx_per_width=0.42, cy_fraction=0.42,
+    fx_per_width=0.42, cy_fraction=0.42, shopfront_fraction=0.6,
     noise=SensorNoise(camera_noise=3.0, gps_sigma_horizontal=3.0, gps_sigma_vertical=5.0),
 )
 

@@ -26,6 +26,9 @@ __all__ = [
 
 GRAVITY = 9.80665
 KERB_HEIGHT = 0.12
+#: Street surface tessellation (metres): along the road, and the widest lateral strip.
+STRIP_STEP = 2.0
+STRIP_MAX_WIDTH = 8.0
 
 
 class Material:
@@ -399,7 +402,16 @@ def _street_mesh(road: Road, preset: DomainPreset, s_lo: float, s_hi: float) -> 
     tints = {Material.VERGE: preset.verge_albedo, Material.SIDEWALK: preset.sidewalk_albedo,
              Material.KERB: tuple(min(1.0, 1.1 * c) for c in preset.sidewalk_albedo),
              Material.ASPHALT: preset.asphalt_albedo}
-    s_knots = np.arange(s_lo, s_hi + 1e-9, 1.0)
+    # Split wide strips laterally: long thin triangles have large, overlapping
+    # bounding boxes on curves and slow down Embree's BVH traversal.
+    fine_prof, fine_mats = [prof[0]], []
+    for (d0, z0), (d1, z1), mat in zip(prof[:-1], prof[1:], mats):
+        k = max(1, int(np.ceil(abs(d1 - d0) / STRIP_MAX_WIDTH))) if z0 == z1 else 1
+        for j in range(1, k + 1):
+            fine_prof.append((d0 + (d1 - d0) * j / k, z0 + (z1 - z0) * j / k))
+            fine_mats.append(mat)
+    prof, mats = fine_prof, fine_mats
+    s_knots = np.arange(s_lo, s_hi + 1e-9, STRIP_STEP)
     parts = []
     for (d0, z0), (d1, z1), mat in zip(prof[:-1], prof[1:], mats):
         p0, _ = road.point(s_knots, d0)
