@@ -17,7 +17,9 @@ class NodeProcess:
                  module: str = "mono_depth_ros.ros.depth_node", name: str = "node"):
         self.log_path = tmp_path / f"{name}.log"
         args = [sys.executable, "-u", "-m", module, "--ros-args"]
-        for k, v in (params or {}).items():
+        params = dict(params or {})
+        params.setdefault("checkpoint_dir", str(tmp_path / "checkpoints"))  # never the user's ~/.ros
+        for k, v in params.items():
             if isinstance(v, bool):
                 v = "true" if v else "false"
             args += ["-p", f"{k}:={v}"]
@@ -40,6 +42,13 @@ class NodeProcess:
             if self.proc.poll() is not None or time.monotonic() >= end:
                 return text in self.log()
             time.sleep(0.1)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown handler runs."""
+        import signal
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        self._log.close()
 
     def alive(self) -> bool:
         return self.proc.poll() is None

@@ -211,6 +211,7 @@ class EgoMotionProvider:
             "imu_gps": ("imu_gyro", "imu_orientation", "gps"),
         }
         self._newest_ns: int | None = None
+        self._stream_newest: dict[str, int] = {}
         self.epoch = 0  # incremented on every reset (FrameSelector watches it)
         self.T_base_camera = np.eye(4)
         if T_base_camera is not None:
@@ -237,18 +238,28 @@ class EgoMotionProvider:
             for s in self._streams.values():
                 s.clear()
             self._newest_ns = None
+            self._stream_newest.clear()
             self.epoch += 1
             self._counters["resets"] += 1
             log.warning("ego-motion buffers reset: %s", reason)
 
     # ------------------------------------------------------------ feeding
     def _admit(self, stream: str, stamp_ns: int) -> bool:
-        """Time bookkeeping shared by every input: backwards jumps reset, old samples drop."""
+        """Time bookkeeping shared by every input: backwards jumps reset, old samples drop.
+
+        A backwards jump is judged per stream (a sample older than its own stream's newest
+        by more than the tolerance): a busy executor may deliver different topics out of
+        order, which is no time jump.
+        """
         c = self.config
-        if self._newest_ns is not None and stamp_ns < self._newest_ns - _ns(c.time_jump_tolerance_s):
+        own = self._stream_newest.get(stream)
+        if own is not None and stamp_ns < own - _ns(c.time_jump_tolerance_s):
             self._counters["time_jumps"] += 1
-            self.reset(f"time jumped backwards by {(self._newest_ns - stamp_ns) / NS_PER_S:.3f} s "
+            self.reset(f"time jumped backwards by {(own - stamp_ns) / NS_PER_S:.3f} s "
                        f"on {stream} (bag loop or sim-time reset?)")
+            own = None
+        if own is None or stamp_ns > own:
+            self._stream_newest[stream] = stamp_ns
         if self._newest_ns is None or stamp_ns > self._newest_ns:
             self._newest_ns = stamp_ns
             keep_from = stamp_ns - _ns(c.buffer_s)

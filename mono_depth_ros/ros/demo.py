@@ -56,6 +56,7 @@ def _start_node(args, out: Path, net_size: tuple[int, int]) -> tuple[subprocess.
     cmd = [sys.executable, "-u", "-m", "mono_depth_ros.ros.depth_node", "--ros-args",
            "-p", "use_sim_time:=true", "-p", "target_frame:=odom", "-p", "point_stride:=4",
            "-p", f"input_width:={net_size[1]}", "-p", f"input_height:={net_size[0]}",
+           "-p", f"checkpoint_dir:={out / 'checkpoints'}", "-p", "resume:=false",
            "-r", "image:=/camera/image_raw", "-r", "camera_info:=/camera/camera_info"]
     if args.checkpoint:
         cmd += ["-p", f"checkpoint:={args.checkpoint}"]

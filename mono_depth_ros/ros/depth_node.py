@@ -24,6 +24,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -37,6 +38,7 @@ from mono_depth_ros.tf_buffer import TfError
 from . import params as P
 from .conversions import (InputError, camera_info_to_K, compressed_to_rgb, depth_to_msg, image_to_rgb,
                           points_to_cloud, rgb_to_msg, scaled_camera_info, stamp_to_ns)
+from .adaptation import NodeAdaptation, resume_state
 from .tf import TfSource
 
 __all__ = ["DepthNode", "LatestSlot", "main"]
@@ -104,9 +106,15 @@ class DepthNode(Node):
 
         size = (self.cfg.input_height, self.cfg.input_width) if self.cfg.input_width and self.cfg.input_height \
             else None
-        self.predictor, weights = DepthPredictor.from_config(
+        configured, weights = DepthPredictor.from_config(
             self.cfg.model, self.cfg.checkpoint, size, self.cfg.min_depth, self.cfg.max_depth, self.cfg.device,
-            self.cfg.num_threads)
+            self.cfg.num_threads or (1 if self.cfg.adapt else 0))
+        self.predictor = configured
+        resumed = resume_state(self.cfg, self.get_logger())
+        if resumed is not None:
+            self.predictor, weights = DepthPredictor.from_config(
+                self.cfg.model, "", size or configured.input_size, self.cfg.min_depth, self.cfg.max_depth,
+                self.cfg.device, self.cfg.num_threads or (1 if self.cfg.adapt else 0), state=resumed)
         self.weights_desc = weights
 
         sensor_group = MutuallyExclusiveCallbackGroup()
@@ -130,7 +138,11 @@ class DepthNode(Node):
         self.pub_points = self.create_publisher(PointCloud2, Topics.POINTS, OUTPUT_QOS)
         self.pub_diag = self.create_publisher(DiagnosticArray, Topics.DIAGNOSTICS, 10)
         self.tf = TfSource(self)
-        self.create_timer(1.0, self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
+        self.adaptation = NodeAdaptation(self, self.predictor, configured.model.state_dict())
+        # Wall-clock timer: diagnostics keep coming when sim time stops (bag paused / ended).
+        self.create_timer(1.0, self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup(),
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self._last_stamp = None
 
         self._slot = LatestSlot()
         self._stop = threading.Event()
@@ -220,6 +232,7 @@ class DepthNode(Node):
             return
         self._recovered(tuple(k for k in self._in_error if k.startswith(("image", "camera_info"))))
 
+        self._check_time_jump(stamp_to_ns(msg.header.stamp))
         t0 = time.perf_counter()
         pred = self.predictor.predict(rgb, K)
         infer_ms = (time.perf_counter() - t0) * 1e3
@@ -232,10 +245,20 @@ class DepthNode(Node):
                                               header))
         if self.cfg.publish_points and self.pub_points.get_subscription_count() > 0:
             self._publish_cloud(pred, header)
+        self.adaptation.on_frame(header, rgb, K, pred.depth)
         with self.stats.lock:
             self.stats.processed += 1
             self.stats.infer_ms.append(infer_ms)
             self.stats.done_times.append(time.monotonic())
+
+    def _check_time_jump(self, stamp_ns: int) -> None:
+        """Image time going backwards (bag loop, sim-time reset): forget dynamic TF."""
+        last, self._last_stamp = self._last_stamp, stamp_ns
+        if last is not None and stamp_ns < last - 1_000_000_000:
+            self.get_logger().warning(f"image time jumped backwards by {(last - stamp_ns) / 1e9:.2f} s: "
+                                      f"clearing dynamic transforms")
+            if self.tf.backend != "tf2_ros":
+                self.tf.buffer.clear()
 
     def _publish_cloud(self, pred, header) -> None:
         cfg = self.cfg
@@ -276,7 +299,8 @@ class DepthNode(Node):
                 "inference_rate_hz": f"{s.rate_hz():.2f}",
                 "weights": self.weights_desc,
                 "tf_backend": self.tf.backend,
-            }
+                "weights_version": str(self.predictor.version),
+            } | self.adaptation.diagnostics()
 
     def _publish_diagnostics(self) -> None:
         arr = DiagnosticArray()
@@ -289,8 +313,10 @@ class DepthNode(Node):
         self.pub_diag.publish(arr)
 
     def shutdown(self) -> None:
+        """Stop the threads and write a final checkpoint of the last verified weights."""
         self._stop.set()
         self._worker.join(timeout=5.0)
+        self.adaptation.shutdown()
 
 
 def main(args: list[str] | None = None) -> int:

@@ -54,6 +54,21 @@ class NodeConfig:
     target_frame: str = ""
     tf_timeout: float = 0.1
     error_throttle: float = 5.0
+    adapt: bool = True
+    adapt_lr: float = 1e-4
+    adapt_steps_per_frame: int = 1
+    adapt_replay_per_step: int = 3
+    adapt_train_width: int = 0
+    adapt_train_height: int = 0
+    adapt_min_translation: float = 0.2
+    adapt_threads: int = 1
+    egomotion_sources: str = "odom,tf,imu_gps,imu_speed"
+    odom_frame: str = "odom"
+    base_frame: str = "base_link"
+    checkpoint_dir: str = "~/.ros/mono_depth_ros"
+    checkpoint_period: float = 60.0
+    resume: bool = True
+    evaluate_gt: bool = False
 
 
 PARAMS: tuple[ParamSpec, ...] = (
@@ -80,6 +95,32 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("target_frame", "", "frame of the point cloud; empty = the camera optical frame"),
     ParamSpec("tf_timeout", 0.1, "longest wait for the transform at the image stamp [s]", range=(0.0, 2.0)),
     ParamSpec("error_throttle", 5.0, "seconds between repeats of the same input error in the log", range=(0.0, 3600.0)),
+    ParamSpec("adapt", True, "online self-supervised adaptation from ego-motion (also: service ~/set_adaptation)"),
+    ParamSpec("adapt_lr", 1e-4, "adaptation learning rate (Adam)", range=(1e-7, 1.0)),
+    ParamSpec("adapt_steps_per_frame", 1, "training steps per processed camera frame (extra ones replay past "
+              "samples)", range=(0, 16), step=1),
+    ParamSpec("adapt_replay_per_step", 3, "replayed samples mixed into each step (CoMoDA: 3)", range=(0, 16),
+              read_only=True),
+    ParamSpec("adapt_train_width", 0, "training width (multiple of 32); 0 = the inference size", range=(0, 2048),
+              step=32, read_only=True),
+    ParamSpec("adapt_train_height", 0, "training height (multiple of 32); 0 = the inference size",
+              range=(0, 2048), step=32, read_only=True),
+    ParamSpec("adapt_min_translation", 0.2, "minimum camera motion between training frames [m]", range=(0.0, 10.0),
+              read_only=True),
+    ParamSpec("adapt_threads", 1, "torch threads of the adaptation thread (inference keeps its own)", range=(1, 64),
+              read_only=True),
+    ParamSpec("egomotion_sources", "odom,tf,imu_gps,imu_speed", "ego-motion sources in priority order "
+              "(odom, odom_twist, tf, imu_gps, imu_speed)", read_only=True),
+    ParamSpec("odom_frame", "odom", "odometry frame of the tf ego-motion source (REP 105)", read_only=True),
+    ParamSpec("base_frame", "base_link", "vehicle frame (REP 105); extrinsics are looked up from it",
+              read_only=True),
+    ParamSpec("checkpoint_dir", "~/.ros/mono_depth_ros", "where adapted checkpoints are written and resumed from",
+              read_only=True),
+    ParamSpec("checkpoint_period", 60.0, "seconds between adapted checkpoints; 0 = only on shutdown/service",
+              range=(0.0, 86400.0)),
+    ParamSpec("resume", True, "start from the newest good checkpoint in checkpoint_dir", read_only=True),
+    ParamSpec("evaluate_gt", False, "score every frame against a ground-truth depth topic (depth_gt; synthetic "
+              "bags) before learning from it", read_only=True),
 )
 
 _BY_NAME = {p.name: p for p in PARAMS}
@@ -115,11 +156,17 @@ def validate(cfg: NodeConfig) -> NodeConfig:
             raise ConfigError(f"parameter {spec.name!r} = {v!r} is not one of {list(spec.choices)}")
         if spec.range is not None and not (spec.range[0] <= v <= spec.range[1]):
             raise ConfigError(f"parameter {spec.name!r} = {v!r} is outside [{spec.range[0]}, {spec.range[1]}]")
-        if spec.name.startswith("input_") and v and (v % 32 or v < 64):
+        if spec.name.startswith(("input_", "adapt_train_")) and v and (v % 32 or v < 64):
             raise ConfigError(f"parameter {spec.name!r} = {v} must be 0 (checkpoint's size) or a multiple of 32 "
                               f">= 64")
     if cfg.min_depth >= cfg.max_depth:
         raise ConfigError(f"min_depth ({cfg.min_depth}) must be smaller than max_depth ({cfg.max_depth})")
+    from mono_depth_ros.egomotion import SOURCES
+    srcs = [x.strip() for x in cfg.egomotion_sources.split(",") if x.strip()]
+    bad = [x for x in srcs if x not in SOURCES]
+    if not srcs or bad:
+        raise ConfigError(f"parameter 'egomotion_sources' = {cfg.egomotion_sources!r}: unknown {bad}; "
+                          f"use a comma-separated list of {list(SOURCES)}")
     return cfg
 
 

@@ -1,0 +1,107 @@
+"""Online adaptation inside the running node, over real DDS with a replayed synthetic drive (sim time)."""
+import re
+import threading
+import time
+
+import pytest
+
+from .rosutil import NodeProcess, spin_until
+from .test_node_dds import ros_node  # noqa: F401  (fixture)
+
+rclpy = pytest.importorskip("rclpy")
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+REMAPS = {"image": "/camera/image_raw", "camera_info": "/camera/camera_info", "depth_gt": "/camera/depth_gt"}
+
+
+@pytest.fixture(scope="module")
+def small_drive(tmp_path_factory):
+    from mono_depth_ros.synth import generate_bag
+    out = tmp_path_factory.mktemp("drive") / "drive_A_small"
+    generate_bag(out, preset="A", seed=11, duration_s=8.0, width=320, height=96, progress=False,
+                 contact_sheet=False)
+    return out
+
+
+def _replay_in_thread(node, bag, rate=1.0):
+    from mono_depth_ros.ros.replay import replay
+    done = threading.Event()
+
+    def run():
+        try:
+            replay(node, bag, rate=rate, wait_subscribers=20.0, progress=False)
+        finally:
+            done.set()
+    threading.Thread(target=run, daemon=True).start()
+    return done
+
+
+def _diag(node, ex, timeout=5.0):
+    from diagnostic_msgs.msg import DiagnosticArray
+    got = []
+    sub = node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: got.append(m), 10)
+    spin_until(node, lambda: any("adapt_steps" in {kv.key for kv in m.status[0].values} for m in got), timeout, ex)
+    node.destroy_subscription(sub)
+    mine = [m for m in got if "adapt_steps" in {kv.key for kv in m.status[0].values}]
+    assert mine, [m.status[0].name for m in got]
+    return {kv.key: kv.value for kv in mine[-1].status[0].values}
+
+
+def test_adapts_checkpoints_and_resumes_after_sigkill(tmp_path, ros_node, small_drive):
+    node, ex = ros_node
+    params = {"use_sim_time": True, "checkpoint_period": 1.5, "adapt_steps_per_frame": 2, "publish_points": False,
+              "adapt_train_width": 192, "adapt_train_height": 64}
+    proc = NodeProcess(tmp_path, params=params, remaps=REMAPS)
+    try:
+        assert proc.wait_for_log("depth node ready", 90), proc.log()
+        done = _replay_in_thread(node, small_drive)
+        assert spin_until(node, done.is_set, 60, ex)
+        assert proc.wait_for_log("checkpoint saved (periodic)", 20), proc.log()
+        stats = _diag(node, ex)
+        assert int(stats["adapt_steps"]) > 0 and stats["egomotion_source"] in ("odom", "tf"), stats
+        assert int(stats["weights_version"]) > 0, stats  # verified weights were swapped into serving
+        saved_steps = int(stats["adapt_steps"])
+    finally:
+        proc.kill()  # SIGKILL: no shutdown save happens
+    assert (tmp_path / "checkpoints" / "adapted.pt").exists()
+    # Restart with the same checkpoint directory: resumes from the last good checkpoint.
+    proc2 = NodeProcess(tmp_path, params=params, remaps=REMAPS, name="node2")
+    try:
+        assert proc2.wait_for_log("depth node ready", 90), proc2.log()
+        log = proc2.log()
+        m = re.search(r"resuming from adapted checkpoint \S+adapted\.pt \((\d+) steps\)", log)
+        assert m, log
+        assert 0 < int(m.group(1)) <= saved_steps
+        assert "(resumed)" in log
+    finally:
+        assert proc2.stop() == 0
+
+
+def test_services_and_shutdown_checkpoint(tmp_path, ros_node, small_drive):
+    from std_srvs.srv import SetBool, Trigger
+    node, ex = ros_node
+    proc = NodeProcess(tmp_path, params={"use_sim_time": True, "checkpoint_period": 0.0, "publish_points": False,
+                                         "adapt_train_width": 192, "adapt_train_height": 64}, remaps=REMAPS)
+    try:
+        assert proc.wait_for_log("depth node ready", 90), proc.log()
+
+        def call(srv_type, name, req):
+            cli = node.create_client(srv_type, name)
+            assert cli.wait_for_service(timeout_sec=20), name
+            fut = cli.call_async(req)
+            assert spin_until(node, fut.done, 30, ex)
+            return fut.result()
+
+        r = call(SetBool, "/mono_depth/set_adaptation", SetBool.Request(data=False))
+        assert r.success and "disabled" in r.message
+        r = call(SetBool, "/mono_depth/set_adaptation", SetBool.Request(data=True))
+        assert r.success
+        done = _replay_in_thread(node, small_drive, rate=1.0)
+        assert spin_until(node, done.is_set, 60, ex)
+        r = call(Trigger, "/mono_depth/save_checkpoint", Trigger.Request())
+        assert r.success and r.message.endswith("adapted.pt"), r.message
+        r = call(Trigger, "/mono_depth/reset_weights", Trigger.Request())
+        assert r.success
+    finally:
+        assert proc.stop() == 0  # SIGINT: clean exit
+    assert "checkpoint saved (requested)" in proc.log()
