@@ -35,6 +35,7 @@ def _t(img):
     return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255.0
 
 
+@pytest.mark.slow
 def test_warp_synthetic_frames_with_true_depth_and_pose(frames):
     """Each neighbour warped into the middle frame with GT depth + GT pose matches it far better than unwarped."""
     tgt = frames[1]
@@ -61,6 +62,7 @@ def test_warp_synthetic_frames_with_true_depth_and_pose(frames):
         assert float(photometric_error(wrong, _t(tgt.image))[m].mean()) > 2 * err_warp
 
 
+@pytest.mark.slow
 def test_bag_dataset(bag, tmp_path):
     d = load_bag(bag, need_depth=True, need_pose=True, cache_dir=tmp_path)
     assert d.images.shape[1:] == (H, W, 3) and d.depths.shape[1:] == (H, W) and len(d) >= 8
@@ -80,6 +82,7 @@ def test_bag_dataset(bag, tmp_path):
     assert np.allclose(got[0].numpy(), expect)
 
 
+@pytest.mark.slow
 def test_train_resume_evaluate_cli(bag, tmp_path, capsys):
     ck = tmp_path / "run.pt"
     common = ["--bag", str(bag), "--out", str(ck), "--size", f"{W}x{H}", "--batch-size", "2",
