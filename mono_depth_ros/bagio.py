@@ -19,7 +19,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 __all__ = ["BagError", "open_reader", "iter_messages", "image_to_numpy", "depth_to_numpy",
-           "bag_topics"]
+           "bag_topics", "bag_custom_data", "synth_info"]
 
 
 class BagError(RuntimeError):
@@ -70,6 +70,25 @@ def bag_topics(path) -> dict[str, str]:
     """Topic name -> message type of a bag."""
     with open_reader(path) as reader:
         return {c.topic: c.msgtype for c in reader.connections}
+
+
+def bag_custom_data(path) -> dict[str, str]:
+    """The ``custom_data`` key/value strings of a rosbag2's metadata ({} if none)."""
+    with open_reader(path) as reader:
+        custom = {}
+        for r in reader.readers:
+            meta = getattr(getattr(r, "storage", r), "metadata", None)   # rosbags 0.11: Reader.storage
+            custom.update(getattr(meta, "custom", None) or {})
+        return custom
+
+
+def synth_info(path) -> dict:
+    """Drive description written by the synthetic generator (preset, seed, noise,
+    ``T_map_odom``, ``T_base_camera``, geodetic origin...); {} for other bags."""
+    import json
+
+    raw = bag_custom_data(path).get("mono_depth_ros.synth")
+    return json.loads(raw) if raw else {}
 
 
 def iter_messages(path, topics: Iterable[str] | None = None) -> Iterator[tuple[str, int, object]]:

@@ -7,6 +7,7 @@ generation never leaves a bag that looks complete.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -19,18 +20,23 @@ from mono_depth_ros.conventions import (
     RIGHT_CAMERA_OPTICAL_FRAME, Topics,
 )
 from mono_depth_ros.synth.drive import DEFAULT_START_NS, Drive, DriveConfig, SynthFrame
-from mono_depth_ros.synth.presets import T_camera_link_optical
+from mono_depth_ros.synth.presets import T_camera_link_optical, get_preset, noise_with
 from mono_depth_ros.synth.sensors import (
     GEODETIC_ORIGIN, simulate_gps, simulate_imu, simulate_odometry,
 )
 
-__all__ = ["SENSORS", "DEFAULT_SENSORS", "STORAGES", "generate_bag", "check_options"]
+__all__ = ["SENSORS", "DEFAULT_SENSORS", "STORAGES", "DYNAMIC_MASK_TOPIC", "generate_bag", "check_options"]
+
+#: GT mask of independently moving objects (mono8, 255 = moving), same header as the image.
+#: Not in conventions.Topics (synthetic-only ground truth), so it is defined here.
+DYNAMIC_MASK_TOPIC = "/camera/dynamic_mask_gt"
 
 #: Switchable sensors / outputs and the topics they write.
 SENSORS: dict[str, tuple[str, ...]] = {
     "camera": (Topics.BAG_IMAGE, Topics.BAG_CAMERA_INFO),
     "right_camera": (Topics.BAG_RIGHT_IMAGE, Topics.BAG_RIGHT_CAMERA_INFO),
     "depth_gt": (Topics.BAG_DEPTH_GT,),
+    "dynamic_mask_gt": (DYNAMIC_MASK_TOPIC,),
     "pose_gt": (Topics.BAG_POSE_GT,),
     "odom": (Topics.BAG_ODOM,),
     "imu": (Topics.BAG_IMU,),
@@ -38,7 +44,7 @@ SENSORS: dict[str, tuple[str, ...]] = {
     "tf": (Topics.BAG_TF,),
     "tf_static": (Topics.BAG_TF_STATIC,),
 }
-DEFAULT_SENSORS: tuple[str, ...] = ("camera", "depth_gt", "pose_gt", "odom", "imu", "gps", "tf", "tf_static")
+DEFAULT_SENSORS: tuple[str, ...] = ("camera", "depth_gt", "dynamic_mask_gt", "pose_gt", "odom", "imu", "gps", "tf", "tf_static")
 STORAGES = ("mcap", "sqlite3")
 
 
@@ -95,9 +101,11 @@ class _Msgs:
     def tf(self, transforms):
         return self.t["tf2_msgs/msg/TFMessage"](transforms=list(transforms))
 
-    def image(self, stamp_ns, frame, img: np.ndarray):
+    def image(self, stamp_ns, frame, img: np.ndarray, encoding: str | None = None):
         h, w = img.shape[:2]
-        if img.dtype == np.uint8:
+        if encoding == "mono8":
+            enc, step, data = "mono8", w, np.ascontiguousarray(img, dtype=np.uint8).reshape(-1)
+        elif img.dtype == np.uint8:
             enc, step, data = "rgb8", 3 * w, np.ascontiguousarray(img).reshape(-1)
         else:
             enc, step = "32FC1", 4 * w
@@ -136,7 +144,8 @@ _TYPES = {
     Topics.BAG_IMAGE: "sensor_msgs/msg/Image", Topics.BAG_CAMERA_INFO: "sensor_msgs/msg/CameraInfo",
     Topics.BAG_RIGHT_IMAGE: "sensor_msgs/msg/Image",
     Topics.BAG_RIGHT_CAMERA_INFO: "sensor_msgs/msg/CameraInfo",
-    Topics.BAG_DEPTH_GT: "sensor_msgs/msg/Image", Topics.BAG_POSE_GT: "geometry_msgs/msg/PoseStamped",
+    Topics.BAG_DEPTH_GT: "sensor_msgs/msg/Image", DYNAMIC_MASK_TOPIC: "sensor_msgs/msg/Image",
+    Topics.BAG_POSE_GT: "geometry_msgs/msg/PoseStamped",
     Topics.BAG_ODOM: "nav_msgs/msg/Odometry", Topics.BAG_IMU: "sensor_msgs/msg/Imu",
     Topics.BAG_GPS: "sensor_msgs/msg/NavSatFix", Topics.BAG_TF: "tf2_msgs/msg/TFMessage",
     Topics.BAG_TF_STATIC: "tf2_msgs/msg/TFMessage",
@@ -148,8 +157,7 @@ def _sensor_messages(drive: Drive, sensors: tuple[str, ...], M: _Msgs, start_ns:
     cfg = drive.config
     noise = cfg.preset.noise
     traj = drive.world.trajectory
-    rng = np.random.default_rng([cfg.seed, 0x5E45])
-    rng_odom, rng_imu, rng_gps = rng.spawn(3)
+    rng_odom, rng_imu, rng_gps = (np.random.default_rng([cfg.seed, 0x5E45, k]) for k in range(3))
     out = []
     T = M.t
     if "tf_static" in sensors:
@@ -231,6 +239,9 @@ def _frame_messages(frame: SynthFrame, drive: Drive, sensors, M: _Msgs):
                     M.camera_info(s, RIGHT_CAMERA_OPTICAL_FRAME, frame.K, cfg.width, cfg.height, Tx=tx)))
     if "depth_gt" in sensors:
         out.append((Topics.BAG_DEPTH_GT, M.image(s, CAMERA_OPTICAL_FRAME, frame.depth)))
+    if "dynamic_mask_gt" in sensors:
+        mask = frame.dynamic_mask.astype(np.uint8) * np.uint8(255)
+        out.append((DYNAMIC_MASK_TOPIC, M.image(s, CAMERA_OPTICAL_FRAME, mask, encoding="mono8")))
     if "pose_gt" in sensors:
         out.append((Topics.BAG_POSE_GT, M.t["geometry_msgs/msg/PoseStamped"](
             header=M.header(s, MAP_FRAME), pose=M.pose(frame.T_map_camera))))
@@ -240,7 +251,7 @@ def _frame_messages(frame: SynthFrame, drive: Drive, sensors, M: _Msgs):
 def generate_bag(out_path, preset="A", seed=0, duration_s=60.0, width=640, height=192, rate_hz=10.0,
                  storage="mcap", sensors=DEFAULT_SENSORS, overwrite=False, progress=True,
                  contact_sheet=True, stereo=None, start_ns=DEFAULT_START_NS, camera_noise=True,
-                 frame_callback=None) -> Path:
+                 workers=None, noise=None, frame_callback=None) -> Path:
     """Render a drive and write it as a rosbag2 directory at ``out_path``.
 
     Args:
@@ -252,6 +263,11 @@ def generate_bag(out_path, preset="A", seed=0, duration_s=60.0, width=640, heigh
         progress: show a tqdm bar.
         contact_sheet: also write ``<out>/contact_sheet.png``.
         stereo: render the right camera (default: when "right_camera" is in ``sensors``).
+        workers: render processes (1: render in this process; None: 2 on a multi-core
+            machine for drives of 50+ frames, else 1). The output does not depend on
+            it: every frame depends only on (seed, frame index).
+        noise: overrides of the preset's :class:`SensorNoise` (dict, "key=value,..." or a
+            SensorNoise), e.g. ``{"imu_rate_hz": 200, "odom_scale_error": 0.02}``.
         frame_callback: called as ``f(k, frame)`` after frame ``k`` is written (testing hook).
     Returns:
         The bag directory.
@@ -264,7 +280,14 @@ def generate_bag(out_path, preset="A", seed=0, duration_s=60.0, width=640, heigh
         stereo = "right_camera" in sensors
     elif "right_camera" in sensors and not stereo:
         raise ValueError("sensors includes 'right_camera' but stereo=False")
-    cfg = DriveConfig.make(preset, seed, duration_s, width, height, rate_hz, stereo, start_ns, camera_noise)
+    p = get_preset(preset)
+    p = p.replace(noise=noise_with(p.noise, noise))
+    cfg = DriveConfig.make(p, seed, duration_s, width, height, rate_hz, stereo, start_ns, camera_noise)
+    if workers is None:
+        n_frames = int(cfg.duration_s * cfg.rate_hz) + 1
+        workers = 2 if (os.cpu_count() or 1) >= 2 and n_frames >= 50 else 1
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64:
+        raise ValueError(f"workers must be an integer in [1, 64], got {workers!r}")
     out = Path(out_path)
     if out.name in ("", ".", ".."):
         raise ValueError(f"out_path must name a bag directory, got {str(out_path)!r}")
@@ -298,9 +321,10 @@ def generate_bag(out_path, preset="A", seed=0, duration_s=60.0, width=640, heigh
             sheet_idx = set(np.linspace(0, n - 1, min(n, 8)).round().astype(int).tolist())
             sheet = []
             j = 0
+            frames = _render_frames(drive, workers)
             for k in tqdm(range(n), desc=f"generate {out.name}", unit="frame", disable=not progress,
                           file=sys.stderr):
-                frame = drive.frame(k)
+                frame = next(frames)
                 while j < len(side) and side[j][0] <= frame.stamp_ns:
                     stamp, _, topic, msg = side[j]
                     writer.write(conns[topic], stamp, M.serialize(msg))
@@ -317,14 +341,58 @@ def generate_bag(out_path, preset="A", seed=0, duration_s=60.0, width=640, heigh
             writer.close()
         if contact_sheet and sheet:
             write_contact_sheet(sheet, bag_dir / "contact_sheet.png")
-        if out.exists():
+        if out.is_dir() and not out.is_symlink():
             shutil.rmtree(out)
+        elif out.exists() or out.is_symlink():
+            out.unlink()
         bag_dir.rename(out)
         partial.rmdir()
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return out
+
+
+_WORKER_DRIVE: Drive | None = None
+
+
+def _worker_init(cfg: DriveConfig) -> None:
+    global _WORKER_DRIVE
+    import signal
+
+    # Ctrl-C is the parent's to handle: it stops submitting and shuts the pool down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    _WORKER_DRIVE = Drive(cfg, threads=1)          # the processes already use the cores
+
+
+def _worker_frame(k: int) -> SynthFrame:
+    assert _WORKER_DRIVE is not None
+    return _WORKER_DRIVE.frame(k)
+
+
+def _render_frames(drive: Drive, workers: int):
+    """Frames 0..n-1 in order, rendered here or by ``workers`` processes (same bytes either way)."""
+    if workers <= 1:
+        for k in range(len(drive)):
+            yield drive.frame(k)
+        return
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("spawn")      # open3d/Embree threads do not survive fork
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(drive.config,))
+    try:
+        pending: deque = deque()
+        nxt = 0
+        for _ in range(len(drive)):
+            while nxt < len(drive) and len(pending) < 2 * workers:
+                pending.append(pool.submit(_worker_frame, nxt))
+                nxt += 1
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _info(drive: Drive, sensors) -> dict:
@@ -342,11 +410,13 @@ def _info(drive: Drive, sensors) -> dict:
 
 
 def colorize_depth(depth: np.ndarray, max_depth: float = 80.0) -> np.ndarray:
-    """(H,W) metres -> (H,W,3) uint8 (magma on inverse depth; sky black)."""
+    """(H,W) metres -> (H,W,3) uint8 (magma on log depth, near = bright, 1.5..max_depth m; sky black)."""
     import matplotlib
 
-    inv = np.where(np.isfinite(depth), 1.0 / np.maximum(depth, 0.5), 0.0)
-    x = np.clip((inv - 1.0 / max_depth) / (1.0 / 1.5 - 1.0 / max_depth), 0, 1)
+    lo = np.log(1.5)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = np.clip((np.log(max_depth) - np.log(np.maximum(depth, 1e-3))) / (np.log(max_depth) - lo), 0, 1)
+    x = np.where(np.isfinite(depth), x, 0.0)
     rgb = matplotlib.colormaps["magma"](x)[..., :3]
     rgb[~np.isfinite(depth)] = 0
     return (rgb * 255).astype(np.uint8)

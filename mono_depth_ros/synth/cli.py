@@ -26,8 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sensors", default=",".join(DEFAULT_SENSORS),
                         help="comma-separated subset of: " + ", ".join(SENSORS))
     parser.add_argument("--stereo", action="store_true", help="add the right camera (same as adding right_camera)")
+    parser.add_argument("--noise", default=None, metavar="KEY=VALUE[,KEY=VALUE]",
+                        help="override sensor noise/rates of the preset, e.g. imu_rate_hz=200,odom_scale_error=0.02,"
+                             "imu_orientation=true (fields of SensorNoise; see docs/synthetic_world.md)")
     parser.add_argument("--no-camera-noise", action="store_true", help="noise-free images")
     parser.add_argument("--no-contact-sheet", action="store_true", help="skip <out>/contact_sheet.png")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="render processes (default: 2 on a multi-core machine for drives of 50+ frames, "
+                             "else 1); the output is identical for any value")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -42,7 +48,8 @@ def main(args: argparse.Namespace) -> int:
         out = generate_bag(args.out, preset=args.preset, seed=args.seed, duration_s=args.duration,
                            width=args.width, height=args.height, rate_hz=args.rate, storage=args.storage,
                            sensors=sensors, overwrite=args.overwrite, progress=not args.quiet,
-                           contact_sheet=not args.no_contact_sheet, camera_noise=not args.no_camera_noise)
+                           contact_sheet=not args.no_contact_sheet, camera_noise=not args.no_camera_noise,
+                           workers=args.workers, noise=args.noise)
     except (ValueError, FileExistsError, FileNotFoundError) as err:
         print(f"mono-depth generate: error: {err}", file=sys.stderr)
         return 2

@@ -84,13 +84,13 @@ def _check_range(name: str, value, lo: float, hi: float) -> None:
 class Drive:
     """The world of one drive and its camera model; renders frames on demand."""
 
-    def __init__(self, config: DriveConfig):
+    def __init__(self, config: DriveConfig, threads: int | None = None):
         from mono_depth_ros.synth.render import Renderer   # open3d loads only when rendering
 
         self.config = config
         self.preset = config.preset
         self.world: World = build_world(config.preset, config.seed, config.duration_s)
-        self.renderer = Renderer(self.world.static, config.preset, config.seed)
+        self.renderer = Renderer(self.world.static, config.preset, config.seed, threads=threads)
         self.K = config.preset.intrinsics(config.width, config.height)
         self.T_base_camera = config.preset.T_base_camera()
         self.T_base_right = config.preset.T_base_right_camera()
@@ -112,7 +112,7 @@ class Drive:
         t = off / NS_PER_S
         T_map_base = self.world.trajectory.T_map_base(t)
         T_cam = T_map_base @ self.T_base_camera
-        dyn = self.world.traffic.mesh_at(t, centre_xy=T_map_base[:2, 3], radius=250.0)
+        dyn = self.world.traffic.meshes_at(t, centre_xy=T_map_base[:2, 3], radius=250.0)
         rng = np.random.default_rng([cfg.seed, 0xCA3, k]) if cfg.camera_noise else None
         out = self.renderer.render(T_cam, self.K, cfg.width, cfg.height, dyn, rng)
         right = None

@@ -17,7 +17,7 @@ from scipy.spatial.transform import Rotation
 from mono_depth_ros.conventions import T_BASE_OPTICAL_ROTATION
 
 __all__ = [
-    "SensorNoise", "DomainPreset", "PRESETS", "PRESET_ALIASES", "get_preset",
+    "SensorNoise", "noise_with", "DomainPreset", "PRESETS", "PRESET_ALIASES", "get_preset",
     "T_camera_link_optical",
 ]
 
@@ -47,6 +47,52 @@ class SensorNoise:
     gps_sigma_horizontal: float = 1.5       # m, per axis (east, north)
     gps_sigma_vertical: float = 3.0         # m
     camera_noise: float = 1.5               # std of additive pixel noise, 0..255 units
+
+
+_NOISE_RANGES = {
+    "odom_rate_hz": (1.0, 1000.0), "imu_rate_hz": (10.0, 2000.0), "gps_rate_hz": (0.1, 20.0),
+}
+
+
+def noise_with(base: SensorNoise, overrides) -> SensorNoise:
+    """``base`` with fields replaced from a dict (or a "key=value,key=value" string).
+
+    Raises:
+        ValueError: naming an unknown field (and the allowed ones) or a bad value.
+    """
+    if overrides is None:
+        return base
+    if isinstance(overrides, SensorNoise):
+        return overrides
+    if isinstance(overrides, str):
+        items = {}
+        for part in filter(None, (p.strip() for p in overrides.split(","))):
+            key, sep, val = part.partition("=")
+            if not sep:
+                raise ValueError(f"noise override {part!r} must look like key=value")
+            items[key.strip()] = val.strip()
+        overrides = items
+    fields = {f.name: f for f in dataclasses.fields(SensorNoise)}
+    changes = {}
+    for key, val in dict(overrides).items():
+        if key not in fields:
+            raise ValueError(f"unknown noise parameter {key!r}; allowed: {', '.join(fields)}")
+        if isinstance(getattr(base, key), bool):
+            if isinstance(val, str):
+                if val.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                    raise ValueError(f"noise parameter {key} must be true or false, got {val!r}")
+                val = val.lower() in ("1", "true", "yes")
+            changes[key] = bool(val)
+            continue
+        try:
+            num = float(val)
+        except (TypeError, ValueError):
+            raise ValueError(f"noise parameter {key} must be a number, got {val!r}") from None
+        lo, hi = _NOISE_RANGES.get(key, (0.0, 1e3))
+        if not (lo <= num <= hi):
+            raise ValueError(f"noise parameter {key} must be in [{lo:g}, {hi:g}], got {val!r}")
+        changes[key] = num
+    return dataclasses.replace(base, **changes)
 
 
 @dataclass(frozen=True)
@@ -97,6 +143,7 @@ class DomainPreset:
     fx_per_width: float                     # fx / image width (square pixels)
     cy_fraction: float                      # cy / (H-1)
     stereo_baseline: float = 0.54
+    shopfront_fraction: float = 0.0         # buildings with a shop window + sign on the ground floor
     noise: SensorNoise = field(default_factory=SensorNoise)
 
     def T_base_camera_link(self) -> np.ndarray:
@@ -142,7 +189,7 @@ _SUBURB = DomainPreset(
     lanes_per_direction=1, lane_width=3.5, parking_width=2.3, sidewalk_width=2.5,
     building_setback=(4.0, 9.0), building_length=(9.0, 16.0), building_height=(5.0, 9.0),
     building_gap=(3.0, 10.0), parked_car_prob=0.35, tree_spacing=11.0, pole_spacing=40.0,
-    moving_cars_per_km=10.0,
+    moving_cars_per_km=20.0,
     cruise_speed=(9.0, 13.0), stop_every_s=(18.0, 30.0), min_curve_radius=70.0,
     palette_walls=((0.85, 0.78, 0.62), (0.92, 0.90, 0.84), (0.72, 0.45, 0.32),
                    (0.86, 0.70, 0.55), (0.65, 0.75, 0.80), (0.95, 0.85, 0.70)),
@@ -176,9 +223,9 @@ _CITY = DomainPreset(
     verge_albedo=(0.40, 0.40, 0.40), foliage_albedo=(0.18, 0.26, 0.16),
     sky_zenith=(0.62, 0.64, 0.68), sky_horizon=(0.80, 0.81, 0.83),
     sun_elevation_deg=60.0, sun_azimuth_deg=200.0, sun_intensity=0.25, ambient=0.75,
-    shadows=False, exposure=1.25, texture_contrast=0.6,
+    shadows=False, exposure=1.25, texture_contrast=0.7,
     camera_height=1.30, camera_forward=1.6, camera_pitch_deg=4.0,
-    fx_per_width=0.42, cy_fraction=0.42,
+    fx_per_width=0.42, cy_fraction=0.42, shopfront_fraction=0.6,
     noise=SensorNoise(camera_noise=3.0, gps_sigma_horizontal=3.0, gps_sigma_vertical=5.0),
 )
 

@@ -22,8 +22,11 @@ from scipy.spatial.transform import Rotation
 from mono_depth_ros.synth.presets import SensorNoise
 from mono_depth_ros.synth.world import Trajectory
 
-__all__ = ["GEODETIC_ORIGIN", "OdometryData", "ImuData", "GpsData",
+__all__ = ["GEODETIC_ORIGIN", "STANDSTILL_SPEED", "OdometryData", "ImuData", "GpsData",
            "simulate_odometry", "simulate_imu", "simulate_gps", "sample_times"]
+
+#: Below this true speed (m/s) the vehicle counts as standing still.
+STANDSTILL_SPEED = 0.01
 
 #: (lat deg, lon deg, ellipsoid height m) of the ``map`` origin (ENU).
 GEODETIC_ORIGIN = (48.13743, 11.57549, 520.0)
@@ -64,7 +67,7 @@ def simulate_odometry(traj: Trajectory, noise: SensorNoise, rng: np.random.Gener
     w_true = traj.sample(t, _yaw_rate_world(traj))
     m = len(t)
     v_meas = v_true * (1 + noise.odom_scale_error) + rng.normal(0, noise.odom_speed_noise, m)
-    v_meas = np.where(v_true == 0.0, 0.0, v_meas)          # wheels do not tick at standstill
+    v_meas = np.where(v_true < STANDSTILL_SPEED, 0.0, v_meas)   # wheels do not tick at standstill
     w_meas = w_true + noise.odom_yaw_rate_bias + rng.normal(0, noise.odom_yaw_rate_noise, m)
     dt = np.diff(t, prepend=t[0])
     # Midpoint integration of the measured increments.

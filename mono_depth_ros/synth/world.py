@@ -26,6 +26,9 @@ __all__ = [
 
 GRAVITY = 9.80665
 KERB_HEIGHT = 0.12
+#: Street surface tessellation (metres): along the road, and the widest lateral strip.
+STRIP_STEP = 2.0
+STRIP_MAX_WIDTH = 8.0
 
 
 class Material:
@@ -138,10 +141,21 @@ def car_template(rng: np.random.Generator, colour) -> Mesh:
     clearance = 0.3
     seed = float(rng.uniform(0, 100))
     body = box_mesh((length, width, body_h), Material.CAR_PAINT, colour, (seed, 0, 0, 0), z0=clearance)
-    cabin = box_mesh((length * 0.5, width * 0.86, cabin_h), Material.GLASS, (0.05, 0.06, 0.07),
-                     (seed, 0, 0, 0), z0=clearance + body_h, top_material=Material.CAR_PAINT)
-    cabin.tint[cabin.material == Material.CAR_PAINT] = colour
-    cabin = cabin.transformed(np.eye(3), np.array([-0.1 * length, 0, 0]))
+    lx, ly, z0 = length * 0.5, width * 0.86, clearance + body_h
+    cabin = box_mesh((lx, ly, cabin_h), Material.CAR_PAINT, colour, (seed, 0, 0, 0), z0=z0)
+    # Window panes 1 cm proud of the cabin faces, leaving paint pillars and frames.
+    za, zb, gap, eps = z0 + 0.08, z0 + cabin_h - 0.06, 0.1, 0.01
+    panes = []
+    for x in (-lx / 2 - eps, lx / 2 + eps):           # windscreen / rear window (in the y-z plane)
+        ya, yb = -ly / 2 + gap, ly / 2 - gap
+        panes.append([(x, ya, za), (x, yb, za), (x, yb, zb), (x, ya, zb)])
+    for y in (-ly / 2 - eps, ly / 2 + eps):           # two side windows each, split by a B-pillar
+        for xa, xb in ((-lx / 2 + gap, -0.05), (0.05, lx / 2 - gap)):
+            panes.append([(xa, y, za), (xb, y, za), (xb, y, zb), (xa, y, zb)])
+    panes = np.array(panes, float)
+    pane_uv = np.stack([panes[..., 0] + panes[..., 1], panes[..., 2]], -1)
+    glass = _quads_to_mesh(panes, pane_uv, Material.GLASS, (0.05, 0.06, 0.07), (seed, 0, 0, 0))
+    cabin = Mesh.concat([cabin, glass]).transformed(np.eye(3), np.array([-0.1 * length, 0, 0]))
     wheels = []
     for sx in (-0.32, 0.32):
         for sy in (-1, 1):
@@ -244,8 +258,8 @@ class Trajectory:
             i += k
             v_now = v_new
             next_stop = rng.uniform(*preset.stop_every_s)
+        # Jerk-limited: smooth the phases (a Gaussian of a non-negative signal stays >= 0).
         v = np.maximum(gaussian_filter1d(v, 0.3 / dt, mode="nearest"), 0.0)
-        v[v < 1e-3] = 0.0
         s = np.concatenate([[0.0], np.cumsum(0.5 * (v[1:] + v[:-1]) * dt)])
         a_long = np.gradient(v, dt)
         xy, yaw = road.point(s, lane_offset)
@@ -304,34 +318,51 @@ class Traffic:
     """Independently moving cars that follow lanes of the road.
 
     Each car ``i`` has a lane offset ``d_i``, direction ``+1`` (with the ego) or
-    ``-1`` (oncoming) and an arc length ``s_i(t) = s0_i + dir_i * (v_i t + A_i sin(w_i t + p_i))``
-    with ``A_i w_i < v_i`` so it never reverses.
+    ``-1`` (oncoming) and an arc length ``s_i(t) = s0_i + dir_i * (v_i t + A_i (sin(w_i t + p_i) - sin p_i))``
+    with ``A_i w_i < v_i`` so it never reverses. Cars of one lane share their speed
+    profile (a platoon with >= 9 m gaps), so they never drive through each other.
     """
 
     def __init__(self, rng: np.random.Generator, road: Road, preset: DomainPreset,
                  s_lo: float, s_hi: float, ego_lane: float):
         lanes = preset.lanes_per_direction
         w = preset.lane_width
-        lane_d = [(k + 0.5) * w for k in range(lanes)]          # left (oncoming) lanes
-        n_cars = max(2, int(round(preset.moving_cars_per_km * (s_hi - s_lo) / 1000.0)))
-        cars = []
+        # (offset, direction) of every traffic lane: all oncoming lanes, and the outer
+        # same-direction lane when there are two or more (the ego drives in the inner one).
+        lane_list = [((k + 0.5) * w, -1.0) for k in range(lanes)]
+        if lanes >= 2:
+            lane_list.append((-(lanes - 0.5) * w, 1.0))
+        length = s_hi - s_lo
+        n_cars = max(2, int(round(preset.moving_cars_per_km * length / 1000.0)))
+        d, direction, s0, speed, omega, amp, phase = [], [], [], [], [], [], []
+
+        def add(lane_d, lane_dir, starts):
+            v = rng.uniform(6.0, 14.0)
+            om = rng.uniform(0.1, 0.4)
+            a = 0.5 * v / om * rng.uniform(0, 1)
+            ph = rng.uniform(0, 2 * np.pi)
+            for st in starts:
+                d.append(lane_d), direction.append(lane_dir), s0.append(st)
+                speed.append(v), omega.append(om), amp.append(a), phase.append(ph)
+
         # A lead car in the ego lane, faster than the ego ever drives: it pulls away.
-        cars.append((ego_lane, 1.0, rng.uniform(15, 30), preset.cruise_speed[1] + rng.uniform(2, 4)))
-        for _ in range(n_cars):
-            if rng.random() < 0.7 or lanes == 1:
-                d, direction = lane_d[rng.integers(lanes)], -1.0
-            else:
-                d, direction = -lane_d[-1], 1.0                 # outer lane, same direction
-            speed = rng.uniform(6.0, 14.0)
-            s0 = rng.uniform(s_lo, s_hi + (600.0 if direction < 0 else 0.0))
-            cars.append((d, direction, s0, speed))
-        self.d = np.array([c[0] for c in cars])
-        self.direction = np.array([c[1] for c in cars])
-        self.s0 = np.array([c[2] for c in cars])
-        self.speed = np.array([c[3] for c in cars])
-        self.omega = rng.uniform(0.1, 0.4, len(cars))
-        self.amp = 0.5 * self.speed / self.omega * rng.uniform(0, 1, len(cars))
-        self.phase = rng.uniform(0, 2 * np.pi, len(cars))
+        v_lead = preset.cruise_speed[1] + rng.uniform(2, 4)
+        d.append(ego_lane), direction.append(1.0), s0.append(rng.uniform(15, 30))
+        speed.append(v_lead), omega.append(0.2), amp.append(0.0), phase.append(0.0)
+        per_lane = np.diff(np.round(np.linspace(0, n_cars, len(lane_list) + 1)).astype(int))
+        for (lane_d, lane_dir), k in zip(lane_list, per_lane):
+            hi = s_hi + (600.0 if lane_dir < 0 else 0.0)
+            starts = np.sort(rng.uniform(s_lo, hi, k))
+            starts = starts + 9.0 * np.arange(k)            # enforce the minimum gap
+            add(lane_d, lane_dir, starts)
+        self.d = np.array(d)
+        self.direction = np.array(direction)
+        self.s0 = np.array(s0)
+        self.speed = np.array(speed)
+        self.omega = np.array(omega)
+        self.amp = np.array(amp)
+        self.phase = np.array(phase)
+        cars = self.d                                       # one template per car
         self.templates = [car_template(rng, preset.palette_cars[rng.integers(len(preset.palette_cars))])
                           for _ in cars]
         self.road = road
@@ -344,8 +375,8 @@ class Traffic:
         travel = self.speed * t + self.amp * (np.sin(self.omega * t + self.phase) - np.sin(self.phase))
         return self.s0 + self.direction * travel
 
-    def mesh_at(self, t: float, centre_xy=None, radius: float = 200.0) -> Mesh:
-        """All cars (within ``radius`` of ``centre_xy``) posed at time ``t``, in map."""
+    def meshes_at(self, t: float, centre_xy=None, radius: float = 200.0) -> list[Mesh]:
+        """Each car (within ``radius`` of ``centre_xy``) posed at time ``t``, in map."""
         s = self.arc_length(t)
         xy, h = self.road.point(s, self.d)
         yaw = h + np.where(self.direction < 0, np.pi, 0.0)
@@ -353,9 +384,8 @@ class Traffic:
         if centre_xy is not None:
             keep = np.hypot(*(xy - centre_xy).T) < radius
         keep &= (s > self.road.s[0] + 5) & (s < self.road.s[-1] - 5)
-        parts = [self.templates[i].transformed(_rz(yaw[i]), np.array([xy[i, 0], xy[i, 1], 0.0]))
-                 for i in np.flatnonzero(keep)]
-        return Mesh.concat(parts)
+        return [self.templates[i].transformed(_rz(yaw[i]), np.array([xy[i, 0], xy[i, 1], 0.0]))
+                for i in np.flatnonzero(keep)]
 
 
 def _street_mesh(road: Road, preset: DomainPreset, s_lo: float, s_hi: float) -> Mesh:
@@ -372,7 +402,16 @@ def _street_mesh(road: Road, preset: DomainPreset, s_lo: float, s_hi: float) -> 
     tints = {Material.VERGE: preset.verge_albedo, Material.SIDEWALK: preset.sidewalk_albedo,
              Material.KERB: tuple(min(1.0, 1.1 * c) for c in preset.sidewalk_albedo),
              Material.ASPHALT: preset.asphalt_albedo}
-    s_knots = np.arange(s_lo, s_hi + 1e-9, 1.0)
+    # Split wide strips laterally: long thin triangles have large, overlapping
+    # bounding boxes on curves and slow down Embree's BVH traversal.
+    fine_prof, fine_mats = [prof[0]], []
+    for (d0, z0), (d1, z1), mat in zip(prof[:-1], prof[1:], mats):
+        k = max(1, int(np.ceil(abs(d1 - d0) / STRIP_MAX_WIDTH))) if z0 == z1 else 1
+        for j in range(1, k + 1):
+            fine_prof.append((d0 + (d1 - d0) * j / k, z0 + (z1 - z0) * j / k))
+            fine_mats.append(mat)
+    prof, mats = fine_prof, fine_mats
+    s_knots = np.arange(s_lo, s_hi + 1e-9, STRIP_STEP)
     parts = []
     for (d0, z0), (d1, z1), mat in zip(prof[:-1], prof[1:], mats):
         p0, _ = road.point(s_knots, d0)
@@ -405,6 +444,14 @@ def _unit_sphere() -> tuple[np.ndarray, np.ndarray]:
     sphere = sphere.subdivide_loop(1)
     v = np.asarray(sphere.vertices)
     return v / np.linalg.norm(v, axis=1, keepdims=True), np.asarray(sphere.triangles)
+
+
+def _triplanar_uv(xyz: np.ndarray) -> np.ndarray:
+    """(M,3,3) triangles -> (M,3,2) uvs: project each triangle on the plane its normal faces most."""
+    n = np.abs(np.cross(xyz[:, 1] - xyz[:, 0], xyz[:, 2] - xyz[:, 0]))
+    axis = np.argmax(n, axis=1)
+    pairs = np.array([[1, 2], [0, 2], [0, 1]])[axis]            # drop the dominant axis
+    return np.take_along_axis(xyz, np.repeat(pairs[:, None, :], 3, axis=1), axis=2)
 
 
 def _static_objects(rng: np.random.Generator, road: Road, preset: DomainPreset,
@@ -455,7 +502,7 @@ def _static_objects(rng: np.random.Generator, road: Road, preset: DomainPreset,
             scale = np.array([r, r, r * rng.uniform(0.9, 1.4)]) * (1 + 0.12 * rng.standard_normal((len(sph_v), 1)))
             verts = sph_v * scale + np.array([0, 0, h_trunk + 0.8 * r])
             xyz = verts[sph_f]
-            uv = np.stack([xyz[..., 0] + 0.6 * xyz[..., 1], xyz[..., 2] + 0.4 * xyz[..., 1]], -1)
+            uv = _triplanar_uv(xyz)
             crown = Mesh(xyz, uv, np.full(len(sph_f), Material.FOLIAGE, np.int16),
                          np.tile(np.float32(preset.foliage_albedo) * np.float32(rng.uniform(0.8, 1.2)),
                                  (len(sph_f), 1)),
