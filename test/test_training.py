@@ -125,3 +125,24 @@ def test_stereo_sampler_adds_known_right_pose():
     assert torch.allclose(T[0][0, 2, 3], torch.tensor(1.0))   # previous frame is 1 m behind: target point z + 1
     with pytest.raises(ValueError, match="no right camera"):
         SelfSupervisedSampler([BagFrames(d.images, None, poses, K, d.stamps, "mem")], 2, stereo=True)
+
+
+@pytest.mark.slow
+def test_self_supervised_loss_prefers_true_metric_depth(frames):
+    """With metric poses, the loss is lowest at the true depth: half or double depth scores worse."""
+    from mono_depth_ros.losses import SelfSupervisedLoss
+    tgt = frames[1]
+    depth = torch.from_numpy(np.where(np.isfinite(tgt.depth), tgt.depth, 100.0).astype(np.float32))[None, None]
+    K = torch.from_numpy(tgt.K).float()[None]
+    srcs = [_t(frames[0].image), _t(frames[2].image)]
+    poses = [relative_pose(torch.from_numpy(f.T_map_camera)[None], torch.from_numpy(tgt.T_map_camera)[None]).float()
+             for f in (frames[0], frames[2])]
+    loss_fn = SelfSupervisedLoss(0.1, 100.0, automask=False)
+
+    def loss_at(scale):
+        d = (depth * scale).clamp(0.1, 100.0)
+        sigmoid = (1.0 / d - 1.0 / 100.0) / (1.0 / 0.1 - 1.0 / 100.0)   # inverse of disp_to_depth
+        return float(loss_fn(_t(tgt.image), srcs, poses, K, [sigmoid])[1]["photometric"])
+
+    true, half, double = loss_at(1.0), loss_at(0.5), loss_at(2.0)
+    assert true < 0.8 * half and true < 0.8 * double, (true, half, double)
