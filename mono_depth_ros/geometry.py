@@ -27,7 +27,8 @@ __all__ = ["Pose", "PinholeCamera", "warp", "check_shape", "stereo_T_source_targ
 MIN_Z = 1e-3
 
 
-def check_shape(x: torch.Tensor, name: str, spec: Sequence[str], bound: dict[str, int] | None = None) -> dict[str, int]:
+def check_shape(x: torch.Tensor, name: str, spec: Sequence[str],
+                bound: dict[str, int] | None = None) -> dict[str, int]:
     """Check ``x`` against a shape spec like ``["B", "1", "H", "W"]``; return the bound symbols.
 
     Digits must match exactly; names bind to sizes and must agree with
@@ -126,7 +127,8 @@ def relative_pose(T_world_target: torch.Tensor, T_world_source: torch.Tensor) ->
     return (Pose(T_world_target).inverse() @ Pose(T_world_source)).mat
 
 
-def stereo_T_source_target(baseline: float | torch.Tensor, batch: int = 1, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def stereo_T_source_target(baseline: float | torch.Tensor, batch: int = 1,
+                           dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """``T_right_left`` of a rectified stereo pair with the right camera ``baseline`` metres to the right.
 
     A point in the left optical frame has x reduced by the baseline in the

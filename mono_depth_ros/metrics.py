@@ -24,7 +24,8 @@ DEFAULT_MIN_DEPTH = 1e-3
 DEFAULT_MAX_DEPTH = 80.0
 
 
-def valid_mask(gt: np.ndarray, min_depth: float = DEFAULT_MIN_DEPTH, max_depth: float = DEFAULT_MAX_DEPTH) -> np.ndarray:
+def valid_mask(gt: np.ndarray, min_depth: float = DEFAULT_MIN_DEPTH,
+               max_depth: float = DEFAULT_MAX_DEPTH) -> np.ndarray:
     """(H,W) bool: finite GT in (min_depth, max_depth]."""
     gt = np.asarray(gt)
     with np.errstate(invalid="ignore"):

@@ -63,6 +63,7 @@ def test_truncated_file(tmp_path, net):
         load_checkpoint(p)
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_foreign_files(tmp_path):
     txt = tmp_path / "notes.pt"
     txt.write_text("hello, not a checkpoint")

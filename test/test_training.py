@@ -35,6 +35,7 @@ def _t(img):
     return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255.0
 
 
+@pytest.mark.slow
 def test_warp_synthetic_frames_with_true_depth_and_pose(frames):
     """Each neighbour warped into the middle frame with GT depth + GT pose matches it far better than unwarped."""
     tgt = frames[1]
@@ -61,6 +62,7 @@ def test_warp_synthetic_frames_with_true_depth_and_pose(frames):
         assert float(photometric_error(wrong, _t(tgt.image))[m].mean()) > 2 * err_warp
 
 
+@pytest.mark.slow
 def test_bag_dataset(bag, tmp_path):
     d = load_bag(bag, need_depth=True, need_pose=True, cache_dir=tmp_path)
     assert d.images.shape[1:] == (H, W, 3) and d.depths.shape[1:] == (H, W) and len(d) >= 8
@@ -80,6 +82,7 @@ def test_bag_dataset(bag, tmp_path):
     assert np.allclose(got[0].numpy(), expect)
 
 
+@pytest.mark.slow
 def test_train_resume_evaluate_cli(bag, tmp_path, capsys):
     ck = tmp_path / "run.pt"
     common = ["--bag", str(bag), "--out", str(ck), "--size", f"{W}x{H}", "--batch-size", "2",
@@ -122,3 +125,24 @@ def test_stereo_sampler_adds_known_right_pose():
     assert torch.allclose(T[0][0, 2, 3], torch.tensor(1.0))   # previous frame is 1 m behind: target point z + 1
     with pytest.raises(ValueError, match="no right camera"):
         SelfSupervisedSampler([BagFrames(d.images, None, poses, K, d.stamps, "mem")], 2, stereo=True)
+
+
+@pytest.mark.slow
+def test_self_supervised_loss_prefers_true_metric_depth(frames):
+    """With metric poses, the loss is lowest at the true depth: half or double depth scores worse."""
+    from mono_depth_ros.losses import SelfSupervisedLoss
+    tgt = frames[1]
+    depth = torch.from_numpy(np.where(np.isfinite(tgt.depth), tgt.depth, 100.0).astype(np.float32))[None, None]
+    K = torch.from_numpy(tgt.K).float()[None]
+    srcs = [_t(frames[0].image), _t(frames[2].image)]
+    poses = [relative_pose(torch.from_numpy(f.T_map_camera)[None], torch.from_numpy(tgt.T_map_camera)[None]).float()
+             for f in (frames[0], frames[2])]
+    loss_fn = SelfSupervisedLoss(0.1, 100.0, automask=False)
+
+    def loss_at(scale):
+        d = (depth * scale).clamp(0.1, 100.0)
+        sigmoid = (1.0 / d - 1.0 / 100.0) / (1.0 / 0.1 - 1.0 / 100.0)   # inverse of disp_to_depth
+        return float(loss_fn(_t(tgt.image), srcs, poses, K, [sigmoid])[1]["photometric"])
+
+    true, half, double = loss_at(1.0), loss_at(0.5), loss_at(2.0)
+    assert true < 0.8 * half and true < 0.8 * double, (true, half, double)

@@ -14,7 +14,8 @@ import torch
 from ..losses import SelfSupervisedLoss, SupervisedSILogLoss, all_finite
 from ..models import DepthNet
 
-__all__ = ["StepStatus", "StepResult", "StepStats", "self_supervised_step", "supervised_step", "guarded_step"]
+__all__ = ["StepStatus", "StepResult", "StepStats", "self_supervised_step", "supervised_step", "guarded_step",
+           "train_step"]
 
 
 class StepStatus:
@@ -114,3 +115,7 @@ def supervised_step(model: DepthNet, optimizer: torch.optim.Optimizer, loss_fn: 
         return loss_fn(gt_depth, model(image))
 
     return guarded_step(model, optimizer, [image], compute, stats, grad_clip)
+
+
+#: The online adaptation step (monodepth2 loss with known poses); alias of :func:`self_supervised_step`.
+train_step = self_supervised_step
