@@ -62,6 +62,8 @@ class DepthPredictor:
         self.model = model.to(self.device).eval()
         self._lock = threading.Lock()
         self.version = 0
+        self._traced = None
+        self.backend = "eager"
 
     @classmethod
     def from_config(cls, model_name: str, checkpoint: str, input_size: tuple[int, int] | None, min_depth: float,
@@ -97,6 +99,8 @@ class DepthPredictor:
         """(H,W,3) uint8 -> resized (h,w,3) uint8 and (1,3,h,w) float tensor in [0,1]."""
         h, w = self.input_size
         small = rgb if rgb.shape[:2] == (h, w) else cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+        if not small.flags.writeable:  # views of message buffers are read-only; torch wants writable memory
+            small = small.copy()
         x = torch.from_numpy(small).to(self.device).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
         return small, x
 
@@ -107,11 +111,27 @@ class DepthPredictor:
             raise ValueError(f"expected (H,W,3) RGB, got {rgb.shape}")
         small, x = self.preprocess(rgb)
         with self._lock:
-            depth = self.model(x)
+            depth = self._forward(x)
         d = depth[0, 0].float().cpu().numpy()
         H, W = rgb.shape[:2]
         h, w = self.input_size
         return Prediction(d, small, scale_intrinsics(K, w / W, h / H))
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(1,3,h,w) -> (1,1,h,w). A traced module runs the whole network as one call that
+        releases the GIL, so Python work in other threads (ROS callbacks, the adapter) cannot
+        stretch inference; it shares the parameters, so weight swaps reach it."""
+        if self._traced is None and self.backend == "eager":
+            try:
+                import warnings
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                    self._traced = torch.jit.trace(self.model, x, check_trace=False)
+                self.backend = "torchscript"
+            except Exception as exc:  # any model torch cannot trace still runs eagerly
+                log.warning("tracing the network failed (%s); running it eagerly", exc)
+                self.backend = "eager-only"
+        return self._traced(x) if self._traced is not None else self.model(x)
 
     def swap_state(self, state_dict: dict) -> None:
         """Atomically replace the serving weights (bounded: one state-dict copy under the lock)."""

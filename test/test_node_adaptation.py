@@ -105,3 +105,57 @@ def test_services_and_shutdown_checkpoint(tmp_path, ros_node, small_drive):
     finally:
         assert proc.stop() == 0  # SIGINT: clean exit
     assert "checkpoint saved (requested)" in proc.log()
+
+
+def test_too_high_learning_rate_rolls_back_instead_of_publishing_garbage(tmp_path, ros_node, small_drive):
+    """Shipped weights + a far too high learning rate: the node rolls back, and the depth it
+    publishes (scored against GT before learning from each frame) stays as good as the start."""
+    import numpy as np
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    from mono_depth_ros.bagio import depth_to_numpy, image_to_numpy, iter_messages
+    from mono_depth_ros.checkpoint import load_checkpoint, shipped_checkpoint_path
+    from mono_depth_ros.conventions import Topics
+    from mono_depth_ros.inference import DepthPredictor
+    from mono_depth_ros.metrics import compute_depth_metrics
+
+    if not shipped_checkpoint_path().exists():
+        pytest.skip("shipped weights not built")
+    # Baseline: the shipped weights on every frame of the drive, offline.
+    model, meta = load_checkpoint(shipped_checkpoint_path())
+    pred = DepthPredictor(model, meta["input_size"])
+    K, base, frame = None, {}, {}
+    for topic, _, msg in iter_messages(small_drive, [Topics.BAG_CAMERA_INFO, Topics.BAG_IMAGE, Topics.BAG_DEPTH_GT]):
+        s = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+        if topic == Topics.BAG_CAMERA_INFO:
+            K = np.array(msg.k).reshape(3, 3)
+        elif topic == Topics.BAG_IMAGE:
+            frame[s] = pred.predict(image_to_numpy(msg), K).depth
+        elif s in frame:
+            import cv2
+            d = frame.pop(s)
+            gt = cv2.resize(depth_to_numpy(msg), (d.shape[1], d.shape[0]), interpolation=cv2.INTER_NEAREST)
+            base[s] = compute_depth_metrics(gt, d)["abs_rel"]
+    start = float(np.mean(list(base.values())))
+
+    node, ex = ros_node
+    proc = NodeProcess(tmp_path, params={"use_sim_time": True, "adapt_lr": 0.05, "adapt_steps_per_frame": 2,
+                                         "evaluate_gt": True, "publish_points": False, "checkpoint_period": 0.0},
+                       remaps=REMAPS)
+    metrics = []
+    node.create_subscription(DiagnosticArray, "/depth/metrics", lambda m: metrics.append(m), 50)
+    try:
+        assert proc.wait_for_log("depth node ready", 90), proc.log()
+        done = _replay_in_thread(node, small_drive)
+        assert spin_until(node, done.is_set, 60, ex)
+        spin_until(node, lambda: False, 2.0, ex)
+        stats = _diag(node, ex)
+    finally:
+        proc.stop()
+    assert int(stats["adapt_rollbacks"]) > 0, stats
+    served = {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec:
+              float({kv.key: kv.value for kv in m.status[0].values}["abs_rel"]) for m in metrics}
+    assert len(served) >= 10, (len(served), proc.log()[-2000:])
+    worst = max(served.values())
+    mean = float(np.mean(list(served.values())))
+    assert mean < 1.3 * start and worst < 2.0 * max(base.values()), (start, mean, worst, stats)

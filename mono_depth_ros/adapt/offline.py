@@ -27,9 +27,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="adapted checkpoint to write (.pt)")
     p.add_argument("--checkpoint", default="", help="starting weights (default: the shipped weights)")
     p.add_argument("--lr", type=float, default=1e-4, help="learning rate")
-    p.add_argument("--steps-per-frame", type=int, default=1, help="training steps after each camera frame")
+    p.add_argument("--steps-per-frame", type=float, default=1.0,
+                   help="training steps per camera frame; fractions spread steps over frames (0.1 = one step "
+                        "every 10 frames), like the node's adapt_steps_per_frame")
     p.add_argument("--replay-per-step", type=int, default=3, help="replayed samples mixed into each step")
-    p.add_argument("--train-size", default="96x320", help="training resolution HxW (multiples of 32)")
+    p.add_argument("--train-size", default="", help="training resolution HxW (multiples of 32); default: the "
+                                                      "checkpoint's input size, like the node")
     p.add_argument("--min-translation", type=float, default=0.2, help="minimum motion between frames [m]")
     p.add_argument("--egomotion", default="odom,tf,imu_gps,imu_speed", help="ego-motion source priority")
     p.add_argument("--eval-every", type=int, default=5, help="prequential metric every N frames (0 = off)")
@@ -54,8 +57,8 @@ def load_start(checkpoint: str):
     return model, tuple(meta.get("input_size", (192, 640))), str(path)
 
 
-def adapt_bag(bags, model, input_size, adapt_cfg, ego_cfg, gating, steps_per_frame: int = 1, eval_every: int = 5,
-              progress: bool = True):
+def adapt_bag(bags, model, input_size, adapt_cfg, ego_cfg, gating, steps_per_frame: float = 1.0,
+              eval_every: int = 5, progress: bool = True):
     """Run the engine over ``bags``. Returns (feed, curve dict)."""
     from tqdm import tqdm
 
@@ -76,6 +79,7 @@ def adapt_bag(bags, model, input_size, adapt_cfg, ego_cfg, gating, steps_per_fra
     preds: dict[int, tuple[np.ndarray, int]] = {}
     gts: dict[int, np.ndarray] = {}
     frame_i = 0
+    credits = 0.0
 
     def score(stamp: int, gt: np.ndarray) -> None:
         pred, i = preds.pop(stamp)
@@ -115,9 +119,12 @@ def adapt_bag(bags, model, input_size, adapt_cfg, ego_cfg, gating, steps_per_fra
                     if stamp in gts:
                         score(stamp, gts.pop(stamp))
                 feed.on_frame(stamp, msg.header.frame_id, rgb, K)
-                for _ in range(steps_per_frame):
+                credits = min(credits + steps_per_frame, 4 * max(1.0, steps_per_frame))
+                while credits >= 1.0:
+                    credits -= 1.0
                     rep = feed.step()
                     if rep is None:
+                        credits = 0.0
                         break
                     if rep.loss is not None and rep.status == "ok":
                         curve["step"].append(feed.engine.counters.steps)
@@ -174,11 +181,11 @@ def main(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="[adapt] %(message)s")
     try:
-        h, w = parse_size(args.train_size)
+        model, input_size, start = load_start(args.checkpoint)
+        h, w = parse_size(args.train_size) if args.train_size else input_size
         adapt_cfg = AdaptConfig(lr=args.lr, train_height=h, train_width=w, replay_per_step=args.replay_per_step)
         ego_cfg = EgoMotionConfig(priority=tuple(s.strip() for s in args.egomotion.split(",") if s.strip()))
         gating = GatingConfig(min_translation_m=args.min_translation)
-        model, input_size, start = load_start(args.checkpoint)
         for b in args.bag:
             if not Path(b).exists():
                 raise FileNotFoundError(f"bag not found: {b}")

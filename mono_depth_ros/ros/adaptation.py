@@ -74,7 +74,7 @@ class NodeAdaptation:
         self.engine.initial = initial_state  # "reset" goes back to the configured weights, not a resumed state
         self.engine.enabled = cfg.adapt
         self.store = CheckpointStore(cfg.checkpoint_dir)
-        self._credits = 0
+        self._credits = 0.0
         self._cv = threading.Condition()
         self._stop = threading.Event()
         self._last_save = time.monotonic()
@@ -162,11 +162,11 @@ class NodeAdaptation:
         torch.set_num_threads(self.node.cfg.adapt_threads)
         while not self._stop.is_set():
             with self._cv:
-                if self._credits <= 0:
+                if self._credits < 1.0:
                     self._cv.wait(timeout=0.2)
-                has = self._credits > 0
+                has = self._credits >= 1.0
                 if has:
-                    self._credits -= 1
+                    self._credits -= 1.0
             if has and self.engine.enabled:
                 try:
                     t0 = time.monotonic()
@@ -180,7 +180,7 @@ class NodeAdaptation:
                                 f"rollbacks: {self.engine.counters.rollbacks}, lr now {self.engine.lr:.2g}")
                     elif time.monotonic() - t0 < 0.001:
                         with self._cv:
-                            self._credits = 0  # nothing trainable yet: wait for the next frame
+                            self._credits = 0.0  # nothing trainable yet: wait for the next frame
                 except Exception as exc:  # keep adapting / serving whatever one step did
                     self.node._report("adapt_step", f"adaptation step failed: {type(exc).__name__}: {exc}")
             period = self.node.cfg.checkpoint_period

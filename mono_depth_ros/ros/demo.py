@@ -1,11 +1,18 @@
 """``mono-depth demo``: the README's main job, end to end over real DDS.
 
-1. generates a synthetic domain-B drive if it is not there yet (exact GT);
-2. starts ``depth_node`` in its own process (sim time, cloud in ``odom``);
-3. replays the drive into it (recorded timing, /clock) and listens to its outputs;
-4. writes what a person looks at: a depth strip PNG (image / prediction / GT /
-   error), the drive's fused point cloud (PLY, odom frame), a metrics table
-   (markdown + JSON, metric depth: no median scaling) and the node's log.
+1. generates the synthetic drives if they are not there yet (exact GT): a domain-B
+   drive to adapt on, and held-out domain-A and domain-B drives to score on;
+2. scores the starting weights on the held-out drives (before);
+3. starts ``depth_node`` in its own process (sim time, adaptation on, cloud in ``odom``)
+   and replays the domain-B drive into it in real time, with ``/clock``;
+4. stops the node (it writes its adapted checkpoint on shutdown) and scores that
+   checkpoint on the same held-out drives (after);
+5. writes what a person looks at: the before/after table (markdown + JSON), a depth
+   strip PNG (image / before / after / GT on held-out B), adaptation curves PNG
+   (prequential AbsRel per frame, scored before learning from it), the drive's fused
+   point cloud (PLY, odom frame) and the node's log.
+
+Every figure is on synthetic data.
 """
 from __future__ import annotations
 
@@ -27,37 +34,48 @@ __all__ = ["add_arguments", "main"]
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=Path, default=Path("data"), help="where drives are generated / reused")
     p.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (images, PLY, tables, logs)")
-    p.add_argument("--preset", default="B", help="domain of the replayed drive")
-    p.add_argument("--seed", type=int, default=101, help="seed of the replayed drive")
-    p.add_argument("--duration", type=float, default=20.0, help="drive length [s]")
-    p.add_argument("--width", type=int, default=640, help="image width of the generated drive")
-    p.add_argument("--height", type=int, default=192, help="image height of the generated drive")
-    p.add_argument("--checkpoint", default="", help="weights for the node (empty: shipped weights)")
-    p.add_argument("--rate", type=float, default=1.0, help="replay speed factor")
-    p.add_argument("--quick", action="store_true", help="CI smoke test: 4 s drive at 320x96")
+    p.add_argument("--duration", type=float, default=120.0, help="length of the domain-B drive adapted on [s]")
+    p.add_argument("--heldout", type=float, default=20.0, help="length of each held-out drive [s]")
+    p.add_argument("--width", type=int, default=640, help="image width of the generated drives")
+    p.add_argument("--height", type=int, default=192, help="image height of the generated drives")
+    p.add_argument("--checkpoint", default="", help="starting weights (empty: shipped weights)")
+    p.add_argument("--rate", type=float, default=1.0, help="replay speed factor (1 = real time)")
+    p.add_argument("--lr", type=float, default=1e-4, help="adaptation learning rate")
+    p.add_argument("--no-adapt", action="store_true", help="run the node without adaptation")
+    p.add_argument("--quick", action="store_true", help="CI smoke test: 6 s drive and 3 s held-out drives at 320x96")
 
 
-def _ensure_drive(args) -> Path:
+def _drive(args, preset: str, seed: int, duration: float) -> Path:
     from mono_depth_ros.synth import generate_bag
-    name = f"drive_{args.preset}_seed{args.seed}_{args.duration:g}s_{args.width}x{args.height}"
+    name = f"drive_{preset}_seed{seed}_{duration:g}s_{args.width}x{args.height}"
     bag = args.data_dir / name
     if (bag / "metadata.yaml").exists():
-        print(f"[demo] reusing drive {bag}")
+        print(f"[demo]   reusing {bag}")
         return bag
-    print(f"[demo] generating synthetic drive {bag} (domain {args.preset}, {args.duration:g} s)")
+    print(f"[demo]   generating {bag} (synthetic domain {preset}, {duration:g} s)")
     args.data_dir.mkdir(parents=True, exist_ok=True)
-    generate_bag(bag, preset=args.preset, seed=args.seed, duration_s=args.duration, width=args.width,
-                 height=args.height, progress=True)
+    generate_bag(bag, preset=preset, seed=seed, duration_s=duration, width=args.width, height=args.height,
+                 progress=True)
     return bag
 
 
-def _start_node(args, out: Path, net_size: tuple[int, int]) -> tuple[subprocess.Popen, Path]:
+def _score(model, input_size, bag):
+    """(summary dict, frames) of ``model`` on a held-out drive (metric: no median scaling)."""
+    from mono_depth_ros.learning.data import load_bag
+    from mono_depth_ros.learning.evaluate import evaluate_frames
+    frames = load_bag(bag, need_depth=True)
+    return evaluate_frames(model, [frames], input_size).summary(), frames
+
+
+def _start_node(args, out: Path) -> tuple[subprocess.Popen, Path]:
     log = out / "node.log"
     cmd = [sys.executable, "-u", "-m", "mono_depth_ros.ros.depth_node", "--ros-args",
            "-p", "use_sim_time:=true", "-p", "target_frame:=odom", "-p", "point_stride:=4",
-           "-p", f"input_width:={net_size[1]}", "-p", f"input_height:={net_size[0]}",
-           "-p", f"checkpoint_dir:={out / 'checkpoints'}", "-p", "resume:=false",
-           "-r", "image:=/camera/image_raw", "-r", "camera_info:=/camera/camera_info"]
+           "-p", f"checkpoint_dir:={out / 'checkpoints'}", "-p", "resume:=false", "-p", "evaluate_gt:=true",
+           "-p", f"adapt:={'false' if args.no_adapt else 'true'}", "-p", f"adapt_lr:={args.lr}",
+           "-p", "checkpoint_period:=30.0",
+           "-r", "image:=/camera/image_raw", "-r", "camera_info:=/camera/camera_info",
+           "-r", "depth_gt:=/camera/depth_gt"]
     if args.checkpoint:
         cmd += ["-p", f"checkpoint:={args.checkpoint}"]
     env = dict(os.environ, RCUTILS_LOGGING_BUFFERED_STREAM="0", RCUTILS_COLORIZED_OUTPUT="0")
@@ -74,148 +92,198 @@ def _wait_log(log: Path, text: str, proc, timeout: float) -> bool:
     return False
 
 
-def main(args: argparse.Namespace) -> int:
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    if args.quick:
-        args.duration, args.width, args.height = 4.0, 320, 96
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    t_begin = time.monotonic()
-    bag = _ensure_drive(args)
-    net_size = (args.height // 32 * 32, args.width // 32 * 32)
-
+def _run_node(args, out: Path, bag: Path) -> dict:
+    """Node + replay over DDS. Returns what was heard: clouds, prequential metrics, diagnostics."""
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
-    from sensor_msgs.msg import Image, PointCloud2
+    from sensor_msgs.msg import PointCloud2
 
-    from mono_depth_ros.bagio import depth_to_numpy, image_to_numpy, iter_messages
-    from mono_depth_ros.conventions import Topics
-    from mono_depth_ros.ros.conversions import cloud_to_xyz, stamp_to_ns
+    from mono_depth_ros.ros.conversions import cloud_to_xyz
     from mono_depth_ros.ros.replay import replay
 
-    proc, log = _start_node(args, out, net_size)
+    proc, log = _start_node(args, out)
     rclpy.init()
     listener = rclpy.create_node("mono_depth_demo_listener")
     player = rclpy.create_node("mono_depth_demo_player")
-    depths: dict[int, np.ndarray] = {}
-    clouds: list[np.ndarray] = []
-    diags: list = []
-
-    def on_depth(m):
-        depths[stamp_to_ns(m.header.stamp)] = np.frombuffer(bytes(m.data), np.float32).reshape(m.height, m.width)
+    heard = {"clouds": [], "metrics": [], "diag": [], "log": log}
 
     def on_cloud(m):
-        if len(clouds) < 400:
+        if len(heard["clouds"]) % 2 == 0 or len(heard["clouds"]) < 600:
             xyz = cloud_to_xyz(m)
-            clouds.append(xyz[np.isfinite(xyz).all(1)])
+            heard["clouds"].append(xyz[np.isfinite(xyz).all(1)])
 
-    listener.create_subscription(Image, "/depth", on_depth, 50)
+    def on_metrics(m):
+        vals = {kv.key: float(kv.value) for kv in m.status[0].values}
+        heard["metrics"].append(vals)
+
+    def on_diag(m):
+        vals = {kv.key: kv.value for kv in m.status[0].values}
+        if "adapt_steps" in vals:
+            heard["diag"].append((time.monotonic(), vals))
+
     listener.create_subscription(PointCloud2, "/points", on_cloud, 50)
-    listener.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diags.append(m), 10)
+    listener.create_subscription(DiagnosticArray, "/depth/metrics", on_metrics, 50)
+    listener.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
     ex = SingleThreadedExecutor()
     ex.add_node(listener)
-    spin = threading.Thread(target=ex.spin, daemon=True)
-    spin.start()
+    threading.Thread(target=ex.spin, daemon=True).start()
     try:
-        print("[demo] starting depth_node (its log: %s)" % log)
         if not _wait_log(log, "depth node ready", proc, 120):
-            print(log.read_text())
-            print("[demo] error: the depth node did not start")
-            return 1
-        print(f"[demo] replaying {bag} into the node over DDS")
-        replay(player, bag, rate=args.rate, wait_subscribers=20.0, progress=True)
-        time.sleep(2.0)
+            print(log.read_text()[-3000:])
+            raise RuntimeError("the depth node did not start (its log is above)")
+        print(f"[demo]   replaying {bag.name} into the node (real DDS, /clock, rate {args.rate:g})")
+        replay(player, bag, rate=args.rate, wait_subscribers=30.0, progress=True)
+        time.sleep(2.5)
     finally:
         if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signal.SIGINT)  # the node saves its adapted checkpoint on shutdown
             try:
-                proc.wait(timeout=20)
+                proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
         ex.shutdown()
         listener.destroy_node()
         player.destroy_node()
         rclpy.try_shutdown()
-
-    if not depths:
-        print(log.read_text()[-3000:])
-        print("[demo] error: the node published no depth")
-        return 1
-    return _report(args, out, bag, depths, clouds, diags, log, t_begin,
-                   iter_messages, image_to_numpy, depth_to_numpy, Topics)
+    return heard
 
 
-def _report(args, out, bag, depths, clouds, diags, log, t_begin, iter_messages, image_to_numpy, depth_to_numpy,
-            Topics) -> int:
+def main(args: argparse.Namespace) -> int:
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    if args.quick:
+        args.duration, args.heldout, args.width, args.height = 6.0, 3.0, 320, 96
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    t_begin = time.monotonic()
+    print("[demo] 1/5 synthetic drives")
+    adapt_bag = _drive(args, "B", 201, args.duration)
+    held = {"A": _drive(args, "A", 900, args.heldout), "B": _drive(args, "B", 901, args.heldout)}
+
+    from mono_depth_ros.adapt.offline import load_start
+    from mono_depth_ros.checkpoint import load_checkpoint
+    model0, input_size, start_desc = load_start(args.checkpoint)
+    print(f"[demo] 2/5 scoring the starting weights ({start_desc}) on the held-out drives")
+    before = {d: _score(model0, input_size, bag) for d, bag in held.items()}
+
+    print("[demo] 3/5 depth node + real-time replay of the domain-B drive"
+          + ("" if not args.no_adapt else " (adaptation off)"))
+    heard = _run_node(args, out, adapt_bag)
+    ckpt = out / "checkpoints" / "adapted.pt"
+    print("[demo] 4/5 scoring the adapted checkpoint on the same held-out drives")
+    if ckpt.exists() and not args.no_adapt:
+        model1, meta1 = load_checkpoint(ckpt)
+        after = {d: _score(model1, input_size, bag) for d, bag in held.items()}
+    else:
+        print("[demo]   no adapted checkpoint was written (adaptation off or nothing learned)")
+        model1, meta1, after = model0, {}, before
+    print("[demo] 5/5 pictures, point cloud, tables")
+    return _report(args, out, adapt_bag, held, before, after, model0, model1, input_size, heard, meta1, t_begin)
+
+
+def _table(before, after) -> str:
+    rows = ["| held-out drive (synthetic) | weights | AbsRel | SqRel | RMSE | δ<1.25 | scale median(gt/pred) |",
+            "|---|---|---:|---:|---:|---:|---:|"]
+    for d in ("A", "B"):
+        for name, res in (("start", before), ("adapted", after)):
+            m = res[d][0]["raw"]
+            rows.append(f"| domain {d} | {name} | {m['abs_rel']:.3f} | {m['sq_rel']:.3f} | {m['rmse']:.2f} | "
+                        f"{m['a1']:.3f} | {m['scale_ratio']:.3f} |")
+    return "\n".join(rows)
+
+
+def _report(args, out, adapt_bag, held, before, after, model0, model1, input_size, heard, meta1, t_begin) -> int:
     import cv2
 
-    from mono_depth_ros.metrics import MetricAccumulator, format_markdown
+    from mono_depth_ros.learning.evaluate import predict_depth
     from mono_depth_ros.pointcloud import colorize_depth, voxel_downsample
 
-    acc = MetricAccumulator()
-    stamps = sorted(depths)
-    show = set(stamps[:: max(1, len(stamps) // 4)][:4])
-    rows = []
-    images = {}
-    for topic, t, msg in iter_messages(bag, [Topics.BAG_IMAGE, Topics.BAG_DEPTH_GT]):
-        if t not in depths and (topic != Topics.BAG_IMAGE or t not in show):
-            continue
-        if topic == Topics.BAG_IMAGE:
-            images[t] = image_to_numpy(msg)
-            continue
-        gt = depth_to_numpy(msg)
-        pred = depths[t]
-        if gt.shape != pred.shape:
-            gt = cv2.resize(gt, (pred.shape[1], pred.shape[0]), interpolation=cv2.INTER_NEAREST)
-        acc.add(gt, pred)
-        if t in show:
-            rows.append((t, gt, pred))
-    summary = acc.summary()
-    table = format_markdown(summary)
-
-    # Depth strip: image | prediction | ground truth | |error|/gt.
-    strip = []
-    for t, gt, pred in sorted(rows, key=lambda r: r[0]):
-        img = images.get(t)
-        if img is None:
-            continue
-        h, w = pred.shape
-        img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
-        ok = np.isfinite(gt) & (gt < 80)
-        err = np.zeros_like(pred)
-        err[ok] = np.abs(pred[ok] - gt[ok]) / np.maximum(gt[ok], 1e-3)
-        err_rgb = cv2.applyColorMap(np.clip(err / 0.5 * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_INFERNO)[..., ::-1]
-        strip.append(np.concatenate([img, colorize_depth(pred, 0.5, 80.0), colorize_depth(gt, 0.5, 80.0),
-                                     err_rgb], axis=1))
+    table = _table(before, after)
+    rel = {d: (after[d][0]["raw"]["abs_rel"] - before[d][0]["raw"]["abs_rel"]) / before[d][0]["raw"]["abs_rel"]
+           for d in ("A", "B")}
+    diag = heard["diag"][-1][1] if heard["diag"] else {}
+    # Depth strip on held-out B: image | start | adapted | ground truth.
+    frames = before["B"][1]
+    idx = np.linspace(0, len(frames) - 1, 4).astype(int)
+    imgs = frames.images[idx]
+    p0 = predict_depth(model0, imgs, input_size)
+    p1 = predict_depth(model1, imgs, input_size)
+    rows = [np.concatenate([imgs[i], colorize_depth(p0[i], 0.5, 80.0), colorize_depth(p1[i], 0.5, 80.0),
+                            colorize_depth(frames.depths[idx[i]], 0.5, 80.0)], axis=1) for i in range(len(idx))]
     strip_path = out / "depth_strip.png"
-    if strip:
-        sheet = np.concatenate(strip, axis=0)
-        cv2.imwrite(str(strip_path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-    # Fused cloud of the drive in odom.
+    cv2.imwrite(str(strip_path), cv2.cvtColor(np.concatenate(rows, 0), cv2.COLOR_RGB2BGR))
+    # Curves: prequential AbsRel during the drive, adaptation steps.
+    curves_path = out / "curves.png"
+    _plot(heard, curves_path, before, after)
     ply_path = out / "fused_cloud.ply"
-    if clouds:
+    if heard["clouds"]:
         import open3d as o3d
-        pts = np.concatenate(clouds, 0)
-        pts, _ = voxel_downsample(pts, None, 0.2)
+        pts, _ = voxel_downsample(np.concatenate(heard["clouds"], 0), None, 0.15)
         o3d.io.write_point_cloud(str(ply_path), o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts.astype(float))))
-    node_stats = {}
-    if diags:
-        node_stats = {kv.key: kv.value for kv in diags[-1].status[0].values}
-    result = {"bag": str(bag), "frames_evaluated": acc.count, "metrics": summary, "node": node_stats,
-              "wall_time_s": round(time.monotonic() - t_begin, 1)}
-    (out / "metrics.json").write_text(json.dumps(result, indent=2))
-    (out / "metrics.md").write_text(f"# mono_depth_ros demo (synthetic data)\n\nbag: `{bag}`\n\n{table}\n")
-    print("\n## Depth of the node on the replayed drive (SYNTHETIC domain %s, metric: no median scaling)\n"
-          % args.preset)
+    preq = [m["abs_rel"] for m in heard["metrics"]]
+    result = {
+        "adapt_drive": str(adapt_bag), "heldout": {d: str(b) for d, b in held.items()},
+        "before": {d: v[0] for d, v in before.items()}, "after": {d: v[0] for d, v in after.items()},
+        "relative_change_abs_rel": rel, "node": diag, "prequential_frames": len(preq),
+        "prequential_abs_rel_first_20": float(np.mean(preq[:20])) if preq else None,
+        "prequential_abs_rel_last_20": float(np.mean(preq[-20:])) if preq else None,
+        "adapted_checkpoint_meta": {k: v for k, v in meta1.items() if k in ("training", "meta", "created")},
+        "wall_time_s": round(time.monotonic() - t_begin, 1),
+    }
+    (out / "metrics.json").write_text(json.dumps(result, indent=2, default=str))
+    md = (f"# mono_depth_ros demo (SYNTHETIC data)\n\nAdapted online on `{adapt_bag.name}` (domain B, "
+          f"{args.duration:g} s, replayed in real time into the node over DDS).\n\n{table}\n\n"
+          f"AbsRel change: domain B {rel['B']:+.1%}, domain A {rel['A']:+.1%} (metric depth, no median scaling).\n")
+    (out / "metrics.md").write_text(md)
+    print("\n## Before / after online adaptation (SYNTHETIC drives, metric depth: no median scaling)\n")
     print(table)
-    if node_stats:
-        print(f"\nnode: {node_stats.get('frames_processed')} frames processed, "
-              f"{node_stats.get('frames_dropped')} dropped, inference {node_stats.get('inference_ms_mean')} ms, "
-              f"weights {node_stats.get('weights')}")
+    print(f"\nAbsRel change: held-out B {rel['B']:+.1%}, held-out A {rel['A']:+.1%}")
+    if diag:
+        print(f"node: {diag.get('frames_processed')} frames processed, {diag.get('frames_dropped')} dropped, "
+              f"inference {diag.get('inference_ms_mean')} ms at {diag.get('inference_rate_hz')} Hz; "
+              f"adaptation {diag.get('adapt_steps')} steps ({diag.get('adapt_steps_per_s')} steps/s), "
+              f"rollbacks {diag.get('adapt_rollbacks')}, ego-motion source {diag.get('egomotion_source')}")
+    if preq:
+        print(f"prequential AbsRel on the drive (before learning each frame): first 20 frames "
+              f"{result['prequential_abs_rel_first_20']:.3f} -> last 20 {result['prequential_abs_rel_last_20']:.3f}")
     print("\nwrote:")
-    for p in (strip_path, ply_path, out / "metrics.md", out / "metrics.json", log):
-        if p.exists():
+    for p in (out / "metrics.md", out / "metrics.json", strip_path, curves_path, ply_path, heard["log"],
+              out / "checkpoints" / "adapted.pt"):
+        if Path(p).exists():
             print(f"  {p}")
     print(f"[demo] done in {result['wall_time_s']} s")
     return 0
+
+
+def _plot(heard, path: Path, before, after) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(1, 2, figsize=(12, 3.8))
+    a = np.array([m["abs_rel"] for m in heard["metrics"]])
+    if len(a):
+        ax[0].plot(a, ".", alpha=0.3, label="per frame")
+        k = max(1, min(20, len(a) // 5))
+        ax[0].plot(np.arange(k - 1, len(a)), np.convolve(a, np.ones(k) / k, "valid"), lw=2, label=f"mean of {k}")
+    ax[0].axhline(before["B"][0]["raw"]["abs_rel"], color="gray", ls="--", label="held-out B, start")
+    ax[0].axhline(after["B"][0]["raw"]["abs_rel"], color="green", ls="--", label="held-out B, adapted")
+    ax[0].set_xlabel("frame of the drive")
+    ax[0].set_ylabel("AbsRel (metric)")
+    ax[0].set_title("depth error, scored before learning from each frame")
+    ax[0].legend(fontsize=8)
+    if heard["diag"]:
+        t0 = heard["diag"][0][0]
+        t = [d[0] - t0 for d in heard["diag"]]
+        ax[1].plot(t, [int(d[1]["adapt_steps"]) for d in heard["diag"]], label="adaptation steps")
+        ax[1].set_xlabel("wall time [s]")
+        ax[1].set_ylabel("steps")
+        ax2 = ax[1].twinx()
+        loss = [float(d[1]["adapt_loss_avg"]) if d[1].get("adapt_loss_avg") not in (None, "None") else np.nan
+                for d in heard["diag"]]
+        ax2.plot(t, loss, color="C1", label="loss (running mean)")
+        ax2.set_ylabel("photometric loss")
+    ax[1].set_title("online adaptation")
+    fig.suptitle("mono_depth_ros online adaptation (synthetic domain B)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -25,7 +25,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
@@ -299,6 +299,7 @@ class DepthNode(Node):
                 "inference_rate_hz": f"{s.rate_hz():.2f}",
                 "weights": self.weights_desc,
                 "tf_backend": self.tf.backend,
+                "inference_backend": self.predictor.backend,
                 "weights_version": str(self.predictor.version),
             } | self.adaptation.diagnostics()
 
@@ -319,6 +320,17 @@ class DepthNode(Node):
         self.adaptation.shutdown()
 
 
+def make_executor():
+    """One callback thread: the node's callbacks only hand data over (inference and adaptation
+    run on threads of their own), so what matters is the executor's own cost per message.
+
+    rclpy's MultiThreadedExecutor spent a whole core here on its Python dispatch loop (IMU at
+    200 Hz, odometry, TF, /clock) and starved inference. rclpy's experimental EventsExecutor
+    (Kilted) kept the GIL while waiting, so the node's worker threads never ran; not used.
+    """
+    return SingleThreadedExecutor()
+
+
 def main(args: list[str] | None = None) -> int:
     rclpy.init(args=args)
     try:
@@ -327,7 +339,7 @@ def main(args: list[str] | None = None) -> int:
         rclpy.logging.get_logger("mono_depth").fatal(f"cannot start: {exc}")
         rclpy.try_shutdown()
         return 2
-    executor = MultiThreadedExecutor(num_threads=3)
+    executor = make_executor()
     executor.add_node(node)
     try:
         executor.spin()

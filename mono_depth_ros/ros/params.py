@@ -56,7 +56,7 @@ class NodeConfig:
     error_throttle: float = 5.0
     adapt: bool = True
     adapt_lr: float = 1e-4
-    adapt_steps_per_frame: int = 1
+    adapt_steps_per_frame: float = 1.0
     adapt_replay_per_step: int = 3
     adapt_train_width: int = 0
     adapt_train_height: int = 0
@@ -97,8 +97,9 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("error_throttle", 5.0, "seconds between repeats of the same input error in the log", range=(0.0, 3600.0)),
     ParamSpec("adapt", True, "online self-supervised adaptation from ego-motion (also: service ~/set_adaptation)"),
     ParamSpec("adapt_lr", 1e-4, "adaptation learning rate (Adam)", range=(1e-7, 1.0)),
-    ParamSpec("adapt_steps_per_frame", 1, "training steps per processed camera frame (extra ones replay past "
-              "samples)", range=(0, 16), step=1),
+    ParamSpec("adapt_steps_per_frame", 1.0, "training steps per processed camera frame; above 1 the extra steps "
+              "replay past samples, below 1 steps are spread over frames (the CPU sets the real pace)",
+              range=(0.0, 16.0)),
     ParamSpec("adapt_replay_per_step", 3, "replayed samples mixed into each step (CoMoDA: 3)", range=(0, 16),
               read_only=True),
     ParamSpec("adapt_train_width", 0, "training width (multiple of 32); 0 = the inference size", range=(0, 2048),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -28,6 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start-offset", type=float, default=0.0, help="skip this many seconds from the start")
     p.add_argument("--duration", type=float, default=0.0, help="stop after this many bag seconds (0 = all)")
     p.add_argument("--no-clock", action="store_true", help="do not publish /clock")
+    p.add_argument("--clock-rate", type=float, default=40.0, help="/clock publication rate [Hz] (rosbag2's default)")
     p.add_argument("--wait-subscribers", type=float, default=0.0,
                    help="wait up to this many seconds for a subscriber on the first image topic")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -51,7 +53,7 @@ def _qos_from_bag(conn):
 
 def replay(node, bag: Path, rate: float = 1.0, loop: bool = False, topics=None, remap: dict | None = None,
            start_offset: float = 0.0, duration: float = 0.0, clock: bool = True, wait_subscribers: float = 0.0,
-           progress: bool = True, should_stop=lambda: False) -> int:
+           progress: bool = True, should_stop=lambda: False, clock_rate: float = 40.0) -> int:
     """Publish ``bag`` through ``node``. Returns the number of messages published."""
     from rclpy.qos import QoSProfile
     from rosgraph_msgs.msg import Clock
@@ -90,8 +92,10 @@ def replay(node, bag: Path, rate: float = 1.0, loop: bool = False, topics=None, 
         while True:
             wall0 = time.monotonic()
             bar = tqdm(total=round(total / 1e9, 1), unit="s", desc=f"replay {Path(bag).name}", disable=not progress,
+                       mininterval=0.5 if sys.stderr.isatty() else 5.0,
                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} bag s [{elapsed}]")
             last_clock = None
+            clock_step = int(1e9 / clock_rate) if clock_rate > 0 else 0
             for conn, t, raw in reader.messages(connections=conns, start=t_start, stop=t_end + 1):
                 if should_stop():
                     bar.close()
@@ -100,15 +104,14 @@ def replay(node, bag: Path, rate: float = 1.0, loop: bool = False, topics=None, 
                 delay = due - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-                if clock_pub is not None and t != last_clock:
+                if clock_pub is not None and (last_clock is None or t - last_clock >= clock_step):
                     msg = Clock()
                     msg.clock.sec, msg.clock.nanosec = divmod(t, 1_000_000_000)
                     clock_pub.publish(msg)
                     last_clock = t
                 pubs[conn.topic].publish(bytes(raw))
                 published += 1
-                bar.n = round((t - t_start) / 1e9, 1)
-                bar.refresh() if published % 20 == 0 else None
+                bar.update(round((t - t_start) / 1e9, 1) - bar.n)
             bar.n = bar.total
             bar.close()
             if not loop:
@@ -129,7 +132,7 @@ def main(args: argparse.Namespace) -> int:
     node = rclpy.create_node("mono_depth_replay")
     try:
         n = replay(node, args.bag, args.rate, args.loop, args.topics, remap, args.start_offset, args.duration,
-                   not args.no_clock, args.wait_subscribers, not args.quiet)
+                   not args.no_clock, args.wait_subscribers, not args.quiet, clock_rate=args.clock_rate)
         print(f"replayed {n} messages from {args.bag}")
         return 0
     except KeyboardInterrupt:
