@@ -19,6 +19,7 @@ class NodeProcess:
         args = [sys.executable, "-u", "-m", module, "--ros-args"]
         params = dict(params or {})
         params.setdefault("checkpoint_dir", str(tmp_path / "checkpoints"))  # never the user's ~/.ros
+        params.setdefault("adapt_anchor", "none")  # rendering anchors costs seconds; the demo test covers them
         for k, v in params.items():
             if isinstance(v, bool):
                 v = "true" if v else "false"

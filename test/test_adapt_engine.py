@@ -221,3 +221,23 @@ class TestCheckpointStore:
             assert got is not None, f"trial {trial}: nothing loadable"
             assert got[1]["training"]["steps"] >= 1
         assert CheckpointStore(tmp_path).cleanup_temp() >= 0
+
+
+def test_anchor_images_keep_the_starting_depth_there(drive, pretrained):
+    """With source-domain anchors, adaptation moves the depth on those images less than without."""
+    from mono_depth_ros.synth import render_drive
+    anchors = np.stack([f.image for f in render_drive("A", seed=8, duration_s=1.0, width=192, height=64)])
+    x = torch.from_numpy(anchors).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        start = torch.log(pretrained.eval()(x))
+
+    def drift(weight):
+        engine, provider = make_engine(small(lr=2e-3, replay_per_step=1, anchor_weight=weight), model=pretrained)
+        if weight > 0:
+            engine.anchors, engine.anchor_logdepth = engine._prepare_anchors(anchors)
+        feed(engine, provider, drive, steps=2)
+        with torch.no_grad():
+            return float((torch.log(engine.model.eval()(x)) - start).abs().mean())
+
+    free, anchored = drift(0.0), drift(3.0)
+    assert anchored < 0.7 * free, (free, anchored)

@@ -54,7 +54,9 @@ class AdaptConfig:
     train_width: int = 320
     replay_capacity: int = 300
     replay_per_step: int = 3
-    regularization: float = 0.0          # L2 pull toward the starting weights
+    regularization: float = 0.0          # L2 pull toward the starting weights (parameter space)
+    anchor_weight: float = 1.0           # keep the starting depth on source-domain anchor images (function space)
+    anchor_per_step: int = 2             # anchor images per step
     swap_every: int = 5                  # serving weights refreshed every N healthy steps
     good_every: int = 5                  # last-good snapshot every N healthy steps
     spike_factor: float = 1.5            # loss > factor * running mean -> rollback
@@ -160,7 +162,7 @@ class AdaptationEngine:
     """
 
     def __init__(self, model: DepthNet, selector, config: AdaptConfig | None = None,
-                 on_weights: Callable[[dict], None] | None = None):
+                 on_weights: Callable[[dict], None] | None = None, anchors: np.ndarray | None = None):
         self.cfg = config or AdaptConfig()
         self.lr = self.cfg.lr
         self.selector = selector
@@ -175,6 +177,8 @@ class AdaptationEngine:
         self._anchor = [p.detach().clone() for p in self.model.parameters()] if self.cfg.regularization > 0 else None
         self.optimizer = self._new_optimizer()
         self.replay = ReplayBuffer(self.cfg.replay_capacity, self.cfg.seed)
+        self._rng = random.Random(self.cfg.seed + 1)
+        self.anchors, self.anchor_logdepth = self._prepare_anchors(anchors)
         self.counters = _Counters()
         self.enabled = True
         self.loss_avg: float | None = None
@@ -188,6 +192,32 @@ class AdaptationEngine:
         self._lock = threading.Lock()
         self._train_lock = threading.Lock()
 
+    @torch.no_grad()
+    def _prepare_anchors(self, anchors: np.ndarray | None):
+        """Source-domain anchor images (N,H,W,3) uint8 -> (N,3,h,w) uint8 + the starting network's log depth.
+
+        Experience replay of the current drive alone cannot hold the domain the weights were
+        trained on (CoMoDA replays past experience for that reason). Each step also asks the
+        network to keep its *starting* depth on a couple of source-domain images: a
+        distillation term in function space, cheaper and more direct than an L2 pull on weights.
+        """
+        if anchors is None or len(anchors) == 0 or self.cfg.anchor_weight <= 0:
+            return None, None
+        h, w = self.cfg.train_height, self.cfg.train_width
+        imgs = np.stack([a if a.shape[:2] == (h, w) else cv2.resize(a, (w, h), interpolation=cv2.INTER_AREA)
+                         for a in anchors])
+        x = torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous()
+        ref = []
+        for i in range(0, len(x), 4):
+            disp = self.model(x[i:i + 4].float() / 255.0)[0]
+            ref.append(torch.log(self.model.disp_to_depth(disp)))
+        return x, torch.cat(ref)
+
+    def _anchor_loss(self) -> torch.Tensor:
+        idx = self._rng.sample(range(len(self.anchors)), min(self.cfg.anchor_per_step, len(self.anchors)))
+        disp = self.model(self.anchors[idx].float() / 255.0)[0]
+        return (torch.log(self.model.disp_to_depth(disp)) - self.anchor_logdepth[idx]).abs().mean()
+
     def _new_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.model.parameters(), lr=self.lr)
 
@@ -198,7 +228,9 @@ class AdaptationEngine:
         H, W = rgb.shape[:2]
         small = rgb if (H, W) == (h, w) else cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
         Ks = scale_intrinsics(K, w / W, h / H)
-        img = torch.from_numpy(np.ascontiguousarray(small)).permute(2, 0, 1).contiguous()
+        if not small.flags.writeable or small is rgb:
+            small = small.copy()  # own the pixels: message buffers are read-only and may be reused
+        img = torch.from_numpy(small).permute(2, 0, 1).contiguous()
         stamp_ns = int(stamp_ns)
         with self._lock:
             self._frames[stamp_ns] = (img, torch.from_numpy(Ks.astype(np.float32)))
@@ -271,15 +303,16 @@ class AdaptationEngine:
         disp_cv = [float("nan")]
         near = [0.0]
         swap_ok = [False]
+        photo = [float("nan")]
 
-        def pre_step_check(loss: torch.Tensor) -> str | None:
-            reason = self._check(float(loss), disp_cv[0], near[0])
+        def pre_step_check(total: torch.Tensor) -> str | None:
+            reason = self._check(photo[0], disp_cv[0], near[0])
             if reason is None and due_swap:
                 # Paired test on this very batch: candidate vs the weights being served.
                 served = self._served_loss(target, sources, T, K)
-                if float(loss) > cfg.regress_factor * served:
+                if photo[0] > cfg.regress_factor * served:
                     return "regressed"
-                swap_ok[0] = float(loss) <= (1.0 + cfg.swap_tolerance) * served
+                swap_ok[0] = photo[0] <= (1.0 + cfg.swap_tolerance) * served
             return reason
 
         def compute():
@@ -289,6 +322,11 @@ class AdaptationEngine:
             depth0 = self.model.disp_to_depth(d0)
             near[0] = float((depth0 < 2 * self.model.min_depth).float().mean())
             loss, parts = self.loss_fn(target, sources, T, K, disps)
+            photo[0] = float(loss.detach())  # the guard judges the photometric loss alone
+            if self.anchors is not None:
+                anchor = self._anchor_loss()
+                parts["anchor"] = anchor.detach()
+                loss = loss + cfg.anchor_weight * anchor
             if self._anchor is not None:
                 reg = sum(((p - a) ** 2).sum() for p, a in zip(self.model.parameters(), self._anchor))
                 loss = loss + cfg.regularization * reg
@@ -297,15 +335,15 @@ class AdaptationEngine:
         # Guard part 1: judge the weights that produced this loss *before* stepping.
         res = guarded_step(self.model, self.optimizer, [target, sources, T, K], compute,
                            grad_clip=cfg.grad_clip, pre_step_check=pre_step_check)
-        report = StepReport(res.status, res.loss, trip.stamp_ns if fresh else None, len(batch),
-                            time.perf_counter() - t0)
+        report = StepReport(res.status, photo[0] if res.loss is not None else None,
+                            trip.stamp_ns if fresh else None, len(batch), time.perf_counter() - t0)
         if res.status == StepStatus.OK:
             self._nonfinite_run = 0
             self._healthy += 1
             self.counters.steps += 1
-            self.last_loss = res.loss
-            self.loss_avg = res.loss if self.loss_avg is None else \
-                cfg.loss_ema * self.loss_avg + (1 - cfg.loss_ema) * res.loss
+            self.last_loss = photo[0]
+            self.loss_avg = photo[0] if self.loss_avg is None else \
+                cfg.loss_ema * self.loss_avg + (1 - cfg.loss_ema) * photo[0]
             self.cv_avg = disp_cv[0] if self.cv_avg is None else \
                 cfg.loss_ema * self.cv_avg + (1 - cfg.loss_ema) * disp_cv[0]
             self.near_avg = near[0] if self.near_avg is None else \

@@ -27,10 +27,10 @@ class AdaptationFeed:
     """Messages in, training steps out. See module docstring."""
 
     def __init__(self, model, adapt: AdaptConfig | None = None, ego: EgoMotionConfig | None = None,
-                 gating: GatingConfig | None = None, on_weights=None):
+                 gating: GatingConfig | None = None, on_weights=None, anchors=None):
         self.provider = EgoMotionProvider(ego or EgoMotionConfig())
         self.selector = FrameSelector(self.provider, gating or GatingConfig())
-        self.engine = AdaptationEngine(model, self.selector, adapt, on_weights)
+        self.engine = AdaptationEngine(model, self.selector, adapt, on_weights, anchors)
         self._static: list = []
         self.camera_frame: str | None = None
         self.have_extrinsics = False

@@ -35,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                       "checkpoint's input size, like the node")
     p.add_argument("--min-translation", type=float, default=0.2, help="minimum motion between frames [m]")
     p.add_argument("--egomotion", default="odom,tf,imu_gps,imu_speed", help="ego-motion source priority")
+    p.add_argument("--anchor", default="synthetic_A", help="source-domain anchor images: synthetic_A (the "
+                   "shipped weights' domain), none, or a folder of png/jpg images")
+    p.add_argument("--anchor-weight", type=float, default=1.0, help="weight of the anchor (distillation) term")
     p.add_argument("--eval-every", type=int, default=5, help="prequential metric every N frames (0 = off)")
     p.add_argument("--report", type=Path, default=None, help="folder for report.json and curves.png "
                                                               "(default: next to --out)")
@@ -58,7 +61,7 @@ def load_start(checkpoint: str):
 
 
 def adapt_bag(bags, model, input_size, adapt_cfg, ego_cfg, gating, steps_per_frame: float = 1.0,
-              eval_every: int = 5, progress: bool = True):
+              eval_every: int = 5, progress: bool = True, anchors=None):
     """Run the engine over ``bags``. Returns (feed, curve dict)."""
     from tqdm import tqdm
 
@@ -70,7 +73,7 @@ def adapt_bag(bags, model, input_size, adapt_cfg, ego_cfg, gating, steps_per_fra
 
     predictor = DepthPredictor(model, input_size)
     from .feed import AdaptationFeed
-    feed = AdaptationFeed(model, adapt_cfg, ego_cfg, gating, on_weights=predictor.swap_state)
+    feed = AdaptationFeed(model, adapt_cfg, ego_cfg, gating, on_weights=predictor.swap_state, anchors=anchors)
     curve = {"frame": [], "abs_rel": [], "a1": [], "step": [], "loss": [], "loss_frame": []}
     topics = [Topics.BAG_IMAGE, Topics.BAG_CAMERA_INFO, Topics.BAG_ODOM, Topics.BAG_IMU, Topics.BAG_GPS,
               Topics.BAG_TF, Topics.BAG_TF_STATIC, Topics.BAG_DEPTH_GT]
@@ -183,7 +186,10 @@ def main(args: argparse.Namespace) -> int:
     try:
         model, input_size, start = load_start(args.checkpoint)
         h, w = parse_size(args.train_size) if args.train_size else input_size
-        adapt_cfg = AdaptConfig(lr=args.lr, train_height=h, train_width=w, replay_per_step=args.replay_per_step)
+        adapt_cfg = AdaptConfig(lr=args.lr, train_height=h, train_width=w, replay_per_step=args.replay_per_step,
+                                anchor_weight=args.anchor_weight)
+        from .anchors import load_anchor_images
+        anchors = load_anchor_images(args.anchor)
         ego_cfg = EgoMotionConfig(priority=tuple(s.strip() for s in args.egomotion.split(",") if s.strip()))
         gating = GatingConfig(min_translation_m=args.min_translation)
         for b in args.bag:
@@ -194,7 +200,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     t0 = time.monotonic()
     feed, curve = adapt_bag(args.bag, model, input_size, adapt_cfg, ego_cfg, gating, args.steps_per_frame,
-                            args.eval_every, not args.quiet)
+                            args.eval_every, not args.quiet, anchors)
     wall = time.monotonic() - t0
     stats = feed.stats()
     out = Path(args.out)

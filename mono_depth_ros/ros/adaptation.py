@@ -23,6 +23,7 @@ from sensor_msgs.msg import Image, Imu, NavSatFix
 from std_srvs.srv import SetBool, Trigger
 
 from mono_depth_ros.adapt import AdaptConfig, CheckpointStore
+from mono_depth_ros.adapt.anchors import load_anchor_images
 from mono_depth_ros.adapt.feed import AdaptationFeed
 from mono_depth_ros.checkpoint import CheckpointError
 from mono_depth_ros.conventions import Topics
@@ -63,13 +64,20 @@ class NodeAdaptation:
         th = cfg.adapt_train_height or h
         tw = cfg.adapt_train_width or w
         self.input_size = (h, w)
+        anchors = None
+        if cfg.adapt and cfg.adapt_anchor_weight > 0:
+            try:
+                anchors = load_anchor_images(cfg.adapt_anchor)
+            except ValueError as exc:
+                raise ValueError(f"parameter 'adapt_anchor': {exc}") from None
         self.feed = AdaptationFeed(
             predictor.model,
-            AdaptConfig(lr=cfg.adapt_lr, train_height=th, train_width=tw, replay_per_step=cfg.adapt_replay_per_step),
+            AdaptConfig(lr=cfg.adapt_lr, train_height=th, train_width=tw, replay_per_step=cfg.adapt_replay_per_step,
+                        anchor_weight=cfg.adapt_anchor_weight),
             EgoMotionConfig(priority=tuple(s.strip() for s in cfg.egomotion_sources.split(",") if s.strip()),
                             odom_frame=cfg.odom_frame, base_frame=cfg.base_frame),
             GatingConfig(min_translation_m=cfg.adapt_min_translation),
-            on_weights=predictor.swap_state)
+            on_weights=predictor.swap_state, anchors=anchors)
         self.engine = self.feed.engine
         self.engine.initial = initial_state  # "reset" goes back to the configured weights, not a resumed state
         self.engine.enabled = cfg.adapt

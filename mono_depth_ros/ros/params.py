@@ -62,6 +62,8 @@ class NodeConfig:
     adapt_train_height: int = 0
     adapt_min_translation: float = 0.2
     adapt_threads: int = 1
+    adapt_anchor: str = "synthetic_A"
+    adapt_anchor_weight: float = 1.0
     egomotion_sources: str = "odom,tf,imu_gps,imu_speed"
     odom_frame: str = "odom"
     base_frame: str = "base_link"
@@ -109,6 +111,10 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("adapt_min_translation", 0.2, "minimum camera motion between training frames [m]", range=(0.0, 10.0),
               read_only=True),
     ParamSpec("adapt_threads", 1, "torch threads of the adaptation thread (inference keeps its own)", range=(1, 64),
+              read_only=True),
+    ParamSpec("adapt_anchor", "synthetic_A", "source-domain anchor images that keep the starting depth there: "
+              "synthetic_A (the shipped weights' domain), none, or a folder of png/jpg images", read_only=True),
+    ParamSpec("adapt_anchor_weight", 1.0, "weight of the anchor (distillation) term; 0 = off", range=(0.0, 100.0),
               read_only=True),
     ParamSpec("egomotion_sources", "odom,tf,imu_gps,imu_speed", "ego-motion sources in priority order "
               "(odom, odom_twist, tf, imu_gps, imu_speed)", read_only=True),

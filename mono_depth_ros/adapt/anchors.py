@@ -1,0 +1,36 @@
+"""Source-domain anchor images for adaptation (see AdaptationEngine._prepare_anchors).
+
+``synthetic_A``: frames of a domain-A drive rendered by the package's own generator (the
+domain the shipped weights were trained on). A folder: the user's own source-domain images
+(png/jpg), e.g. frames of the data their checkpoint was trained on. ``""``: no anchor.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["load_anchor_images", "ANCHOR_CHOICES"]
+
+ANCHOR_CHOICES = ("synthetic_A", "none", "<folder of images>")
+
+
+def load_anchor_images(spec: str, max_images: int = 16, seed: int = 7) -> np.ndarray | None:
+    """(N,H,W,3) uint8 RGB anchor images, or None. Raises ValueError naming a bad spec."""
+    if spec in ("", "none"):
+        return None
+    if spec == "synthetic_A":
+        from mono_depth_ros.synth import render_drive
+        frames = list(render_drive("A", seed=seed, duration_s=max_images * 0.3, rate_hz=10.0 / 3.0))
+        return np.stack([f.image for f in frames[:max_images]])
+    folder = Path(spec).expanduser()
+    if not folder.is_dir():
+        raise ValueError(f"anchor {spec!r}: not 'synthetic_A', 'none' or a folder of images")
+    import cv2
+    files = sorted([p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")])[:max_images]
+    imgs = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in files]
+    imgs = [cv2.cvtColor(i, cv2.COLOR_BGR2RGB) for i in imgs if i is not None]
+    if not imgs:
+        raise ValueError(f"anchor folder {folder} holds no readable png/jpg images")
+    h, w = imgs[0].shape[:2]
+    return np.stack([i if i.shape[:2] == (h, w) else cv2.resize(i, (w, h)) for i in imgs])
