@@ -81,8 +81,14 @@ def voxel_downsample(points: np.ndarray, colors: np.ndarray | None, voxel: float
     return out_pts, out_col
 
 
-def colorize_depth(depth: np.ndarray, min_depth: float, max_depth: float) -> np.ndarray:
-    """(H,W) metres -> (H,W,3) uint8 RGB, near = warm, far = cool; invalid = black.
+#: Display range of colourised depth [m]: a road scene's depths spread over it (the network's own
+#: range, e.g. 0.1-100 m, would squeeze everything into the dark end of the colour map).
+DISPLAY_RANGE = (2.0, 80.0)
+
+
+def colorize_depth(depth: np.ndarray, min_depth: float = DISPLAY_RANGE[0],
+                   max_depth: float = DISPLAY_RANGE[1]) -> np.ndarray:
+    """(H,W) metres -> (H,W,3) uint8 RGB, near = bright, far = dark; invalid = black.
 
     Colours inverse depth (what the eye reads best) with matplotlib's magma map.
     """

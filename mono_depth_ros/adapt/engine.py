@@ -49,13 +49,13 @@ log = logging.getLogger(__name__)
 class AdaptConfig:
     """Adaptation settings (the node maps its ``adapt_*`` parameters onto these)."""
 
-    lr: float = 1e-4
+    lr: float = 3e-4
     train_height: int = 96
     train_width: int = 320
     replay_capacity: int = 300
     replay_per_step: int = 3
     regularization: float = 0.0          # L2 pull toward the starting weights (parameter space)
-    anchor_weight: float = 1.0           # keep the starting depth on source-domain anchor images (function space)
+    anchor_weight: float = 0.3           # keep the starting depth on source-domain anchor images (function space)
     anchor_per_step: int = 2             # anchor images per step
     swap_every: int = 5                  # serving weights refreshed every N healthy steps
     good_every: int = 5                  # last-good snapshot every N healthy steps

@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bag", type=Path, nargs="+", help="rosbag2 drive(s) with images, camera_info and motion")
     p.add_argument("--out", type=Path, required=True, help="adapted checkpoint to write (.pt)")
     p.add_argument("--checkpoint", default="", help="starting weights (default: the shipped weights)")
-    p.add_argument("--lr", type=float, default=1e-4, help="learning rate")
+    p.add_argument("--lr", type=float, default=3e-4, help="learning rate")
     p.add_argument("--steps-per-frame", type=float, default=1.0,
                    help="training steps per camera frame; fractions spread steps over frames (0.1 = one step "
                         "every 10 frames), like the node's adapt_steps_per_frame")
@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--egomotion", default="odom,tf,imu_gps,imu_speed", help="ego-motion source priority")
     p.add_argument("--anchor", default="synthetic_A", help="source-domain anchor images: synthetic_A (the "
                    "shipped weights' domain), none, or a folder of png/jpg images")
-    p.add_argument("--anchor-weight", type=float, default=1.0, help="weight of the anchor (distillation) term")
+    p.add_argument("--anchor-weight", type=float, default=0.3, help="weight of the anchor (distillation) term")
     p.add_argument("--eval-every", type=int, default=5, help="prequential metric every N frames (0 = off)")
     p.add_argument("--report", type=Path, default=None, help="folder for report.json and curves.png "
                                                               "(default: next to --out)")

@@ -91,6 +91,7 @@ class NodeAdaptation:
         self.last_save_path = ""
         self._step_times: list[float] = []
         self._preds: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._gts: OrderedDict[int, object] = OrderedDict()
         self.preq = {"frames": 0, "abs_rel": 0.0, "a1": 0.0, "scale_ratio": 0.0}
         self._extrinsics_key = None
 
@@ -117,6 +118,9 @@ class NodeAdaptation:
             self._preds[stamp] = depth
             while len(self._preds) > 30:
                 self._preds.popitem(last=False)
+            gt = self._gts.pop(stamp, None)
+            if gt is not None:  # ground truth arrived before inference finished
+                self._score(gt)
         if not self.engine.enabled:
             return
         if not self.feed.have_extrinsics:
@@ -139,10 +143,19 @@ class NodeAdaptation:
                                     f"from TF, t = {np.round(T[:3, 3], 3).tolist()}")
 
     def _on_gt(self, msg) -> None:
-        stamp = stamp_to_ns(msg.header.stamp)
-        pred = self._preds.pop(stamp, None)
-        if pred is None or msg.encoding != "32FC1":
+        if msg.encoding != "32FC1":
             return
+        stamp = stamp_to_ns(msg.header.stamp)
+        if stamp in self._preds:
+            self._score(msg)
+        else:
+            self._gts[stamp] = msg
+            while len(self._gts) > 30:
+                self._gts.popitem(last=False)
+
+    def _score(self, msg) -> None:
+        """Metrics of the depth published for this stamp (before any step learned from the frame)."""
+        pred = self._preds.pop(stamp_to_ns(msg.header.stamp))
         import cv2
         gt = np.frombuffer(bytes(msg.data), np.float32).reshape(msg.height, msg.width)
         if gt.shape != pred.shape:

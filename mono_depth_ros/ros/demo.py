@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--height", type=int, default=192, help="image height of the generated drives")
     p.add_argument("--checkpoint", default="", help="starting weights (empty: shipped weights)")
     p.add_argument("--rate", type=float, default=1.0, help="replay speed factor (1 = real time)")
-    p.add_argument("--lr", type=float, default=1e-4, help="adaptation learning rate")
+    p.add_argument("--lr", type=float, default=3e-4, help="adaptation learning rate")
     p.add_argument("--no-adapt", action="store_true", help="run the node without adaptation")
     p.add_argument("--quick", action="store_true", help="CI smoke test: 6 s drive and 3 s held-out drives at 320x96")
 
@@ -208,8 +208,8 @@ def _report(args, out, adapt_bag, held, before, after, model0, model1, input_siz
     imgs = frames.images[idx]
     p0 = predict_depth(model0, imgs, input_size)
     p1 = predict_depth(model1, imgs, input_size)
-    rows = [np.concatenate([imgs[i], colorize_depth(p0[i], 0.5, 80.0), colorize_depth(p1[i], 0.5, 80.0),
-                            colorize_depth(frames.depths[idx[i]], 0.5, 80.0)], axis=1) for i in range(len(idx))]
+    rows = [np.concatenate([imgs[i], colorize_depth(p0[i]), colorize_depth(p1[i]),
+                            colorize_depth(frames.depths[idx[i]])], axis=1) for i in range(len(idx))]
     strip_path = out / "depth_strip.png"
     cv2.imwrite(str(strip_path), cv2.cvtColor(np.concatenate(rows, 0), cv2.COLOR_RGB2BGR))
     # Curves: prequential AbsRel during the drive, adaptation steps.

@@ -241,8 +241,7 @@ class DepthNode(Node):
         self.pub_depth.publish(depth_to_msg(pred.depth, header))
         self.pub_info.publish(scaled_camera_info(info, pred.K, w, h, header))
         if self.cfg.publish_colorized and self.pub_color.get_subscription_count() > 0:
-            self.pub_color.publish(rgb_to_msg(colorize_depth(pred.depth, self.cfg.min_depth, self.cfg.max_depth),
-                                              header))
+            self.pub_color.publish(rgb_to_msg(colorize_depth(pred.depth), header))
         if self.cfg.publish_points and self.pub_points.get_subscription_count() > 0:
             self._publish_cloud(pred, header)
         self.adaptation.on_frame(header, rgb, K, pred.depth)

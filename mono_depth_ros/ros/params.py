@@ -55,7 +55,7 @@ class NodeConfig:
     tf_timeout: float = 0.1
     error_throttle: float = 5.0
     adapt: bool = True
-    adapt_lr: float = 1e-4
+    adapt_lr: float = 3e-4
     adapt_steps_per_frame: float = 1.0
     adapt_replay_per_step: int = 3
     adapt_train_width: int = 0
@@ -63,7 +63,7 @@ class NodeConfig:
     adapt_min_translation: float = 0.2
     adapt_threads: int = 1
     adapt_anchor: str = "synthetic_A"
-    adapt_anchor_weight: float = 1.0
+    adapt_anchor_weight: float = 0.3
     egomotion_sources: str = "odom,tf,imu_gps,imu_speed"
     odom_frame: str = "odom"
     base_frame: str = "base_link"
@@ -98,7 +98,7 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("tf_timeout", 0.1, "longest wait for the transform at the image stamp [s]", range=(0.0, 2.0)),
     ParamSpec("error_throttle", 5.0, "seconds between repeats of the same input error in the log", range=(0.0, 3600.0)),
     ParamSpec("adapt", True, "online self-supervised adaptation from ego-motion (also: service ~/set_adaptation)"),
-    ParamSpec("adapt_lr", 1e-4, "adaptation learning rate (Adam)", range=(1e-7, 1.0)),
+    ParamSpec("adapt_lr", 3e-4, "adaptation learning rate (Adam)", range=(1e-7, 1.0)),
     ParamSpec("adapt_steps_per_frame", 1.0, "training steps per processed camera frame; above 1 the extra steps "
               "replay past samples, below 1 steps are spread over frames (the CPU sets the real pace)",
               range=(0.0, 16.0)),
@@ -114,7 +114,7 @@ PARAMS: tuple[ParamSpec, ...] = (
               read_only=True),
     ParamSpec("adapt_anchor", "synthetic_A", "source-domain anchor images that keep the starting depth there: "
               "synthetic_A (the shipped weights' domain), none, or a folder of png/jpg images", read_only=True),
-    ParamSpec("adapt_anchor_weight", 1.0, "weight of the anchor (distillation) term; 0 = off", range=(0.0, 100.0),
+    ParamSpec("adapt_anchor_weight", 0.3, "weight of the anchor (distillation) term; 0 = off", range=(0.0, 100.0),
               read_only=True),
     ParamSpec("egomotion_sources", "odom,tf,imu_gps,imu_speed", "ego-motion sources in priority order "
               "(odom, odom_twist, tf, imu_gps, imu_speed)", read_only=True),

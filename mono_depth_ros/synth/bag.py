@@ -409,22 +409,11 @@ def _info(drive: Drive, sensors) -> dict:
     }
 
 
-def colorize_depth(depth: np.ndarray, max_depth: float = 80.0) -> np.ndarray:
-    """(H,W) metres -> (H,W,3) uint8 (magma on log depth, near = bright, 1.5..max_depth m; sky black)."""
-    import matplotlib
-
-    lo = np.log(1.5)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        x = np.clip((np.log(max_depth) - np.log(np.maximum(depth, 1e-3))) / (np.log(max_depth) - lo), 0, 1)
-    x = np.where(np.isfinite(depth), x, 0.0)
-    rgb = matplotlib.colormaps["magma"](x)[..., :3]
-    rgb[~np.isfinite(depth)] = 0
-    return (rgb * 255).astype(np.uint8)
-
-
 def write_contact_sheet(frames: list[SynthFrame], path: Path) -> None:
     """PNG grid: one row per frame (image | colourised GT depth | dynamic mask overlay)."""
     import matplotlib.image
+
+    from mono_depth_ros.pointcloud import colorize_depth  # the package's one depth colour map
 
     rows = []
     for f in frames:
