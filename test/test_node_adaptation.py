@@ -129,7 +129,7 @@ def test_too_high_learning_rate_rolls_back_instead_of_publishing_garbage(tmp_pat
         s = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
         if topic == Topics.BAG_CAMERA_INFO:
             K = np.array(msg.k).reshape(3, 3)
-        elif topic == Topics.BAG_IMAGE:
+        elif topic == Topics.BAG_IMAGE and K is not None:
             frame[s] = pred.predict(image_to_numpy(msg), K).depth
         elif s in frame:
             import cv2

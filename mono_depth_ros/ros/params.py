@@ -146,6 +146,9 @@ def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
             d.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=int(spec.step))]
         else:
             d.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=float(spec.step))]
+    if isinstance(spec.default, float):
+        # `-p adapt_lr:=1` arrives as an integer; accept it (validate() converts and range-checks).
+        d.dynamic_typing = True
     return d
 
 
