@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "egomotion-eval": ("mono_depth_ros.egomotion.cli", "relative-pose accuracy of each ego-motion source on a bag"),
     "adapt": ("mono_depth_ros.adapt.offline", "adapt a checkpoint on a bag with the node's engine, faster than real time"),
     "replay": ("mono_depth_ros.ros.replay", "publish a bag onto its topics with recorded timing and /clock"),
+    "record": ("mono_depth_ros.ros.record", "record chosen topics to a rosbag2 (mcap/sqlite3) with rosbags"),
     "demo": ("mono_depth_ros.ros.demo", "the main job: synthetic drive -> depth node over DDS -> pictures and metrics"),
 }
 

@@ -90,7 +90,7 @@ def replay(node, bag: Path, rate: float = 1.0, loop: bool = False, topics=None, 
         t_end = reader.end_time if duration <= 0 else min(reader.end_time, t_start + int(duration * 1e9))
         total = max(t_end - t_start, 1)
         while True:
-            wall0 = time.monotonic()
+            wall0 = None  # set at the first message: opening the bag's first chunk takes time
             bar = tqdm(total=round(total / 1e9, 1), unit="s", desc=f"replay {Path(bag).name}", disable=not progress,
                        mininterval=0.5 if sys.stderr.isatty() else 5.0,
                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} bag s [{elapsed}]")
@@ -100,6 +100,8 @@ def replay(node, bag: Path, rate: float = 1.0, loop: bool = False, topics=None, 
                 if should_stop():
                     bar.close()
                     return published
+                if wall0 is None:
+                    wall0 = time.monotonic() - (t - t_start) / 1e9 / rate
                 due = wall0 + (t - t_start) / 1e9 / rate
                 delay = due - time.monotonic()
                 if delay > 0:

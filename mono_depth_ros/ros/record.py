@@ -1,0 +1,160 @@
+"""``mono-depth record``: chosen topics to a rosbag2 (mcap or sqlite3), written with rosbags.
+
+For machines without ``ros2 bag``. Messages are stored as received (raw CDR, no
+decode), stamped with their receive time like ``ros2 bag record``, with the
+publishers' durability (``/tf_static`` stays transient-local). The bag is written
+into ``OUT.partial/`` and moved to ``OUT`` only when recording ends cleanly
+(Ctrl-C included), so an interrupted recording never looks complete.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+__all__ = ["add_arguments", "main", "Recorder"]
+
+log = logging.getLogger("mono_depth_ros.record")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("out", type=Path, help="bag directory to create (must not exist unless --overwrite)")
+    p.add_argument("--topics", nargs="+", required=True, help="topics to record (e.g. /depth /points /diagnostics)")
+    p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = until Ctrl-C)")
+    p.add_argument("--wait", type=float, default=10.0, help="seconds to wait for each topic to appear")
+    p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="rosbag2 storage plugin")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+
+
+def _qos_profiles(transient: bool):
+    from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+    zero = QosTime(0, 0)
+    return [Qos(QosHistory.KEEP_LAST, 1 if transient else 10, QosReliability.RELIABLE,
+                QosDurability.TRANSIENT_LOCAL if transient else QosDurability.VOLATILE,
+                zero, zero, QosLiveliness.AUTOMATIC, zero, False)]
+
+
+class Recorder:
+    """Subscribes (raw) to topics on ``node`` and writes them to a bag. Call :meth:`close` to finish."""
+
+    def __init__(self, node, out: Path, topics: list[str], storage: str = "mcap", wait_s: float = 10.0,
+                 overwrite: bool = False):
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        from rosbags.rosbag2 import StoragePlugin, Writer
+        from rosbags.typesys import Stores, get_typestore
+
+        self.out = Path(out)
+        if self.out.exists() and not overwrite:
+            raise FileExistsError(f"{self.out} exists; pass --overwrite to replace it")
+        if not self.out.parent.exists():
+            raise FileNotFoundError(f"output folder {self.out.parent} does not exist")
+        self.partial = self.out.with_name(self.out.name + ".partial")
+        if self.partial.exists():
+            shutil.rmtree(self.partial)
+        self.partial.mkdir()
+        types = self._discover(node, topics, wait_s)
+        store = get_typestore(Stores.ROS2_KILTED)
+        self._lock = threading.Lock()
+        self.counts = {t: 0 for t in types}
+        self.writer = Writer(self.partial / self.out.name, version=8,
+                             storage_plugin=StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3)
+        self.writer.open()
+        self._subs = []
+        for topic, msgtype in types.items():
+            transient = any(i.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL
+                            for i in node.get_publishers_info_by_topic(topic))
+            best_effort = all(i.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+                              for i in node.get_publishers_info_by_topic(topic))
+            conn = self.writer.add_connection(topic, msgtype, typestore=store,
+                                              offered_qos_profiles=_qos_profiles(transient))
+            qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT if best_effort
+                             else ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL if transient else DurabilityPolicy.VOLATILE)
+            cls = self._msg_class(msgtype)
+            self._subs.append(node.create_subscription(cls, topic, lambda raw, c=conn, t=topic: self._write(c, t, raw),
+                                                       qos, raw=True))
+        self.closed = False
+
+    @staticmethod
+    def _msg_class(msgtype: str):
+        import importlib
+        pkg, kind, name = msgtype.split("/")
+        return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
+
+    @staticmethod
+    def _discover(node, topics: list[str], wait_s: float) -> dict[str, str]:
+        """topic -> type, waiting for publishers; topics that never appear are skipped with a warning."""
+        want = {t if t.startswith("/") else "/" + t for t in topics}
+        found: dict[str, str] = {}
+        end = time.monotonic() + wait_s
+        while True:
+            for name, types in node.get_topic_names_and_types():
+                if name in want and name not in found and types:
+                    found[name] = types[0]
+            if len(found) == len(want) or time.monotonic() >= end:
+                break
+            time.sleep(0.1)
+        for t in sorted(want - set(found)):
+            log.warning("topic %s did not appear within %.0f s: not recorded", t, wait_s)
+        if not found:
+            raise RuntimeError(f"none of the topics {sorted(want)} is being published")
+        return found
+
+    def _write(self, conn, topic: str, raw: bytes) -> None:
+        with self._lock:
+            if self.closed:
+                return
+            self.writer.write(conn, time.time_ns(), bytes(raw))
+            self.counts[topic] += 1
+
+    def close(self) -> Path:
+        """Finish the bag and move it into place."""
+        with self._lock:
+            if self.closed:
+                return self.out
+            self.closed = True
+            self.writer.close()
+        if self.out.exists():
+            shutil.rmtree(self.out)
+        os.replace(self.partial / self.out.name, self.out)
+        shutil.rmtree(self.partial, ignore_errors=True)
+        return self.out
+
+
+def main(args: argparse.Namespace) -> int:
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    logging.basicConfig(level=logging.INFO, format="[record] %(message)s")
+    rclpy.init(signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
+    node = rclpy.create_node("mono_depth_record")
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        rec = Recorder(node, args.out, args.topics, args.storage, args.wait, args.overwrite)
+    except (FileExistsError, FileNotFoundError, RuntimeError) as exc:
+        print(f"mono-depth record: error: {exc}", file=sys.stderr)
+        node.destroy_node()
+        rclpy.try_shutdown()
+        return 2
+    ex = SingleThreadedExecutor()
+    ex.add_node(node)
+    print(f"recording {', '.join(rec.counts)} -> {args.out} (Ctrl-C to stop)")
+    end = time.monotonic() + args.duration if args.duration > 0 else float("inf")
+    try:
+        while not stop.is_set() and time.monotonic() < end:
+            ex.spin_once(timeout_sec=0.1)
+    finally:
+        path = rec.close()
+        ex.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    print(f"wrote {path}: " + ", ".join(f"{t} {n}" for t, n in rec.counts.items()))
+    return 0
