@@ -4,6 +4,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
+
+import numpy as np
 
 __all__ = ["add_arguments", "main"]
 
@@ -21,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-depth", type=float, default=80.0, help="GT cap in metres (KITTI: 80)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--report", type=Path, default=None, metavar="DIR",
+                        help="also write DIR/metrics.md, metrics.json, depth_strip.png and fused_cloud.ply "
+                             "(predictions fused with the bag's camera poses)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -59,4 +65,28 @@ def main(args: argparse.Namespace) -> int:
         print(f"checkpoint {path} ({info['arch']}), bags {', '.join(args.bags)}, "
               f"input {(size or drives[0].size)[1]}x{(size or drives[0].size)[0]}, GT cap {args.max_depth} m\n")
         print(format_markdown(summary))
+    if args.report is not None:
+        _write_report(args, model, size, drives, summary, path)
     return 0
+
+
+def _write_report(args, model, size, drives, summary, ckpt_path) -> None:
+    """Tables, depth strip and 3-D outputs of the first bag into ``args.report``."""
+    from ..metrics import format_markdown
+    from .evaluate import predict_depth
+    from .report import depth_strip, fused_cloud
+
+    out = args.report
+    out.mkdir(parents=True, exist_ok=True)
+    d = drives[0]
+    idx = np.arange(0, len(d), max(1, args.stride))
+    preds = np.concatenate([predict_depth(model, d.images[idx[i:i + 8]], size) for i in range(0, len(idx), 8)])
+    written = [out / "metrics.md", out / "metrics.json"]
+    (out / "metrics.md").write_text(f"# Evaluation (synthetic data)\n\ncheckpoint `{ckpt_path}`, bags "
+                                    f"{', '.join(args.bags)}\n\n{format_markdown(summary)}\n")
+    (out / "metrics.json").write_text(json.dumps({"checkpoint": str(ckpt_path), "bags": args.bags,
+                                                  "metrics": summary}, indent=2))
+    written.append(depth_strip(d.images[idx], preds, d.depths[idx], out / "depth_strip.png"))
+    if d.T_map_camera is not None:
+        written.append(fused_cloud(preds, d.images[idx], d.T_map_camera[idx], d.K, out / "fused_cloud.ply"))
+    print("\nwrote:\n" + "\n".join(f"  {p}" for p in written))
