@@ -118,6 +118,14 @@ def reduce_reprojection(reprojection: torch.Tensor, identity: torch.Tensor | Non
     return best.mean(), mask
 
 
+def full_res_depth(disp: torch.Tensor, H: int, W: int, min_depth: float, max_depth: float) -> torch.Tensor:
+    """(B,1,h,w) sigmoid disparity of any scale -> (B,1,H,W) depth, upsampled bilinearly (monodepth2:
+    every scale is scored at input resolution)."""
+    if disp.shape[-2:] != (H, W):
+        disp = F.interpolate(disp, (H, W), mode="bilinear", align_corners=False)
+    return disp_to_depth(disp, min_depth, max_depth)
+
+
 def smoothness_loss(disp: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     """Edge-aware first-order smoothness of mean-normalised disparity (monodepth2).
 
@@ -200,9 +208,7 @@ class SelfSupervisedLoss(nn.Module):
         mask_frac = target.new_zeros(())
         for s, disp in enumerate(disps):
             check_shape(disp, f"disps[{s}]", ["B", "1", "h", "w"], dict(B=b["B"]))
-            disp_full = disp if disp.shape[-2:] == (H, W) else F.interpolate(
-                disp, (H, W), mode="bilinear", align_corners=False)
-            depth = disp_to_depth(disp_full, self.min_depth, self.max_depth)
+            depth = full_res_depth(disp, H, W, self.min_depth, self.max_depth)
             reproj = torch.cat([photometric_error(warp(src, depth, T, camera)[0], target)
                                 for src, T in zip(sources, T_source_target)], 1)
             photo, mask = reduce_reprojection(reproj, identity)
@@ -259,9 +265,7 @@ class SupervisedSILogLoss(nn.Module):
         total = gt_depth.new_zeros(())
         for s, disp in enumerate(disps):
             check_shape(disp, f"disps[{s}]", ["B", "1", "h", "w"], dict(B=b["B"]))
-            disp_full = disp if disp.shape[-2:] == (H, W) else F.interpolate(
-                disp, (H, W), mode="bilinear", align_corners=False)
-            depth = disp_to_depth(disp_full, self.min_depth, self.max_depth)
+            depth = full_res_depth(disp, H, W, self.min_depth, self.max_depth)
             total = total + silog_loss(depth, gt_depth, self.lam, self.min_depth, self.max_depth)
         total = total / len(disps)
         return total, {"silog": total.detach()}

@@ -174,7 +174,7 @@ class AdaptationEngine:
         self.last_good = _state_copy(self.model)
         self.served = _state_copy(self.model)    # what the serving network holds now
         self._shadow = copy.deepcopy(self.model).eval()
-        self._anchor = [p.detach().clone() for p in self.model.parameters()] if self.cfg.regularization > 0 else None
+        self._start_params = [p.detach().clone() for p in self.model.parameters()] if self.cfg.regularization > 0 else None
         self.optimizer = self._new_optimizer()
         self.replay = ReplayBuffer(self.cfg.replay_capacity, self.cfg.seed)
         self._rng = random.Random(self.cfg.seed + 1)
@@ -327,8 +327,8 @@ class AdaptationEngine:
                 anchor = self._anchor_loss()
                 parts["anchor"] = anchor.detach()
                 loss = loss + cfg.anchor_weight * anchor
-            if self._anchor is not None:
-                reg = sum(((p - a) ** 2).sum() for p, a in zip(self.model.parameters(), self._anchor))
+            if self._start_params is not None:
+                reg = sum(((p - a) ** 2).sum() for p, a in zip(self.model.parameters(), self._start_params))
                 loss = loss + cfg.regularization * reg
             return loss, parts
 
@@ -426,12 +426,6 @@ class AdaptationEngine:
         """The last verified weights (what a checkpoint should hold)."""
         with self._train_lock:
             return copy.deepcopy(self.last_good)
-
-    def verify_now(self) -> None:
-        """Promote the current training weights to 'last good' (used before a final save when healthy)."""
-        with self._train_lock:
-            if self._healthy > 0:
-                self.last_good = _state_copy(self.model)
 
     def stats(self) -> dict:
         c = self.counters

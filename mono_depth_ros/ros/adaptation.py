@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
-from pathlib import Path
+from collections import OrderedDict, deque
 
 import numpy as np
 import torch
@@ -87,13 +86,11 @@ class NodeAdaptation:
         self._stop = threading.Event()
         self._last_save = time.monotonic()
         self._steps_at_save = 0
-        self.save_errors = 0
         self.last_save_path = ""
-        self._step_times: list[float] = []
+        self._step_times: deque[float] = deque(maxlen=50)
         self._preds: OrderedDict[int, np.ndarray] = OrderedDict()
         self._gts: OrderedDict[int, object] = OrderedDict()
         self.preq = {"frames": 0, "abs_rel": 0.0, "a1": 0.0, "scale_ratio": 0.0}
-        self._extrinsics_key = None
 
         group = MutuallyExclusiveCallbackGroup()
         node.create_subscription(Odometry, Topics.ODOM, self.feed.on_odometry, 50, callback_group=group)
@@ -135,7 +132,7 @@ class NodeAdaptation:
         try:
             T = self.node.tf.lookup(self.node.cfg.base_frame, camera_frame, 0, 0.0)
         except TfError as exc:
-            self.node._report("extrinsics", f"adaptation waits for the transform {self.node.cfg.base_frame} <- "
+            self.node.report("extrinsics", f"adaptation waits for the transform {self.node.cfg.base_frame} <- "
                                             f"{camera_frame} (camera extrinsics): {exc}", warn=True)
             return
         self.feed.set_extrinsics(T)
@@ -190,20 +187,18 @@ class NodeAdaptation:
                     self._credits -= 1.0
             if has and self.engine.enabled:
                 try:
-                    t0 = time.monotonic()
                     rep = self.feed.step()
-                    if rep is not None:
+                    if rep is None:
+                        with self._cv:
+                            self._credits = 0.0  # nothing trainable yet: wait for the next frame
+                    else:
                         self._step_times.append(time.monotonic())
-                        self._step_times = self._step_times[-50:]
                         if rep.status.startswith("rollback"):
                             self.node.get_logger().warning(
                                 f"adaptation rolled back ({rep.status.removeprefix('rollback_')}); "
                                 f"rollbacks: {self.engine.counters.rollbacks}, lr now {self.engine.lr:.2g}")
-                    elif time.monotonic() - t0 < 0.001:
-                        with self._cv:
-                            self._credits = 0.0  # nothing trainable yet: wait for the next frame
                 except Exception as exc:  # keep adapting / serving whatever one step did
-                    self.node._report("adapt_step", f"adaptation step failed: {type(exc).__name__}: {exc}")
+                    self.node.report("adapt_step", f"adaptation step failed: {type(exc).__name__}: {exc}")
             period = self.node.cfg.checkpoint_period
             if period > 0 and time.monotonic() - self._last_save >= period:
                 self.save(reason="periodic")
@@ -221,8 +216,7 @@ class NodeAdaptation:
                                    meta={"reason": reason, "stats": {k: v for k, v in self.engine.stats().items()
                                                                      if k != "rollback_reasons"}}, name=name)
         except CheckpointError as exc:
-            self.save_errors += 1
-            self.node._report("checkpoint", f"checkpoint not saved ({reason}): {exc}")
+            self.node.report("checkpoint", f"checkpoint not saved ({reason}): {exc}")
             return None
         self._steps_at_save = steps
         self.last_save_path = str(path)
@@ -257,7 +251,7 @@ class NodeAdaptation:
         out = {k: (f"{v:.5f}" if isinstance(v, float) else str(v)) for k, v in s.items()}
         out["adapt_steps_per_s"] = f"{rate:.2f}"
         out["checkpoint_saves"] = str(self.store.saves)
-        out["checkpoint_errors"] = str(self.save_errors)
+        out["checkpoint_errors"] = str(self.store.errors)
         out["checkpoint_last"] = self.last_save_path
         if self.preq["frames"]:
             out.update({f"prequential_{k}": f"{v:.4f}" for k, v in self.preq.items()})

@@ -90,7 +90,7 @@ def camera_info_to_K(info: CameraInfo) -> np.ndarray:
     return K
 
 
-def scaled_camera_info(info: CameraInfo, K: np.ndarray, width: int, height: int, header) -> CameraInfo:
+def scaled_camera_info(K: np.ndarray, width: int, height: int, header) -> CameraInfo:
     """CameraInfo for the depth image: size (width,height), intrinsics K, no distortion."""
     out = CameraInfo()
     out.header = header

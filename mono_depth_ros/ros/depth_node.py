@@ -169,7 +169,7 @@ class DepthNode(Node):
         self._info = msg
 
     # ------------------------------------------------------------- problems
-    def _report(self, key: str, text: str, warn: bool = False) -> None:
+    def report(self, key: str, text: str, warn: bool = False) -> None:
         """Log ``text`` at most once per ``error_throttle`` seconds for the same ``key``."""
         now = time.monotonic()
         self._in_error.add(key)
@@ -198,7 +198,7 @@ class DepthNode(Node):
             try:
                 self._process(frame)
             except Exception as exc:  # never let one frame kill the worker
-                self._report("internal", f"frame failed: {type(exc).__name__}: {exc}")
+                self.report("internal", f"frame failed: {type(exc).__name__}: {exc}")
 
     def _process(self, frame: _Frame) -> None:
         msg = frame.msg
@@ -207,13 +207,13 @@ class DepthNode(Node):
         except InputError as exc:
             with self.stats.lock:
                 self.stats.input_errors += 1
-            self._report(f"image_{exc.kind}", f"bad image on {self.image_topic}: {exc}")
+            self.report(f"image_{exc.kind}", f"bad image on {self.image_topic}: {exc}")
             return
         info = self._info
         if info is None:
             with self.stats.lock:
                 self.stats.input_errors += 1
-            self._report("camera_info_missing", f"no camera_info received on {self.info_topic} yet; "
+            self.report("camera_info_missing", f"no camera_info received on {self.info_topic} yet; "
                                         f"dropping frames until it arrives")
             return
         try:
@@ -221,13 +221,13 @@ class DepthNode(Node):
         except InputError as exc:
             with self.stats.lock:
                 self.stats.input_errors += 1
-            self._report("camera_info_invalid", f"bad camera_info on {self.info_topic}: {exc}")
+            self.report("camera_info_invalid", f"bad camera_info on {self.info_topic}: {exc}")
             return
         H, W = rgb.shape[:2]
         if (info.width, info.height) != (W, H):
             with self.stats.lock:
                 self.stats.input_errors += 1
-            self._report("camera_info_size", f"camera_info size {info.width}x{info.height} differs from image size "
+            self.report("camera_info_size", f"camera_info size {info.width}x{info.height} differs from image size "
                                         f"{W}x{H} on {self.image_topic}; dropping frame")
             return
         self._recovered(tuple(k for k in self._in_error if k.startswith(("image", "camera_info"))))
@@ -239,7 +239,7 @@ class DepthNode(Node):
         header = msg.header
         h, w = pred.depth.shape
         self.pub_depth.publish(depth_to_msg(pred.depth, header))
-        self.pub_info.publish(scaled_camera_info(info, pred.K, w, h, header))
+        self.pub_info.publish(scaled_camera_info(pred.K, w, h, header))
         if self.cfg.publish_colorized and self.pub_color.get_subscription_count() > 0:
             self.pub_color.publish(rgb_to_msg(colorize_depth(pred.depth), header))
         if self.cfg.publish_points and self.pub_points.get_subscription_count() > 0:
@@ -269,7 +269,7 @@ class DepthNode(Node):
             except TfError as exc:
                 with self.stats.lock:
                     self.stats.clouds_dropped += 1
-                self._report("tf", f"point cloud dropped: no transform {cfg.target_frame} <- {header.frame_id} "
+                self.report("tf", f"point cloud dropped: no transform {cfg.target_frame} <- {header.frame_id} "
                                    f"at the image stamp: {exc}", warn=True)
                 return
             self._recovered(("tf",))

@@ -18,7 +18,7 @@ from mono_depth_ros.conventions import to_sec
 from mono_depth_ros.egomotion.samples import from_transform_stamped
 from mono_depth_ros.tf_buffer import ExtrapolationError, TfBuffer, TfError, quat_to_matrix
 
-__all__ = ["TfSource", "make_tf_source"]
+__all__ = ["TfSource"]
 
 try:  # A real ROS 2 installation.
     import tf2_ros  # type: ignore
@@ -83,7 +83,3 @@ class TfSource:
             raise TfError(f"no transform {target} <- {source} at t={to_sec(stamp_ns):.3f}s: {exc}") from None
         t, q = ts.transform.translation, ts.transform.rotation
         return quat_to_matrix((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
-
-
-def make_tf_source(node: Node) -> TfSource:
-    return TfSource(node)
