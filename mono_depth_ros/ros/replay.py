@@ -19,6 +19,9 @@ __all__ = ["add_arguments", "main", "replay"]
 
 log = logging.getLogger("mono_depth_ros.replay")
 
+#: Pause after the first subscriber appears, before the first message (see --wait-subscribers).
+DISCOVERY_SETTLE_S = 0.5
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bag", type=Path, help="rosbag2 directory / .mcap / .db3, or a ROS 1 .bag")
@@ -31,7 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-clock", action="store_true", help="do not publish /clock")
     p.add_argument("--clock-rate", type=float, default=40.0, help="/clock publication rate [Hz] (rosbag2's default)")
     p.add_argument("--wait-subscribers", type=float, default=0.0,
-                   help="wait up to this many seconds for a subscriber on the first image topic")
+                   help="wait up to this many seconds for a subscriber on the first image topic, then "
+                        f"{DISCOVERY_SETTLE_S} s for discovery to settle")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -86,6 +90,9 @@ def replay(node, bag: Path, rate: float = 1.0, loop: bool = False, topics=None, 
             end = time.monotonic() + wait_subscribers
             while pubs[img].get_subscription_count() == 0 and time.monotonic() < end:
                 time.sleep(0.05)
+            # A matched subscription on our side does not mean discovery has finished on the
+            # subscriber's side (nor for its other topics): the first messages would arrive late.
+            time.sleep(DISCOVERY_SETTLE_S)
         t_start = reader.start_time + int(start_offset * 1e9)
         t_end = reader.end_time if duration <= 0 else min(reader.end_time, t_start + int(duration * 1e9))
         total = max(t_end - t_start, 1)
