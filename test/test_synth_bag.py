@@ -179,10 +179,12 @@ def test_interrupted_generation_leaves_no_bag(tmp_path):
 def test_sigint_during_cli_generation(tmp_path):
     out = tmp_path / "d"
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    # A drive far too long to finish before the signal (the .mcap may appear late; do not rely on it).
-    proc = subprocess.Popen([sys.executable, "-m", "mono_depth_ros", "generate", str(out), "--duration", "3600",
+    # A drive far too long to finish before the signal. The child gets the default SIGINT disposition:
+    # a parent started in the background (nohup, CI) passes SIGINT on as ignored, and Python keeps that.
+    proc = subprocess.Popen([sys.executable, "-m", "mono_depth_ros", "generate", str(out), "--duration", "600",
                              "--width", "64", "--height", "24", "--quiet", "--workers", "1"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     partial = tmp_path / "d.partial"
     deadline = time.monotonic() + 60
     while not partial.exists() and time.monotonic() < deadline:

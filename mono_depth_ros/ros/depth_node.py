@@ -344,6 +344,11 @@ def main(args: list[str] | None = None) -> int:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        # SIGINT/SIGTERM can land while the executor builds its wait set; rclpy then raises
+        # RCLError "context is not valid" instead of ExternalShutdownException. Still a shutdown.
+        if rclpy.ok():
+            raise
     finally:
         node.shutdown()
         node.destroy_node()

@@ -1,7 +1,7 @@
 """``mono-depth record``: chosen topics to a rosbag2 (mcap or sqlite3), written with rosbags.
 
 For machines without ``ros2 bag``. Messages are stored as received (raw CDR, no
-decode), stamped with their receive time like ``ros2 bag record``, with the
+decode), stamped with the middleware's receive time like ``ros2 bag record``, with the
 publishers' durability (``/tf_static`` stays transient-local). The bag is written
 into ``OUT.partial/`` and moved to ``OUT`` only when recording ends cleanly
 (Ctrl-C included), so an interrupted recording never looks complete.
@@ -77,8 +77,8 @@ class Recorder:
                              else ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL if transient else DurabilityPolicy.VOLATILE)
             cls = self._msg_class(msgtype)
-            self._subs.append(node.create_subscription(cls, topic, lambda raw, c=conn, t=topic: self._write(c, t, raw),
-                                                       qos, raw=True))
+            self._subs.append(node.create_subscription(
+                cls, topic, lambda raw, info, c=conn, t=topic: self._write(c, t, raw, info), qos, raw=True))
         self.closed = False
 
     @staticmethod
@@ -106,11 +106,13 @@ class Recorder:
             raise RuntimeError(f"none of the topics {sorted(want)} is being published")
         return found
 
-    def _write(self, conn, topic: str, raw: bytes) -> None:
+    def _write(self, conn, topic: str, raw: bytes, info: dict) -> None:
+        # The middleware's receive time, like rosbag2: not the moment Python got round to the callback.
+        stamp = int(info.get("received_timestamp") or time.time_ns())
         with self._lock:
             if self.closed:
                 return
-            self.writer.write(conn, time.time_ns(), bytes(raw))
+            self.writer.write(conn, stamp, bytes(raw))
             self.counts[topic] += 1
 
     def close(self) -> Path:
