@@ -108,13 +108,14 @@ class DepthNode(Node):
             else None
         configured, weights = DepthPredictor.from_config(
             self.cfg.model, self.cfg.checkpoint, size, self.cfg.min_depth, self.cfg.max_depth, self.cfg.device,
-            self.cfg.num_threads or (1 if self.cfg.adapt else 0))
+            self.cfg.num_threads or (1 if self.cfg.adapt else 0), backend=self.cfg.inference_backend)
         self.predictor = configured
         resumed = resume_state(self.cfg, self.get_logger())
         if resumed is not None:
             self.predictor, weights = DepthPredictor.from_config(
                 self.cfg.model, "", size or configured.input_size, self.cfg.min_depth, self.cfg.max_depth,
-                self.cfg.device, self.cfg.num_threads or (1 if self.cfg.adapt else 0), state=resumed)
+                self.cfg.device, self.cfg.num_threads or (1 if self.cfg.adapt else 0), state=resumed,
+                backend=self.cfg.inference_backend)
         self.weights_desc = weights
 
         sensor_group = MutuallyExclusiveCallbackGroup()

@@ -44,6 +44,7 @@ class NodeConfig:
     min_depth: float = 0.1
     max_depth: float = 100.0
     num_threads: int = 0
+    inference_backend: str = "auto"
     use_compressed: bool = False
     qos_reliability: str = "best_effort"
     qos_depth: int = 2
@@ -84,7 +85,10 @@ PARAMS: tuple[ParamSpec, ...] = (
               "size", range=(0, 2048), step=32, read_only=True),
     ParamSpec("min_depth", 0.1, "smallest depth the network outputs [m]", range=(0.01, 10.0), read_only=True),
     ParamSpec("max_depth", 100.0, "largest depth the network outputs [m]", range=(1.0, 1000.0), read_only=True),
-    ParamSpec("num_threads", 0, "torch threads for inference; 0 = automatic", range=(0, 64), read_only=True),
+    ParamSpec("num_threads", 0, "CPU threads for inference; 0 = automatic (1 while adapting, so training "
+              "gets the other core)", range=(0, 64), read_only=True),
+    ParamSpec("inference_backend", "auto", "auto = onnxruntime if installed (fastest on CPU), else torchscript",
+              choices=("auto", "onnxruntime", "torchscript", "eager"), read_only=True),
     ParamSpec("use_compressed", False, "subscribe to image/compressed instead of image", read_only=True),
     ParamSpec("qos_reliability", "best_effort", "image subscription reliability (best_effort accepts both kinds "
               "of publisher)", choices=("best_effort", "reliable"), read_only=True),

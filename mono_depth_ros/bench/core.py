@@ -1,0 +1,171 @@
+"""Measurements of the benchmark (no rclpy): latency, throughput, FLOPs, peak, adaptation step, cloud.
+
+Every function takes the network / sizes it measures and returns plain numbers, so
+:mod:`mono_depth_ros.bench.cli` can run them all in one process, at one input size and one
+thread setting, and put them side by side.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from mono_depth_ros.losses import SelfSupervisedLoss
+from mono_depth_ros.models import build_model
+from mono_depth_ros.models.base import DepthNet
+
+__all__ = ["Timing", "time_fn", "peak_gflops", "count_flops", "build_network", "NETWORKS", "inference_latency",
+           "throughput", "adaptation_step", "cloud_build", "synthetic_camera"]
+
+#: name in the table -> builder. Ours first; ratios are taken against it.
+NETWORKS: dict[str, Callable[[], DepthNet]] = {}
+
+
+def _register():
+    from .peers import DepthAnythingV2Small, FastDepthNet
+    NETWORKS.update({
+        "default (ours)": lambda: build_model("default"),
+        "monodepth2 ResNet-18": lambda: build_model("monodepth2_resnet18"),
+        "FastDepth (MobileNet+NNConv5)": FastDepthNet,
+        "Depth Anything V2 Small": DepthAnythingV2Small,
+    })
+
+
+_register()
+
+
+def build_network(name: str) -> DepthNet:
+    if name not in NETWORKS:
+        raise ValueError(f"unknown network {name!r}; choose from: {', '.join(NETWORKS)}")
+    return NETWORKS[name]()
+
+
+@dataclass
+class Timing:
+    """Wall-clock statistics of repeated calls, in milliseconds."""
+
+    median_ms: float
+    p95_ms: float
+    min_ms: float
+    runs: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def time_fn(fn: Callable[[], object], runs: int, warmup: int = 2) -> Timing:
+    """Call ``fn`` ``warmup`` times untimed, then ``runs`` times timed (perf_counter)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(max(1, runs)):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    times.sort()
+    p95 = times[min(len(times) - 1, int(np.ceil(0.95 * len(times))) - 1)]
+    return Timing(statistics.median(times), p95, times[0], len(times))
+
+
+def peak_gflops(n: int = 2048, runs: int = 10) -> float:
+    """This CPU's practical fp32 peak: GFLOP/s of the best (n x n) @ (n x n) matmul, current threads."""
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    out = torch.empty(n, n)
+    t = time_fn(lambda: torch.mm(a, b, out=out), runs, warmup=2)
+    return 2.0 * n ** 3 / (t.min_ms * 1e-3) / 1e9
+
+
+def count_flops(net: torch.nn.Module, x: torch.Tensor) -> int:
+    """FLOPs of one eval forward pass (``torch.utils.flop_counter``: matmul/conv/attention; 1 MAC = 2 FLOPs)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net.eval()
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        net(x)
+    return int(counter.get_total_flops())
+
+
+def inference_latency(net: torch.nn.Module, x: torch.Tensor, runs: int, warmup: int = 3) -> Timing:
+    """Eval forward (batch of ``x``) under ``torch.inference_mode``."""
+    net.eval()
+    with torch.inference_mode():
+        return time_fn(lambda: net(x), runs, warmup)
+
+
+def throughput(net: torch.nn.Module, height: int, width: int, batch: int = 8, runs: int = 3) -> float:
+    """Frames per second of batched eval inference (offline bag processing)."""
+    x = torch.rand(batch, 3, height, width)
+    t = inference_latency(net, x, runs, warmup=1)
+    return batch / (t.median_ms * 1e-3)
+
+
+def synthetic_camera(height: int, width: int) -> torch.Tensor:
+    """(1,3,3) pinhole K with ~90 deg horizontal field of view, principal point at the centre."""
+    f = 0.5 * width
+    return torch.tensor([[[f, 0.0, 0.5 * width], [0.0, f, 0.5 * height], [0.0, 0.0, 1.0]]])
+
+
+def adaptation_step(net: DepthNet, height: int, width: int, runs: int, warmup: int = 1,
+                    batch: int = 1) -> Timing:
+    """One self-supervised training step: forward + monodepth2 loss with two source frames + backward + Adam.
+
+    Sources are the target shifted by a known metric pose (1 m forward / back), as in the engine.
+    """
+    net.train()
+    if hasattr(net, "freeze_batchnorm"):
+        net.freeze_batchnorm(True)
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-5)
+    loss_fn = SelfSupervisedLoss(net.min_depth, net.max_depth)
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(batch, 3, height, width, generator=g)
+    sources = [torch.rand(batch, 3, height, width, generator=g) for _ in range(2)]
+    poses = []
+    for dz in (-1.0, 1.0):
+        T = torch.eye(4).repeat(batch, 1, 1)
+        T[:, 2, 3] = dz
+        poses.append(T)
+    K = synthetic_camera(height, width).repeat(batch, 1, 1)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss, _ = loss_fn(target, sources, poses, K, net(target))
+        loss.backward()
+        opt.step()
+
+    try:
+        return time_fn(step, runs, warmup)
+    finally:
+        net.eval()
+
+
+def cloud_build(height: int, width: int, runs: int, stride: int = 1, voxel: float = 0.0,
+                pack: Callable[[np.ndarray, np.ndarray], object] | None = None) -> tuple[Timing, int]:
+    """Depth image -> (optionally voxelised) coloured cloud -> ``pack`` (e.g. PointCloud2), as the node does.
+
+    Returns the timing and the number of points in the cloud.
+    """
+    from mono_depth_ros.pointcloud import RayGrid, depth_to_points, voxel_downsample
+
+    rng = np.random.default_rng(0)
+    depth = rng.uniform(2.0, 60.0, (height, width)).astype(np.float32)
+    rgb = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+    K = synthetic_camera(height, width)[0].numpy().astype(np.float64)
+    T = np.eye(4)
+    T[:3, 3] = (1.5, 0.0, 1.2)  # camera in a base frame: the node transforms through TF
+    rays = RayGrid()
+    n = [0]
+
+    def build():
+        pts = depth_to_points(depth, K, stride, T, rays)
+        colors = rgb[::stride, ::stride]
+        if voxel > 0:
+            pts, colors = voxel_downsample(pts.reshape(-1, 3), colors.reshape(-1, 3), voxel)
+        n[0] = int(np.prod(pts.shape[:-1]))
+        if pack is not None:
+            pack(pts, colors)
+
+    return time_fn(build, runs, warmup=2), n[0]

@@ -1,0 +1,112 @@
+"""Benchmark harness (issue #8): peer networks, ONNX Runtime serving, voxel grid, ``mono-depth bench --quick``.
+
+Timings are not asserted here (they belong in BENCHMARKS.md); what is asserted is that every
+part runs and measures what it claims to.
+"""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from mono_depth_ros.bench import core
+from mono_depth_ros.bench.peers import DepthAnythingV2Small, FastDepthNet
+from mono_depth_ros.inference import DepthPredictor, OnnxRunner
+from mono_depth_ros.pointcloud import voxel_downsample
+
+from .rosutil import ROOT
+
+
+@pytest.mark.parametrize("cls, params_m", [(FastDepthNet, 3.96), (DepthAnythingV2Small, 24.79)])
+def test_peer_networks_follow_the_depthnet_contract(cls, params_m):
+    net = cls().eval()
+    assert sum(p.numel() for p in net.parameters()) / 1e6 == pytest.approx(params_m, abs=0.01)
+    with torch.inference_mode():
+        depth = net(torch.rand(1, 3, 64, 96))
+    assert depth.shape == (1, 1, 64, 96)
+    assert torch.isfinite(depth).all() and (depth >= net.min_depth).all() and (depth <= net.max_depth).all()
+    net.train()
+    disps = net(torch.rand(1, 3, 64, 96))
+    assert len(disps) == 1 and disps[0].shape == (1, 1, 64, 96)
+
+
+def test_flop_count_of_a_known_convolution():
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False)
+    # 8 outputs x 3x3x3 MACs per output pixel x 32x32 pixels x 2 FLOPs per MAC
+    assert core.count_flops(conv, torch.rand(1, 3, 32, 32)) == 8 * 27 * 32 * 32 * 2
+
+
+def test_adaptation_step_trains_every_network():
+    for name in core.NETWORKS:
+        if name.startswith("Depth Anything"):
+            continue  # 25 M parameters: covered by the quick bench run below
+        net = core.build_network(name)
+        before = [p.detach().clone() for p in net.parameters()]
+        t = core.adaptation_step(net, 64, 96, runs=1, warmup=0)
+        assert t.median_ms > 0
+        changed = sum(not torch.equal(a, p) for a, p in zip(before, net.parameters()))
+        assert changed > 0.5 * len(before), name
+
+
+def test_voxel_downsample_averages_points_and_colours():
+    pts = np.array([[0.01, 0.01, 0.01], [0.09, 0.05, 0.03], [1.05, 0.0, 0.0], [np.nan, 0, 0]], np.float32)
+    col = np.array([[0, 0, 0], [100, 200, 50], [10, 10, 10], [255, 255, 255]], np.uint8)
+    out, c = voxel_downsample(pts, col, 0.1)
+    assert out.shape == (2, 3)
+    np.testing.assert_allclose(out[0], [0.05, 0.03, 0.02], atol=1e-6)
+    np.testing.assert_allclose(out[1], [1.05, 0.0, 0.0], atol=1e-6)
+    np.testing.assert_array_equal(c, [[50, 100, 25], [10, 10, 10]])
+    with pytest.raises(ValueError, match="voxel size"):
+        voxel_downsample(pts, col, 0.0)
+
+
+def test_onnxruntime_backend_serves_the_same_depth_and_takes_swapped_weights():
+    rgb = np.random.default_rng(0).integers(0, 255, (96, 320, 3), dtype=np.uint8)
+    K = np.array([[160.0, 0, 160], [0, 160, 48], [0, 0, 1]])
+    ort_p, _ = DepthPredictor.from_config("default", "", (96, 320), 0.1, 100.0, num_threads=1, backend="onnxruntime")
+    ts_p, _ = DepthPredictor.from_config("default", "", (96, 320), 0.1, 100.0, num_threads=1, backend="torchscript")
+    a, b = ort_p.predict(rgb, K).depth, ts_p.predict(rgb, K).depth
+    assert ort_p.backend == "onnxruntime" and isinstance(ort_p._runner, OnnxRunner)
+    assert np.abs(a - b).max() < 1e-3 * b.max()
+    g = torch.Generator().manual_seed(1)
+    new = {k: (v + 0.05 * torch.randn(v.shape, generator=g) if v.is_floating_point() and "running_var" not in k
+               else v) for k, v in ts_p.model.state_dict().items()}
+    ort_p.swap_state(new)
+    ts_p.swap_state(new)
+    a2, b2 = ort_p.predict(rgb, K).depth, ts_p.predict(rgb, K).depth
+    assert np.abs(b2 - b).max() > 100 * np.abs(a2 - b2).max()  # the swap changed depth, and identically
+    assert ort_p.version == 1
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(ValueError, match="inference backend"):
+        DepthPredictor.from_config("default", "", (96, 320), 0.1, 100.0, backend="tensorrt")
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_bench_quick_runs_every_part(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "mono_depth_ros", "bench", "--quick", "--out", str(tmp_path)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((tmp_path / "bench.json").read_text())
+    assert res["peak_gflops"] > 0
+    assert set(res["networks"]) == set(core.NETWORKS)
+    for name, n in res["networks"].items():
+        assert n["gflops"] > 0 and n["latency"]["median_ms"] > 0 and n["adapt_step"]["median_ms"] > 0, name
+        assert 0 < n["peak_fraction"] < 1.5, name
+    assert res["networks"]["monodepth2 ResNet-18"]["gflops"] > 10 * res["networks"]["default (ours)"]["gflops"]
+    ok = [v for v in res["variants"].values() if v["latency"]]
+    assert {v["variant"] for v in ok} >= {"eager, inference_mode", "torch.jit.trace (node default)",
+                                          "ONNX Runtime (CPU EP)"}
+    assert all(v["max_abs_diff_m"] < 0.01 for v in ok)
+    assert [c["points"] for c in res["cloud"]["cases"]][0] == 96 * 320
+    e2e = res["e2e"]
+    seg = e2e["segments"]["10hz"]
+    assert seg["published"] >= 25 and seg["depth"]["n"] >= 0.8 * seg["published"]
+    assert seg["points"]["n"] > 0 and 0 < seg["depth"]["p50_ms"] < 2000
+    assert e2e["adapt_steps_total"] >= 1  # adaptation was running
+    md = (tmp_path / "bench.md").read_text()
+    assert "x ours" in md and "End-to-end through DDS" in md
