@@ -5,8 +5,6 @@ compared with eager fp32 so a faster variant that changes the depth is visible.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from typing import Callable
 
@@ -74,23 +72,11 @@ def _compile(net, x):
 
 
 def _onnxruntime(net, x):
-    import onnxruntime as ort
+    """What the node serves with (``inference_backend: auto``), as configured there."""
+    from mono_depth_ros.inference import OnnxRunner
 
-    path = os.path.join(tempfile.mkdtemp(prefix="mono_depth_onnx_"), "net.onnx")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net, (x,), path, input_names=["image"], output_names=["depth"], dynamo=False,
-                          opset_version=17)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = torch.get_num_threads()
-    so.inter_op_num_threads = 1
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-    xn = x.numpy()
-
-    def f():
-        return torch.from_numpy(sess.run(None, {"image": xn})[0])
-    return f
+    runner = OnnxRunner(net, x, torch.get_num_threads())
+    return lambda: runner(x)
 
 
 #: name -> builder(net in eval mode, example input) -> callable
@@ -98,10 +84,10 @@ VARIANTS: dict[str, Callable] = {
     "eager, no_grad": _eager_no_grad,
     "eager, inference_mode": _eager_inference_mode,
     "eager, channels_last": _channels_last,
-    "torch.jit.trace (node default)": _jit_trace,
+    "torch.jit.trace (node fallback)": _jit_trace,
     "jit.trace + freeze + optimize_for_inference": _jit_trace_frozen,
     "torch.compile (inductor)": _compile,
-    "ONNX Runtime (CPU EP)": _onnxruntime,
+    "ONNX Runtime (node default)": _onnxruntime,
 }
 
 
