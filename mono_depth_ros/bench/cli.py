@@ -148,6 +148,19 @@ def run(args) -> dict:
                     "max_abs_diff_m": diff, "error": err, "setup_s": time.perf_counter() - t0}
         torch.set_num_threads(args.threads)
 
+    if "variants" not in args.skip:
+        # The node's adaptation thread: 1 thread, 1 current + 3 replayed triplets per step.
+        torch.set_num_threads(1)
+        res["train_variants"] = {}
+        for fmt in ("contiguous", "channels_last"):
+            _progress(f"adaptation step of our network, batch 4, 1 thread, {fmt}")
+            torch.manual_seed(0)
+            net = core.build_network(OURS)
+            if fmt == "channels_last":
+                net = net.to(memory_format=torch.channels_last)
+            res["train_variants"][fmt] = core.adaptation_step(net, h, w, train_runs, batch=4).as_dict()
+        torch.set_num_threads(args.threads)
+
     if "cloud" not in args.skip:
         pack, packed = _pack_cloud()
         res["cloud"] = {"packed_as_pointcloud2": packed, "cases": []}
@@ -214,6 +227,14 @@ def markdown(res: dict) -> str:
             ratio = base.get(r["threads"], float("nan")) / lat["median_ms"]
             out.append(f"| {r['variant']} | {r['threads']} | {_f(lat['median_ms'])} | {_f(lat['p95_ms'])} | "
                        f"{_f(ratio, 2)} | {r['max_abs_diff_m']:.1e} | {_f(r['setup_s'])} |")
+        out.append("")
+    if res.get("train_variants"):
+        tv = res["train_variants"]
+        base = tv["contiguous"]["median_ms"]
+        out += ["Adaptation step of our network as the node runs it (1 thread, 1 current + 3 replayed triplets):", "",
+                "| memory format | median ms | p95 ms | x contiguous |", "|---|---:|---:|---:|"]
+        for fmt, t in tv.items():
+            out.append(f"| {fmt} | {_f(t['median_ms'])} | {_f(t['p95_ms'])} | {_f(base / t['median_ms'], 2)} |")
         out.append("")
     if res.get("cloud"):
         c = res["cloud"]
