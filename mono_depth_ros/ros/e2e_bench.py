@@ -249,6 +249,8 @@ def main(argv=None) -> int:
     p.add_argument("--bag", type=Path, help="drive with camera, odom and tf (default: render one)")
     p.add_argument("--quick", action="store_true", help="seconds-long segments (harness check)")
     p.add_argument("--workdir", type=Path, help="where the node's log, checkpoints and a rendered drive go")
+    p.add_argument("--node-param", action="append", default=[], metavar="NAME=VALUE",
+                   help="extra depth_node parameter, e.g. num_threads=2 (repeatable)")
     p.add_argument("--publisher", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--plan", help=argparse.SUPPRESS)
     p.add_argument("--stamps-out", type=Path, help=argparse.SUPPRESS)
@@ -256,7 +258,13 @@ def main(argv=None) -> int:
     if a.publisher:
         plan = tuple((s.split(":")[0], float(s.split(":")[1]), float(s.split(":")[2])) for s in a.plan.split(","))
         return _publish(a.publisher, plan, a.stamps_out, wait_s=60.0)
-    res = run_e2e(a.bag, PLAN_QUICK if a.quick else PLAN_FULL, a.workdir)
+    extra = {}
+    for item in a.node_param:
+        if "=" not in item:
+            p.error(f"--node-param {item!r}: expected NAME=VALUE")
+        k, v = item.split("=", 1)
+        extra[k] = v
+    res = run_e2e(a.bag, PLAN_QUICK if a.quick else PLAN_FULL, a.workdir, node_params=extra)
     print(json.dumps(res, indent=1))
     return 0
 
