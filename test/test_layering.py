@@ -6,7 +6,8 @@ from .rosutil import ROOT
 
 CORE = ["conventions", "geometry", "models", "losses", "metrics", "checkpoint", "inference", "pointcloud",
         "tf_buffer", "egomotion", "adapt", "adapt.feed", "adapt.offline", "synth", "synth.bag", "bagio",
-        "learning.trainer", "learning.evaluate", "learning.report"]
+        "learning.trainer", "learning.evaluate", "learning.report", "bench.core", "bench.peers", "bench.variants",
+        "bench.cli"]
 
 
 def test_core_modules_import_without_rclpy():
