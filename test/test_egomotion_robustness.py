@@ -10,6 +10,8 @@ from mono_depth_ros.egomotion import (EgoMotionConfig, EgoMotionProvider, GpsFix
                                       PoseStatus, TransformSample)
 from mono_depth_ros.egomotion.simulate import NoiseModel, simulate_drive
 
+pytestmark = [pytest.mark.faults]
+
 NAN, INF = float("nan"), float("inf")
 
 
