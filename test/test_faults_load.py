@@ -22,12 +22,12 @@ def test_short_load_slow_points_subscriber_does_not_slow_depth(tmp_path):
     assert 0 <= received - (processed + dropped + errors) <= 2, n
     assert received >= 0.8 * res["published"], (received, res["published"])
     assert errors == 0, n
-    # The slow subscriber is really slow (it gets far fewer clouds than depth images) ...
-    slow_phase_depth = res["depth_rate_with_slow_points_hz"] * (24.0 - 10.0 - 2.5)
-    assert 0 < res["slow_subscriber_clouds"] < 0.6 * slow_phase_depth, res
-    # ... and depth does not slow down with it (generous: the machine is shared).
+    # Depth does not slow down when the slow subscriber joins (generous: the machine is shared) ...
     assert res["depth_rate_with_slow_points_hz"] >= 0.6 * res["depth_rate_without_slow_points_hz"], res
     assert res["depth_rate_with_slow_points_hz"] >= 3.0, res
+    # ... although it really is slow (it gets far fewer clouds than there are depth images).
+    slow_phase_depth = res["depth_rate_with_slow_points_hz"] * (24.0 - 10.0 - 2.5)
+    assert 0 < res["slow_subscriber_clouds"] < 0.6 * slow_phase_depth, res
     # No growing latency: the last window is no worse than the first window after warm-up (+300 ms).
     after = [w for w in res["latency_windows"] if w["from_s"] >= 8.0 and w["n"] > 0]
     assert after[-1]["p50_ms"] < after[0]["p50_ms"] + 300, after
