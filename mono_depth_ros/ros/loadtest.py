@@ -303,7 +303,7 @@ def format_report(res: dict) -> str:
     c = res["config"]
     n = res["node"]
     lines = [f"## depth_node load test: {c['size'][0]}x{c['size'][1]} rgb8 at {c['rate_hz']:g} Hz, "
-             f"{c['duration_s']:g} s, adaptation on",
+             f"{c['duration_s']:g} s, adaptation {'off' if c['node_params'].get('adapt') == 'false' else 'on'}",
              f"load average before {res['loadavg_before'][0]:.2f}, after {res['loadavg_after'][0]:.2f} (1 min)",
              f"published {res['published']} images ({res['publish_rate_hz']:.1f} Hz); node received "
              f"{n['frames_received']}, processed {n['frames_processed']}, dropped {n['frames_dropped']}, "
@@ -337,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slow-delay", type=float, default=0.5, help="seconds the slow subscriber takes per cloud")
     p.add_argument("--workdir", help="node log and checkpoints (default: a new temp dir)")
     p.add_argument("--json", help="also write the figures as JSON here")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="extra node parameter (repeatable), e.g. --param adapt=false")
     p.add_argument("--slow-subscriber", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.slow_subscriber:
@@ -345,7 +347,13 @@ def main(argv: list[str] | None = None) -> int:
         W, H = (int(x) for x in a.size.lower().split("x"))
     except ValueError:
         p.error(f"--size must be WxH, got {a.size!r}")
-    res = run(a.duration, a.rate, (W, H), a.warmup, a.compare, a.window, a.slow_delay, a.workdir)
+    extra = {}
+    for kv in a.param:
+        if "=" not in kv:
+            p.error(f"--param must be NAME=VALUE, got {kv!r}")
+        k, v = kv.split("=", 1)
+        extra[k.strip()] = v.strip()
+    res = run(a.duration, a.rate, (W, H), a.warmup, a.compare, a.window, a.slow_delay, a.workdir, extra)
     print(format_report(res))
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
