@@ -20,6 +20,7 @@ monodepth2's released ``encoder.pth`` + ``depth.pth`` import with
 from __future__ import annotations
 
 import datetime as _dt
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -90,10 +91,14 @@ def save_checkpoint(path: str | os.PathLike, model: DepthNet, input_size: tuple[
     }
     directory = path.parent if str(path.parent) else Path(".")
     directory.mkdir(parents=True, exist_ok=True)
+    # Serialise in memory first: torch's zip writer turns a failing write (full disk, file size
+    # limit) into an opaque RuntimeError; a plain write raises OSError with errno and strerror.
+    buf = io.BytesIO()
+    torch.save(ckpt, buf)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(ckpt, f)
+            f.write(buf.getbuffer())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -9,8 +9,12 @@ with a ROS 2 installation the node uses tf2_ros itself. Semantics:
 * a lookup outside the buffered time range by more than ``extrapolation_tol_s``
   raises :class:`ExtrapolationError` naming the frames and the times;
 * time 0 means "latest time common to the whole chain" (tf2's ``Time()``);
-* a frame that receives a new parent switches to it (latest wins, like tf2),
-  and the switch is counted.
+* a frame that receives a new parent switches to it (latest wins, like tf2);
+  the switch is counted and remembered in ``last_parent_switch`` (the node
+  reports it, throttled: two publishers contradicting each other switch at
+  their publication rate);
+* a quaternion whose squared norm is off 1 by more than 0.01 is rejected
+  (tf2's ``TF_DENORMALIZED_QUATERNION``); smaller deviations are normalised.
 
 Transforms are returned as ``T_target_source`` 4x4 float64 matrices
 (``p_target = T @ p_source``), tf2's ``lookup_transform(target, source, t)``.
@@ -34,6 +38,9 @@ __all__ = ["TransformSample", "TfBuffer", "TfError", "LookupError_", "Extrapolat
 
 log = logging.getLogger(__name__)
 
+#: tf2's QUATERNION_NORMALIZATION_TOLERANCE on |norm^2 - 1|.
+QUATERNION_NORM_TOLERANCE = 0.01
+
 
 class TfError(Exception):
     """Base class of transform lookup failures."""
@@ -54,8 +61,9 @@ def quat_to_matrix(translation, rotation_xyzw) -> np.ndarray:
     if t.shape != (3,) or q.shape != (4,) or not (np.all(np.isfinite(t)) and np.all(np.isfinite(q))):
         raise ValueError(f"non-finite or malformed transform: t={t}, q={q}")
     n = np.linalg.norm(q)
-    if n < 1e-6:
-        raise ValueError("zero-norm quaternion")
+    if abs(n * n - 1.0) > QUATERNION_NORM_TOLERANCE:
+        raise ValueError(f"quaternion of norm {n:.4g} is not a rotation "
+                         f"(|norm^2 - 1| > {QUATERNION_NORM_TOLERANCE})")
     T = np.eye(4)
     T[:3, :3] = Rotation.from_quat(q / n).as_matrix()
     T[:3, 3] = t
@@ -134,6 +142,8 @@ class TfBuffer:
         self._lock = threading.Lock()
         self._latest_ns = 0
         self.counters = {"rejected": 0, "parent_switches": 0, "resets": 0}
+        #: (child, old parent, new parent) of the newest parent switch, or None.
+        self.last_parent_switch: tuple[str, str, str] | None = None
 
     # ------------------------------------------------------------------ input
     def set_transform(self, sample: TransformSample, static: bool = False) -> bool:
@@ -156,7 +166,9 @@ class TfBuffer:
                 link = self._links[child] = _Link(parent, static)
             elif link.parent != parent:
                 self.counters["parent_switches"] += 1
-                log.warning("frame %r changed parent %r -> %r (latest wins)", child, link.parent, parent)
+                self.last_parent_switch = (child, link.parent, parent)
+                # Debug only: contradicting publishers switch at their rate; the node reports it throttled.
+                log.debug("frame %r changed parent %r -> %r (latest wins)", child, link.parent, parent)
                 link = self._links[child] = _Link(parent, static)
             link.insert(int(sample.stamp_ns), T[:3, 3].copy(), q)
             if not static:

@@ -166,6 +166,7 @@ def test_replay_buffer_is_a_uniform_reservoir():
     assert len(buf.sample(3, exclude_stamp=stamps[0])) == 3
 
 
+@pytest.mark.faults
 class TestCheckpointStore:
     def test_rotation_and_fallback_to_previous(self, tmp_path, caplog):
         store = CheckpointStore(tmp_path)

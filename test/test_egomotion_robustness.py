@@ -10,6 +10,8 @@ from mono_depth_ros.egomotion import (EgoMotionConfig, EgoMotionProvider, GpsFix
                                       PoseStatus, TransformSample)
 from mono_depth_ros.egomotion.simulate import NoiseModel, simulate_drive
 
+pytestmark = [pytest.mark.faults]
+
 NAN, INF = float("nan"), float("inf")
 
 
@@ -110,11 +112,14 @@ def test_bad_tf_rejected(translation, rotation):
     np.testing.assert_allclose(rp.T_base_target_source[:3, 3], [-2.0, 0, 0], atol=1e-9)
 
 
-def test_non_unit_quaternion_is_normalised():
+def test_nearly_unit_quaternion_is_normalised_non_unit_rejected():
+    """tf2's rule: |norm^2 - 1| <= 0.01 is rounding (normalised), more is a publisher bug (rejected)."""
     p = EgoMotionProvider(EgoMotionConfig(priority=("tf",)))
-    q = Rotation.from_euler("z", 0.1).as_quat() * 3.0
+    q = Rotation.from_euler("z", 0.1).as_quat()
     p.add_transform(TransformSample(0, "odom", "base_link", [0, 0, 0], [0, 0, 0, 1]))
-    p.add_transform(TransformSample(to_ns(0.1), "odom", "base_link", [1, 0, 0], q))
+    assert p.add_transform(TransformSample(to_ns(0.1), "odom", "base_link", [1, 0, 0], q * 1.004))
+    assert not p.add_transform(TransformSample(to_ns(0.2), "odom", "base_link", [2, 0, 0], q * 3.0))
+    assert p.counters["tf_rejected_bad_values"] == 1
     rp = p.relative_pose(to_ns(0.1), 0)
     assert rp.rotation_rad == pytest.approx(0.1)
 

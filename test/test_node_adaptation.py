@@ -47,6 +47,7 @@ def _diag(node, ex, timeout=5.0):
     return {kv.key: kv.value for kv in mine[-1].status[0].values}
 
 
+@pytest.mark.faults
 def test_adapts_checkpoints_and_resumes_after_sigkill(tmp_path, ros_node, small_drive):
     node, ex = ros_node
     params = {"use_sim_time": True, "checkpoint_period": 1.5, "adapt_steps_per_frame": 2, "publish_points": False,

@@ -27,6 +27,7 @@ def _pump(node, ex, pubs, make_msgs, seconds):
         spin_until(node, lambda: False, 0.05, ex)
 
 
+@pytest.mark.faults
 def test_bad_inputs_logged_once_node_survives_and_resumes(tmp_path, ros_node):
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
@@ -91,6 +92,7 @@ def test_bad_inputs_logged_once_node_survives_and_resumes(tmp_path, ros_node):
         assert proc.stop() == 0, "node did not shut down cleanly on SIGINT"
 
 
+@pytest.mark.faults
 def test_compressed_input_and_corrupt_compressed(tmp_path, ros_node):
     from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
@@ -119,6 +121,7 @@ def test_compressed_input_and_corrupt_compressed(tmp_path, ros_node):
         proc.stop()
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("param,value,expect", [
     ("min_depth", "-1.0", "min_depth"),
     ("device", "tpu", "'device' = 'tpu' is not one of"),
@@ -132,6 +135,7 @@ def test_invalid_parameters_refused_at_start(param, value, expect):
     assert "cannot start" in r.stderr and expect in r.stderr, r.stderr
 
 
+@pytest.mark.faults
 def test_invalid_runtime_change_refused(tmp_path, ros_node):
     from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
     from rcl_interfaces.srv import SetParameters

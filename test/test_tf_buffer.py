@@ -57,6 +57,7 @@ class TestLookup:
             buf.lookup("odom", "island", 0)
 
 
+@pytest.mark.faults
 class TestRobustness:
     def test_out_of_order_and_duplicates(self):
         b = TfBuffer()

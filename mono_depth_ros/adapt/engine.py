@@ -137,6 +137,8 @@ class StepReport:
 @dataclass
 class _Counters:
     frames: int = 0
+    duplicate_frames: int = 0
+    time_resets: int = 0
     steps: int = 0
     skipped: int = 0
     rollbacks: int = 0
@@ -233,6 +235,9 @@ class AdaptationEngine:
         img = torch.from_numpy(small).permute(2, 0, 1).contiguous()
         stamp_ns = int(stamp_ns)
         with self._lock:
+            if stamp_ns in self._frames:  # a repeated stamp: another image claiming the same instant
+                self.counters.duplicate_frames += 1
+                return
             self._frames[stamp_ns] = (img, torch.from_numpy(Ks.astype(np.float32)))
             self.selector.add_frame(stamp_ns)
             known = set(self.selector.frames)
@@ -267,6 +272,16 @@ class AdaptationEngine:
                              for p in sel.poses)
                 return Triplet(stamp, target, srcs, T_st, K)
         return None
+
+    def clear_frames(self) -> None:
+        """Forget frame history and pending targets (time jumped: never pair frames across it).
+
+        Triplets already in the replay buffer stay: each was built from one consistent stretch of time.
+        """
+        with self._lock:
+            self._frames.clear()
+            self._pending.clear()
+            self.counters.time_resets += 1
 
     # ------------------------------------------------------------------ steps
     def step(self) -> StepReport | None:
@@ -429,7 +444,9 @@ class AdaptationEngine:
 
     def stats(self) -> dict:
         c = self.counters
-        return {"adapt_enabled": self.enabled, "adapt_frames": c.frames, "adapt_steps": c.steps,
+        return {"adapt_enabled": self.enabled, "adapt_frames": c.frames,
+                "adapt_duplicate_frames": c.duplicate_frames, "adapt_time_resets": c.time_resets,
+                "adapt_steps": c.steps,
                 "adapt_skipped": c.skipped, "adapt_rollbacks": c.rollbacks, "adapt_swaps": c.swaps,
                 "adapt_no_motion": c.no_motion, "adapt_replay": len(self.replay),
                 "adapt_loss": self.last_loss, "adapt_loss_avg": self.loss_avg, "adapt_lr": self.lr,

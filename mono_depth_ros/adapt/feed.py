@@ -68,6 +68,12 @@ class AdaptationFeed:
         except LookupError:
             pass
 
+    def reset_time(self, reason: str) -> None:
+        """Time jumped (``/clock`` or stamps going backwards, or far forwards): forget buffered
+        motion and the frame history, so no pose and no frame pair spans the jump."""
+        self.provider.reset(reason)   # bumps the epoch: the selector forgets its stamps
+        self.engine.clear_frames()
+
     # ------------------------------------------------------------- frames
     def on_frame(self, stamp_ns: int, frame_id: str, rgb: np.ndarray, K: np.ndarray) -> bool:
         """Offer a camera frame for training. False (not added) while extrinsics are unknown."""
@@ -88,5 +94,12 @@ class AdaptationFeed:
         used = {k.removeprefix("query_ok_"): v for k, v in counters.items() if k.startswith("query_ok_")}
         out["egomotion_source"] = max(used, key=used.get) if used else "none"
         out["egomotion_resets"] = counters.get("resets", 0)
-        out["egomotion_rejected"] = sum(v for k, v in counters.items() if k.startswith("rejected"))
+        out["egomotion_time_jumps"] = counters.get("time_jumps", 0)
+        # Every sample kept out of the buffers, by kind (e.g. odom_rejected_bad_pose, imu_rejected_gyro_spike,
+        # gps_ignored_no_fix, odom_pose_duplicate): what diagnostics show for bad ego-motion input.
+        refused = {k: v for k, v in counters.items()
+                   if any(w in k for w in ("_rejected", "_ignored_no_fix", "_duplicate", "_too_old"))}
+        out["egomotion_rejected"] = sum(v for k, v in refused.items() if "_rejected" in k)
+        out["egomotion_out_of_order"] = sum(v for k, v in counters.items() if k.endswith("_out_of_order"))
+        out.update({f"egomotion_{k}": v for k, v in sorted(refused.items())})
         return out

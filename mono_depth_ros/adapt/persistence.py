@@ -6,7 +6,9 @@ one before. A save rotates latest -> prev, then writes latest atomically
 A kill at any moment leaves either a complete latest, or no latest and a
 complete prev; temp files are never loaded. Loading tries latest, then prev,
 naming every file it rejects, and returns None when neither is usable (the
-caller falls back to the shipped weights).
+caller falls back to the shipped weights). A rejected file is renamed to
+``<name>.rejected`` so that the next save never rotates a corrupt latest over a
+good prev (and the file stays for inspection).
 """
 from __future__ import annotations
 
@@ -20,12 +22,13 @@ import torch
 
 from mono_depth_ros.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
-__all__ = ["CheckpointStore", "LATEST", "PREVIOUS"]
+__all__ = ["CheckpointStore", "LATEST", "PREVIOUS", "REJECTED_SUFFIX"]
 
 log = logging.getLogger(__name__)
 
 LATEST = "adapted.pt"
 PREVIOUS = "adapted.prev.pt"
+REJECTED_SUFFIX = ".rejected"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -76,14 +79,23 @@ class CheckpointStore:
         except CheckpointError:
             self.errors += 1
             raise
-        except OSError as exc:  # full disk, read-only, ...
+        except OSError as exc:  # full disk, file size limit, read-only, ...
             self.errors += 1
-            raise CheckpointError(f"cannot write checkpoint in {self.dir}: {exc.strerror or exc}") from None
+            raise CheckpointError(f"cannot write checkpoint in {self.dir}: {exc.strerror or exc}"
+                                  f"{f' (errno {exc.errno})' if exc.errno else ''}") from None
+        except Exception as exc:  # whatever else: the caller keeps serving, it must get a CheckpointError
+            self.errors += 1
+            raise CheckpointError(f"cannot write checkpoint in {self.dir}: {type(exc).__name__}: {exc}") from None
         self.saves += 1
         return path
 
-    def load_latest(self):
-        """(model, meta, path) of the newest loadable checkpoint, or None. Errors are logged by file."""
+    def load_latest(self, report=None, quarantine: bool = True):
+        """(model, meta, path) of the newest loadable checkpoint, or None.
+
+        Every rejected file is reported by name (``report(text)``, default: this module's logger)
+        and, with ``quarantine``, renamed to ``<name>.rejected``.
+        """
+        report = report or log.error
         for name in (LATEST, PREVIOUS):
             path = self.dir / name
             if not path.exists():
@@ -92,7 +104,14 @@ class CheckpointStore:
                 model, meta = load_checkpoint(path)
                 return model, meta, path
             except CheckpointError as exc:
-                log.error("ignoring unusable checkpoint %s: %s", path, exc)
+                moved = ""
+                if quarantine:
+                    try:
+                        os.replace(path, path.with_name(path.name + REJECTED_SUFFIX))
+                        moved = f"; renamed to {path.name}{REJECTED_SUFFIX}"
+                    except OSError as mv:
+                        moved = f"; could not rename it: {mv.strerror or mv}"
+                report(f"ignoring unusable checkpoint {path}: {exc}{moved}")
         return None
 
     def cleanup_temp(self) -> int:

@@ -78,6 +78,13 @@ class EgoMotionConfig:
         gps_max_variance: fixes whose horizontal variance (m^2) exceeds this are
             rejected (when the covariance type is known).
         gps_min_status: NavSatStatus.status below this is "no fix" (ignored).
+        quaternion_norm_tolerance: quaternions with ``|norm^2 - 1|`` above this are
+            rejected (tf2's rule: a denormalised quaternion is a publisher bug, not a
+            rotation); smaller deviations are normalised.
+        imu_max_angular_velocity: gyro samples faster than this (rad/s; 35 rad/s is
+            2000 deg/s, the range of common MEMS gyros) are spikes: rejected, counted.
+        imu_max_acceleration: accelerometer samples above this (m/s^2, 16 g) are
+            spikes: rejected, counted.
     """
 
     priority: tuple[str, ...] = ("odom", "tf", "imu_gps", "imu_speed")
@@ -97,6 +104,9 @@ class EgoMotionConfig:
     gps_min_fixes: int = 4
     gps_max_variance: float = 100.0
     gps_min_status: int = 0
+    quaternion_norm_tolerance: float = 0.01
+    imu_max_angular_velocity: float = 35.0
+    imu_max_acceleration: float = 160.0
 
     def __post_init__(self):
         object.__setattr__(self, "priority", tuple(self.priority))
@@ -108,7 +118,8 @@ class EgoMotionConfig:
         if self.gps_fit not in ("imu", "poly"):
             raise ValueError(f"gps_fit must be imu|poly, got {self.gps_fit!r}")
         for name in ("buffer_s", "max_gap_s", "time_jump_tolerance_s", "stale_timeout_s", "gps_window_s",
-                     "gps_imu_window_s"):
+                     "gps_imu_window_s", "quaternion_norm_tolerance", "imu_max_angular_velocity",
+                     "imu_max_acceleration"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         R = np.asarray(self.R_base_imu, dtype=np.float64)
@@ -162,8 +173,9 @@ def _finite(*arrays) -> bool:
     return all(np.all(np.isfinite(a)) for a in arrays)
 
 
-def _quat_ok(q: np.ndarray) -> bool:
-    return bool(np.all(np.isfinite(q)) and np.linalg.norm(q) > 1e-6)
+def _quat_ok(q: np.ndarray, tol: float) -> bool:
+    """Finite and unit within ``tol`` (|norm^2 - 1| <= tol, tf2's rule)."""
+    return bool(np.all(np.isfinite(q)) and abs(float(np.dot(q, q)) - 1.0) <= tol)
 
 
 class EgoMotionProvider:
@@ -282,17 +294,20 @@ class EgoMotionProvider:
     def add_odometry(self, sample: OdometrySample) -> bool:
         """Feed one odometry sample (pose of base in odom + base-frame twist).
 
-        Returns True when anything entered a buffer. Non-finite or zero-norm
-        pose data never enters the pose buffer (counted); the twist is still
+        Returns True when anything entered a buffer. Non-finite pose data or a
+        non-unit quaternion never enters the pose buffer (counted); the twist is still
         used when finite. A pose whose x/y/yaw covariance is NaN or above
         ``odom_max_pose_variance`` is unusable (counted) and only its twist is kept.
         """
         with self._lock:
             self._counters["odom_received"] += 1
-            pose_finite = _finite(sample.position) and _quat_ok(sample.orientation)
+            qtol = self.config.quaternion_norm_tolerance
+            pose_finite = _finite(sample.position) and _quat_ok(sample.orientation, qtol)
             twist_finite = _finite(sample.linear_velocity, sample.angular_velocity)
             if not pose_finite:
                 self._counters["odom_rejected_bad_pose"] += 1
+                if _finite(sample.position, sample.orientation):
+                    self._counters["odom_rejected_non_unit_quaternion"] += 1
             if not twist_finite:
                 self._counters["odom_rejected_bad_twist"] += 1
             if not pose_finite and not twist_finite:
@@ -321,7 +336,8 @@ class EgoMotionProvider:
                 self._counters["tf_ignored_other_frames"] += 1
                 return False
             self._counters["tf_received"] += 1
-            if not (_finite(sample.translation) and _quat_ok(sample.rotation)):
+            if not (_finite(sample.translation)
+                    and _quat_ok(sample.rotation, self.config.quaternion_norm_tolerance)):
                 self._counters["tf_rejected_bad_values"] += 1
                 return False
             self._admit("tf", sample.stamp_ns)
@@ -336,13 +352,20 @@ class EgoMotionProvider:
         """
         with self._lock:
             self._counters["imu_received"] += 1
+            c = self.config
             gyro_ok = _finite(sample.angular_velocity)
             accel_ok = _finite(sample.linear_acceleration)
-            orient_ok = sample.orientation is not None and _quat_ok(sample.orientation)
+            orient_ok = sample.orientation is not None and _quat_ok(sample.orientation, c.quaternion_norm_tolerance)
             if not gyro_ok:
                 self._counters["imu_rejected_bad_gyro"] += 1
+            elif np.linalg.norm(sample.angular_velocity) > c.imu_max_angular_velocity:
+                gyro_ok = False
+                self._counters["imu_rejected_gyro_spike"] += 1
             if not accel_ok:
                 self._counters["imu_rejected_bad_accel"] += 1
+            elif np.linalg.norm(sample.linear_acceleration) > c.imu_max_acceleration:
+                accel_ok = False
+                self._counters["imu_rejected_accel_spike"] += 1
             if sample.orientation is not None and not orient_ok:
                 self._counters["imu_rejected_bad_orientation"] += 1
             if not (gyro_ok or accel_ok or orient_ok):

@@ -119,8 +119,9 @@ class FrameSelector:
 
     @property
     def frames(self) -> tuple[int, ...]:
-        """Known image stamps, sorted (int ns)."""
+        """Known image stamps, sorted (int ns); none from before the provider's last reset."""
         with self._lock:
+            self._sync_epoch()
             return tuple(self._frames)
 
     def _pick(self, target: int, direction: int) -> tuple[PoseStatus, RelativePose | None, str]:

@@ -44,8 +44,17 @@ def resume_state(cfg, logger):
     removed = store.cleanup_temp()
     if removed:
         logger.warning(f"removed {removed} unfinished checkpoint file(s) in {store.dir} (a save was interrupted)")
-    got = store.load_latest()  # logs every file it rejects, by name
+    rejected = []
+
+    def report(text: str) -> None:
+        rejected.append(text)
+        logger.error(text)
+
+    got = store.load_latest(report=report)  # names every file it rejects
     if got is None:
+        if rejected:
+            logger.error(f"no usable adapted checkpoint in {store.dir}: starting from the configured weights "
+                         f"({cfg.checkpoint or 'shipped weights'})")
         return None
     model, meta, path = got
     logger.info(f"resuming from adapted checkpoint {path} ({meta.get('training', {}).get('steps', 0)} steps)")
@@ -87,6 +96,7 @@ class NodeAdaptation:
         self._last_save = time.monotonic()
         self._steps_at_save = 0
         self.last_save_path = ""
+        self.last_error = ""
         self._step_times: deque[float] = deque(maxlen=50)
         self._preds: OrderedDict[int, np.ndarray] = OrderedDict()
         self._gts: OrderedDict[int, object] = OrderedDict()
@@ -215,9 +225,14 @@ class NodeAdaptation:
             path = self.store.save(self.engine.model, state, self.input_size, steps, self.engine.counters.frames,
                                    meta={"reason": reason, "stats": {k: v for k, v in self.engine.stats().items()
                                                                      if k != "rollback_reasons"}}, name=name)
-        except CheckpointError as exc:
-            self.node.report("checkpoint", f"checkpoint not saved ({reason}): {exc}")
+        except Exception as exc:  # CheckpointError names the file and the cause; anything else must not kill us
+            self.last_error = str(exc) if isinstance(exc, CheckpointError) else f"{type(exc).__name__}: {exc}"
+            self.node.report("checkpoint", f"checkpoint not saved ({reason}): {self.last_error}")
             return None
+        if self.last_error:
+            self.node.get_logger().info(f"checkpoints are written again (last error: {self.last_error})")
+            self.last_error = ""
+            self.node.clear_problem("checkpoint")
         self._steps_at_save = steps
         self.last_save_path = str(path)
         self.node.get_logger().info(f"checkpoint saved ({reason}): {path}")
@@ -226,7 +241,7 @@ class NodeAdaptation:
     def _srv_save(self, request, response):
         path = self.save(reason="requested")
         response.success = path is not None
-        response.message = path or "checkpoint not saved: see the node's log"
+        response.message = path or f"checkpoint not saved: {self.last_error}"
         return response
 
     def _srv_enable(self, request, response):
@@ -243,6 +258,12 @@ class NodeAdaptation:
         self.node.get_logger().warning(response.message)
         return response
 
+    def reset_time(self, reason: str) -> None:
+        """Time jumped: forget buffered ego-motion and frame history (see AdaptationFeed.reset_time)."""
+        self.feed.reset_time(reason)
+        self._preds.clear()
+        self._gts.clear()
+
     # ------------------------------------------------------- diagnostics
     def diagnostics(self) -> dict[str, str]:
         s = self.feed.stats()
@@ -253,6 +274,7 @@ class NodeAdaptation:
         out["checkpoint_saves"] = str(self.store.saves)
         out["checkpoint_errors"] = str(self.store.errors)
         out["checkpoint_last"] = self.last_save_path
+        out["checkpoint_last_error"] = self.last_error
         if self.preq["frames"]:
             out.update({f"prequential_{k}": f"{v:.4f}" for k, v in self.preq.items()})
         return out

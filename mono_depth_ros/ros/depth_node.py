@@ -24,7 +24,8 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.clock import Clock, ClockType
+from rclpy.clock import Clock, ClockType, JumpThreshold
+from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -144,6 +145,12 @@ class DepthNode(Node):
         self.create_timer(1.0, self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup(),
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._last_stamp = None
+        self.time_jumps = 0
+        # /clock jumps (use_sim_time: bag loop, bag restarted, seek): reset what is buffered by time.
+        self._jump_handle = self.get_clock().create_jump_callback(
+            JumpThreshold(min_forward=Duration(seconds=self.cfg.clock_jump_threshold),
+                          min_backward=Duration(seconds=-self.cfg.clock_jump_threshold), on_clock_change=False),
+            post_callback=self._on_clock_jump)
 
         self._slot = LatestSlot()
         self._stop = threading.Event()
@@ -181,6 +188,11 @@ class DepthNode(Node):
                 self.get_logger().warning(text)
             else:
                 self.get_logger().error(text)
+
+    def clear_problem(self, key: str) -> None:
+        """Forget the problem ``key`` (its next occurrence is logged at once); the caller says it is solved."""
+        self._in_error.discard(key)
+        self._last_error.pop(key, None)
 
     def _recovered(self, keys: tuple[str, ...]) -> None:
         done = sorted(k for k in keys if k in self._in_error)
@@ -252,13 +264,29 @@ class DepthNode(Node):
             self.stats.done_times.append(time.monotonic())
 
     def _check_time_jump(self, stamp_ns: int) -> None:
-        """Image time going backwards (bag loop, sim-time reset): forget dynamic TF."""
+        """Image time going backwards (bag loop, sim-time reset) without a /clock jump: reset time buffers."""
         last, self._last_stamp = self._last_stamp, stamp_ns
         if last is not None and stamp_ns < last - 1_000_000_000:
-            self.get_logger().warning(f"image time jumped backwards by {(last - stamp_ns) / 1e9:.2f} s: "
-                                      f"clearing dynamic transforms")
-            if self.tf.backend != "tf2_ros":
-                self.tf.buffer.clear()
+            self._reset_time(f"image time jumped backwards by {(last - stamp_ns) / 1e9:.2f} s")
+
+    def _on_clock_jump(self, jump) -> None:
+        """Post-jump callback of the node's ROS clock (rclpy calls it when /clock jumps)."""
+        delta_ns = jump.delta.nanoseconds
+        if self.get_clock().now().nanoseconds - delta_ns <= 0:
+            return  # the first /clock message: sim time starts, nothing to forget
+        direction = "backwards" if delta_ns < 0 else "forwards"
+        self._reset_time(f"/clock jumped {direction} by {abs(delta_ns) / 1e9:.2f} s")
+        self._last_stamp = None
+
+    def _reset_time(self, reason: str) -> None:
+        """Forget dynamic TF, buffered ego-motion and the adaptation's frame history: nothing buffered
+        before a time jump is paired with anything after it."""
+        self.time_jumps += 1
+        self.get_logger().warning(f"{reason}: clearing dynamic transforms, ego-motion buffers and frame history "
+                                  f"(time jumps so far: {self.time_jumps})")
+        if self.tf.backend != "tf2_ros":
+            self.tf.buffer.clear()
+        self.adaptation.reset_time(reason)
 
     def _publish_cloud(self, pred, header) -> None:
         cfg = self.cfg
@@ -295,6 +323,8 @@ class DepthNode(Node):
                 "frames_dropped": str(s.dropped),
                 "input_errors": str(s.input_errors),
                 "clouds_dropped": str(s.clouds_dropped),
+                "time_jumps": str(self.time_jumps),
+                "tf_parent_switches": str(self.tf.parent_switches),
                 "inference_ms_mean": f"{np.mean(ms):.1f}" if ms else "nan",
                 "inference_rate_hz": f"{s.rate_hz():.2f}",
                 "weights": self.weights_desc,

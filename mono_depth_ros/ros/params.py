@@ -72,6 +72,7 @@ class NodeConfig:
     checkpoint_period: float = 60.0
     resume: bool = True
     evaluate_gt: bool = False
+    clock_jump_threshold: float = 2.0
 
 
 PARAMS: tuple[ParamSpec, ...] = (
@@ -132,6 +133,9 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("resume", True, "start from the newest good checkpoint in checkpoint_dir", read_only=True),
     ParamSpec("evaluate_gt", False, "score every frame against a ground-truth depth topic (depth_gt; synthetic "
               "bags) before learning from it", read_only=True),
+    ParamSpec("clock_jump_threshold", 2.0, "with use_sim_time: a /clock jump larger than this [s], backwards (bag "
+              "loop) or forwards, resets dynamic TF, ego-motion buffers and the adaptation's frame history",
+              range=(0.1, 3600.0), read_only=True),
 )
 
 _BY_NAME = {p.name: p for p in PARAMS}

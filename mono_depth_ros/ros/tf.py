@@ -51,9 +51,24 @@ class TfSource:
             node.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True), TF_STATIC_QOS,
                                      callback_group=group)
 
+    @property
+    def parent_switches(self) -> int:
+        """How often a frame was published with another parent than before (own buffer only)."""
+        return self.buffer.counters["parent_switches"] if self.backend != "tf2_ros" else 0
+
     def _on_tf(self, msg, static: bool) -> None:
+        switches = self.buffer.counters["parent_switches"]
         for ts in msg.transforms:
             self.buffer.set_transform(from_transform_stamped(ts), static=static)
+        if self.buffer.counters["parent_switches"] != switches and self.buffer.last_parent_switch:
+            child, old, new = self.buffer.last_parent_switch
+            report = getattr(self.node, "report", None)
+            text = (f"TF frame {child!r} is published with contradicting parents {old!r} and {new!r} "
+                    f"(two /tf publishers disagree?); using the latest, now {new!r}")
+            if report is not None:
+                report("tf_parent", text)
+            else:
+                self.node.get_logger().error(text, throttle_duration_sec=5.0)
 
     def lookup(self, target: str, source: str, stamp_ns: int, timeout_s: float) -> np.ndarray:
         """T_target_source at ``stamp_ns``, waiting at most ``timeout_s`` for data to arrive."""
