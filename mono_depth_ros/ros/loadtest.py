@@ -267,6 +267,12 @@ def run(duration: float = 600.0, rate: float = 30.0, size: tuple[int, int] = (12
         w0 += window
     r = np.array(rss)
     after = r[r[:, 0] >= warmup, 1] if len(r) else np.array([])
+    # The resident set is a sawtooth (training steps touch memory, the adaptation thread hands it back every
+    # HEAP_TRIM_PERIOD_S): compare its envelope, the peak of the first window after warm-up with the peak
+    # of the last window, not two point samples that may fall on a tooth and a trough.
+    env_w = min(60.0, (duration - warmup) / 2)
+    first_win = r[(r[:, 0] >= warmup) & (r[:, 0] < warmup + env_w), 1] if len(r) else np.array([])
+    last_win = r[r[:, 0] >= duration - env_w, 1] if len(r) else np.array([])
     slow_count = 0
     if (work / "slow_subscriber.log").exists():
         slow_count = sum(1 for ln in (work / "slow_subscriber.log").read_text().splitlines() if ln.startswith("points"))
@@ -291,7 +297,11 @@ def run(duration: float = 600.0, rate: float = 30.0, size: tuple[int, int] = (12
         "rss_mb": {"start": float(r[0, 1]) if len(r) else None,
                    "at_warmup": float(after[0]) if len(after) else None,
                    "end": float(r[-1, 1]) if len(r) else None, "max": float(np.nanmax(r[:, 1])) if len(r) else None,
-                   "growth_after_warmup": float(after[-1] - after[0]) if len(after) > 1 else None,
+                   "envelope_window_s": env_w,
+                   "peak_first_window": float(first_win.max()) if len(first_win) else None,
+                   "peak_last_window": float(last_win.max()) if len(last_win) else None,
+                   "growth_after_warmup": float(last_win.max() - first_win.max())
+                   if len(first_win) and len(last_win) else None,
                    "samples": [[float(a), float(b)] for a, b in r[:: max(1, len(r) // 60)]]},
         "latency_windows": windows,
         "work_dir": str(work),
@@ -314,7 +324,8 @@ def format_report(res: dict) -> str:
              f"{res['slow_subscriber_clouds']} clouds)"]
     rs = res["rss_mb"]
     lines.append(f"RSS: start {rs['start']:.0f} MB, at warm-up end {rs['at_warmup'] or float('nan'):.0f} MB, end "
-                 f"{rs['end']:.0f} MB, max {rs['max']:.0f} MB, growth after warm-up "
+                 f"{rs['end']:.0f} MB, max {rs['max']:.0f} MB, growth after warm-up (peak of the last "
+                 f"{rs['envelope_window_s']:.0f} s minus peak of the first {rs['envelope_window_s']:.0f} s after it) "
                  f"{rs['growth_after_warmup'] if rs['growth_after_warmup'] is not None else float('nan'):+.1f} MB")
     lines += ["", "| window [s] | depth images | rate [Hz] | latency p50 [ms] | p95 [ms] | max [ms] |",
               "|---|---:|---:|---:|---:|---:|"]
