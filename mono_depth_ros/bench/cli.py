@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "harness, not the timings)")
     p.add_argument("--size", help="input WxH for every network (default: 640x192; 320x96 with --quick)")
     p.add_argument("--threads", type=int, default=2, help="torch / ONNX Runtime threads for every measurement")
-    p.add_argument("--runs", type=int, default=30, help="timed inference runs per network")
+    p.add_argument("--runs", type=int, default=50, help="timed inference runs per network")
     p.add_argument("--train-runs", type=int, default=5, help="timed adaptation steps per network")
     p.add_argument("--networks", nargs="+", help="subset of the networks (default: all)")
     p.add_argument("--skip", nargs="+", default=[], choices=["variants", "compile", "cloud", "e2e"],
@@ -121,9 +121,17 @@ def run(args) -> dict:
         flops = core.count_flops(net, x)
         lat = core.inference_latency(net, x, runs)
         thr = core.throughput(net, h, w, batch=2 if args.quick else 8, runs=1 if args.quick else 3)
+        ort_ms, ort_err = None, ""
+        try:
+            from mono_depth_ros.inference import OnnxRunner
+            runner = OnnxRunner(net, x, args.threads)
+            ort_ms = core.time_fn(lambda: runner(x), runs, warmup=3).as_dict()
+        except Exception as exc:  # a network the exporter or ONNX Runtime cannot take: reported, not fatal
+            ort_err = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
         step = core.adaptation_step(net, h, w, train_runs)
         nets[name] = {"params_m": sum(p.numel() for p in net.parameters()) / 1e6, "gflops": flops / 1e9,
                       "latency": lat.as_dict(), "throughput_fps": thr, "adapt_step": step.as_dict(),
+                      "onnxruntime_latency": ort_ms, "onnxruntime_error": ort_err,
                       "peak_fraction": flops / (lat.median_ms * 1e-3) / (res["peak_gflops"] * 1e9)}
         del net
     res["networks"] = nets
@@ -202,16 +210,21 @@ def markdown(res: dict) -> str:
            ""]
     nets = res["networks"]
     ours = nets.get(OURS)
-    out += ["| network | params | GFLOPs | median ms | p95 ms | x ours (latency) | frames/s (batch 8) | "
-            "% of peak | adapt step ms | x ours (step) |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    out += ["| network | params | GFLOPs | median ms | p95 ms | x ours (latency) | ONNX Runtime median ms | "
+            "x ours (ORT) | frames/s (batch 8) | % of peak | adapt step ms | x ours (step) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in nets.items():
         lr = r["latency"]["median_ms"] / ours["latency"]["median_ms"] if ours else float("nan")
         sr = r["adapt_step"]["median_ms"] / ours["adapt_step"]["median_ms"] if ours else float("nan")
+        o, oo = r.get("onnxruntime_latency"), (ours or {}).get("onnxruntime_latency")
+        ort = _f(o["median_ms"]) if o else "failed"
+        ort_r = _f(o["median_ms"] / oo["median_ms"], 2) if o and oo else "n/a"
         out.append(f"| {name} | {r['params_m']:.2f} M | {r['gflops']:.2f} | {_f(r['latency']['median_ms'])} | "
-                   f"{_f(r['latency']['p95_ms'])} | {_f(lr, 2)} | {_f(r['throughput_fps'])} | "
+                   f"{_f(r['latency']['p95_ms'])} | {_f(lr, 2)} | {ort} | {ort_r} | {_f(r['throughput_fps'])} | "
                    f"{_f(100 * r['peak_fraction'])} | {_f(r['adapt_step']['median_ms'])} | {_f(sr, 2)} |")
-    out += ["", "GFLOPs: `torch.utils.flop_counter` (1 MAC = 2 FLOPs; convolutions, matmuls, attention). "
+    out += ["", "Latency columns: eager PyTorch, then the same network exported to ONNX Runtime (what the node serves "
+            "with). % of peak: GFLOPs / eager median time / peak. "
+            "GFLOPs: `torch.utils.flop_counter` (1 MAC = 2 FLOPs; convolutions, matmuls, attention). "
             "Adapt step: forward + monodepth2 loss (SSIM+L1, min reprojection, auto-mask, smoothness) with two "
             "source frames + backward + Adam, batch 1.", ""]
     if res.get("variants"):

@@ -138,7 +138,10 @@ def _drive(bag: Path | None, seconds: float, workdir: Path, quiet: bool) -> Path
         return bag
     from mono_depth_ros.synth import generate_bag
 
-    out = workdir / "drive"
+    out = workdir / f"drive_B_{seconds:.0f}s"
+    if (out / "metadata.yaml").exists():
+        print(f"[e2e] reusing the drive rendered by an earlier run: {out}", flush=True)
+        return out
     print(f"[e2e] rendering a {seconds:.0f} s synthetic domain-B drive (640x192, 10 Hz) into {out}", flush=True)
     generate_bag(out, preset="B", seed=201, duration_s=seconds, width=640, height=192,
                  sensors=("camera", "odom", "tf", "tf_static"), progress=not quiet, contact_sheet=False)
