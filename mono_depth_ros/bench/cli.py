@@ -113,27 +113,42 @@ def run(args) -> dict:
 
     names = args.networks or list(core.NETWORKS)
     x = torch.rand(1, 3, h, w)
-    nets = {}
+    nets, calls = {}, {}
+    keep = []  # networks and runners stay alive for the interleaved timing
     for name in names:
-        _progress(f"network: {name}")
+        _progress(f"network: {name}: FLOPs, throughput, adaptation step, ONNX export")
         torch.manual_seed(0)
         net = core.build_network(name).eval()
         flops = core.count_flops(net, x)
-        lat = core.inference_latency(net, x, runs)
         thr = core.throughput(net, h, w, batch=2 if args.quick else 8, runs=1 if args.quick else 3)
-        ort_ms, ort_err = None, ""
+        ort_err = ""
         try:
             from mono_depth_ros.inference import OnnxRunner
             runner = OnnxRunner(net, x, args.threads)
-            ort_ms = core.time_fn(lambda: runner(x), runs, warmup=3).as_dict()
+            calls[(name, "onnxruntime")] = (lambda r=runner: r(x))
+            keep.append(runner)
         except Exception as exc:  # a network the exporter or ONNX Runtime cannot take: reported, not fatal
             ort_err = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
         step = core.adaptation_step(net, h, w, train_runs)
+        net.eval()
+
+        def eager(n=net):
+            with torch.inference_mode():
+                return n(x)
+        calls[(name, "eager")] = eager
+        keep.append(net)
         nets[name] = {"params_m": sum(p.numel() for p in net.parameters()) / 1e6, "gflops": flops / 1e9,
-                      "latency": lat.as_dict(), "throughput_fps": thr, "adapt_step": step.as_dict(),
-                      "onnxruntime_latency": ort_ms, "onnxruntime_error": ort_err,
-                      "peak_fraction": flops / (lat.median_ms * 1e-3) / (res["peak_gflops"] * 1e9)}
-        del net
+                      "throughput_fps": thr, "adapt_step": step.as_dict(), "onnxruntime_error": ort_err}
+    rounds = 1 if args.quick else 5
+    _progress(f"latency of every network, eager and ONNX Runtime, {rounds} interleaved rounds")
+    timed = core.interleaved(calls, runs, rounds)
+    for name, r in nets.items():
+        lat = timed[(name, "eager")]
+        r["latency"] = lat.as_dict()
+        o = timed.get((name, "onnxruntime"))
+        r["onnxruntime_latency"] = o.as_dict() if o else None
+        r["peak_fraction"] = r["gflops"] * 1e9 / (lat.median_ms * 1e-3) / (res["peak_gflops"] * 1e9)
+    del keep, calls
     res["networks"] = nets
 
     if "variants" not in args.skip:

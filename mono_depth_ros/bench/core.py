@@ -18,7 +18,7 @@ from mono_depth_ros.losses import SelfSupervisedLoss
 from mono_depth_ros.models import build_model
 from mono_depth_ros.models.base import DepthNet
 
-__all__ = ["Timing", "time_fn", "peak_gflops", "count_flops", "build_network", "NETWORKS", "inference_latency",
+__all__ = ["Timing", "time_fn", "time_samples", "timing_of", "interleaved", "peak_gflops", "count_flops", "build_network", "NETWORKS", "inference_latency",
            "throughput", "adaptation_step", "cloud_build", "synthetic_camera"]
 
 #: name in the table -> builder. Ours first; ratios are taken against it.
@@ -57,8 +57,8 @@ class Timing:
         return asdict(self)
 
 
-def time_fn(fn: Callable[[], object], runs: int, warmup: int = 2) -> Timing:
-    """Call ``fn`` ``warmup`` times untimed, then ``runs`` times timed (perf_counter)."""
+def time_samples(fn: Callable[[], object], runs: int, warmup: int = 2) -> list[float]:
+    """Call ``fn`` ``warmup`` times untimed, then ``runs`` times timed; the times in ms."""
     for _ in range(warmup):
         fn()
     times = []
@@ -66,9 +66,36 @@ def time_fn(fn: Callable[[], object], runs: int, warmup: int = 2) -> Timing:
         t = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t) * 1e3)
-    times.sort()
+    return times
+
+
+def timing_of(times: list[float]) -> Timing:
+    """Median, p95 (nearest rank) and minimum of ``times`` (ms)."""
+    times = sorted(times)
     p95 = times[min(len(times) - 1, int(np.ceil(0.95 * len(times))) - 1)]
     return Timing(statistics.median(times), p95, times[0], len(times))
+
+
+def time_fn(fn: Callable[[], object], runs: int, warmup: int = 2) -> Timing:
+    """Call ``fn`` ``warmup`` times untimed, then ``runs`` times timed (perf_counter)."""
+    return timing_of(time_samples(fn, runs, warmup))
+
+
+def interleaved(fns: dict[str, Callable[[], object]], runs: int, rounds: int, warmup: int = 3) -> dict[str, Timing]:
+    """Time several callables in ``rounds`` round-robin rounds of ``runs/rounds`` calls each.
+
+    On a shared machine the background load drifts; interleaving gives every candidate the same
+    mix of quiet and busy moments, so their ratios are fair even when the absolute times move.
+    """
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for f in fns.values():
+        for _ in range(warmup):
+            f()
+    per_round = max(1, -(-runs // rounds))
+    for _ in range(rounds):
+        for k, f in fns.items():
+            samples[k] += time_samples(f, per_round, warmup=1)
+    return {k: timing_of(v) for k, v in samples.items()}
 
 
 def peak_gflops(n: int = 2048, runs: int = 10) -> dict[str, float]:
