@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -101,6 +100,7 @@ def _run_node(args, out: Path, bag: Path) -> dict:
 
     from mono_depth_ros.ros.conversions import cloud_to_xyz
     from mono_depth_ros.ros.replay import replay
+    from mono_depth_ros.ros.process import stop_process
 
     proc, log = _start_node(args, out)
     rclpy.init()
@@ -136,12 +136,7 @@ def _run_node(args, out: Path, bag: Path) -> dict:
         replay(player, bag, rate=args.rate, wait_subscribers=30.0, progress=True)
         time.sleep(2.5)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)  # the node saves its adapted checkpoint on shutdown
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_process(proc, timeout=60)  # SIGINT: the node saves its adapted checkpoint on shutdown
         ex.shutdown()
         listener.destroy_node()
         player.destroy_node()

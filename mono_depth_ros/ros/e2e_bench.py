@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mono_depth_ros.ros.process import stop_process
+
 __all__ = ["run_e2e", "PLAN_FULL", "PLAN_QUICK"]
 
 _TOPICS = ("/camera/image_raw", "/camera/camera_info", "/odom", "/tf", "/tf_static")
@@ -216,12 +218,7 @@ def run_e2e(bag: Path | None = None, plan=PLAN_FULL, workdir: Path | None = None
             raise RuntimeError(f"publisher failed: {pub.stderr[-2000:]}")
         time.sleep(1.5)  # the last frames' outputs
     finally:
-        if node_proc.poll() is None:
-            node_proc.send_signal(signal.SIGINT)
-            try:
-                node_proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                node_proc.kill()
+        stop_process(node_proc)
         ex.shutdown()
         sub.destroy_node()
         rclpy.try_shutdown()

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mono_depth_ros.ros.process import stop_process
+
 __all__ = ["run", "main"]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -236,19 +238,8 @@ def run(duration: float = 600.0, rate: float = 30.0, size: tuple[int, int] = (12
     finally:
         load_after = os.getloadavg()
         if slow_proc is not None:
-            slow_proc.send_signal(signal.SIGINT)
-            try:
-                slow_proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                slow_proc.kill()
-                slow_proc.wait()
-        if node_proc.poll() is None:
-            node_proc.send_signal(signal.SIGINT)
-            try:
-                node_proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                node_proc.kill()
-                node_proc.wait()
+            stop_process(slow_proc, timeout=10)
+        stop_process(node_proc)
         node_log.close()
         ex.shutdown()
         node.destroy_node()
