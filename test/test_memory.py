@@ -17,7 +17,7 @@ def rss_mb():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
 
-big = np.ones(32 << 20, np.uint8); del big        # glibc raises its mmap threshold to 32 MB ...
+big = np.ones(16 << 20, np.uint8); del big        # glibc raises its mmap threshold to 16 MB ...
 blocks = [np.ones(1 << 20, np.uint8) for _ in range(300)]   # ... so these 1 MB blocks come from the heap
 keep = blocks[-1]
 del blocks                                         # freed, but the top block pins the heap: no automatic trim
