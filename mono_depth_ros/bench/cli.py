@@ -37,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=2, help="torch / ONNX Runtime threads for every measurement")
     p.add_argument("--runs", type=int, default=50, help="timed inference runs per network")
     p.add_argument("--train-runs", type=int, default=5, help="timed adaptation steps per network")
-    p.add_argument("--networks", nargs="+", help="subset of the networks (default: all)")
+    p.add_argument("--networks", nargs="+", help="subset of the networks, quoted names as in the table, e.g. "
+                   "'default (ours)' 'monodepth2 ResNet-18' (default: all)")
     p.add_argument("--skip", nargs="+", default=[], choices=["variants", "compile", "cloud", "e2e"],
                    help="parts to leave out")
     p.add_argument("--bag", type=Path, help="drive for the DDS part (camera, odom, tf); default: render one")
@@ -112,6 +113,9 @@ def run(args) -> dict:
     res["peak_gflops"] = res["peak"]["peak"]
 
     names = args.networks or list(core.NETWORKS)
+    unknown = [n for n in names if n not in core.NETWORKS]
+    if unknown:
+        raise SystemExit(f"--networks: unknown {unknown}; choose from: " + ", ".join(repr(n) for n in core.NETWORKS))
     x = torch.rand(1, 3, h, w)
     nets, calls = {}, {}
     keep = []  # networks and runners stay alive for the interleaved timing
