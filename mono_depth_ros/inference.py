@@ -180,7 +180,7 @@ class OnnxRunner:
     is how adapted weights reach the server. Callable like the module: (1,3,h,w) -> (1,1,h,w).
     """
 
-    def __init__(self, model: torch.nn.Module, example: torch.Tensor, num_threads: int, _graph=None):
+    def __init__(self, model: torch.nn.Module, example: torch.Tensor, num_threads: int):
         import io
         import warnings
 
@@ -189,15 +189,13 @@ class OnnxRunner:
 
         self._ort = ort
         self.num_threads = max(1, int(num_threads))
-        if _graph is None:
-            buf = io.BytesIO()
-            with warnings.catch_warnings(), torch.no_grad():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(model, (example.cpu(),), buf, input_names=["image"], output_names=["depth"],
-                                  dynamo=False, opset_version=17, do_constant_folding=False)
-            _graph = onnx.load_from_string(buf.getvalue())
-        self._graph = _graph
-        self.session = self._open(_graph.SerializeToString())
+        buf = io.BytesIO()
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (example.cpu(),), buf, input_names=["image"], output_names=["depth"],
+                              dynamo=False, opset_version=17, do_constant_folding=False)
+        self._graph = onnx.load_from_string(buf.getvalue())
+        self.session = self._open(buf.getvalue())
 
     def _open(self, model_bytes: bytes):
         ort = self._ort

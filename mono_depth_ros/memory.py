@@ -11,25 +11,21 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 
 __all__ = ["release_free_heap"]
 
-_TRIM = None
-_LOADED = False
 
-
+@functools.lru_cache(maxsize=1)
 def _malloc_trim():
-    global _TRIM, _LOADED
-    if not _LOADED:
-        _LOADED = True
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            _TRIM = libc.malloc_trim  # glibc only; musl/macOS have none
-            _TRIM.argtypes = [ctypes.c_size_t]
-            _TRIM.restype = ctypes.c_int
-        except (OSError, AttributeError):
-            _TRIM = None
-    return _TRIM
+    """glibc's ``malloc_trim``, or None (musl, macOS: no such call)."""
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
 
 
 def release_free_heap() -> bool:

@@ -18,24 +18,19 @@ from mono_depth_ros.losses import SelfSupervisedLoss
 from mono_depth_ros.models import build_model
 from mono_depth_ros.models.base import DepthNet
 
-__all__ = ["Timing", "time_fn", "time_samples", "timing_of", "interleaved", "peak_gflops", "count_flops", "build_network", "NETWORKS", "inference_latency",
+from .peers import DepthAnythingV2Small, FastDepthNet
+
+__all__ = ["Timing", "time_fn", "time_samples", "timing_of", "interleaved",
+           "peak_gflops", "count_flops", "build_network", "NETWORKS", "inference_latency",
            "throughput", "adaptation_step", "cloud_build", "synthetic_camera"]
 
 #: name in the table -> builder. Ours first; ratios are taken against it.
-NETWORKS: dict[str, Callable[[], DepthNet]] = {}
-
-
-def _register():
-    from .peers import DepthAnythingV2Small, FastDepthNet
-    NETWORKS.update({
-        "default (ours)": lambda: build_model("default"),
-        "monodepth2 ResNet-18": lambda: build_model("monodepth2_resnet18"),
-        "FastDepth (MobileNet+NNConv5)": FastDepthNet,
-        "Depth Anything V2 Small": DepthAnythingV2Small,
-    })
-
-
-_register()
+NETWORKS: dict[str, Callable[[], DepthNet]] = {
+    "default (ours)": lambda: build_model("default"),
+    "monodepth2 ResNet-18": lambda: build_model("monodepth2_resnet18"),
+    "FastDepth (MobileNet+NNConv5)": FastDepthNet,
+    "Depth Anything V2 Small": DepthAnythingV2Small,  # imports transformers only when built
+}
 
 
 def build_network(name: str) -> DepthNet:
