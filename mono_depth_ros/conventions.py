@@ -43,7 +43,7 @@ import numpy as np
 __all__ = [
     "MAP_FRAME", "ODOM_FRAME", "BASE_FRAME", "CAMERA_LINK_FRAME",
     "CAMERA_OPTICAL_FRAME", "RIGHT_CAMERA_OPTICAL_FRAME", "ALIGN_CORNERS",
-    "T_BASE_OPTICAL_ROTATION", "Topics", "scale_intrinsics", "pixels_to_grid",
+    "T_BASE_OPTICAL_ROTATION", "Topics", "scale_intrinsics", "scale_intrinsics_torch", "pixels_to_grid",
     "NS_PER_S", "to_ns", "to_sec",
 ]
 
@@ -129,6 +129,17 @@ def scale_intrinsics(K: np.ndarray, sx: float, sy: float) -> np.ndarray:
     out[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
     out[1, 1] *= sy
     out[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
+    return out
+
+
+def scale_intrinsics_torch(K, sx: float, sy: float):
+    """:func:`scale_intrinsics` for a torch (B,3,3) batch (same pixel-centre rule)."""
+    out = K.clone()
+    out[:, 0, 0] = K[:, 0, 0] * sx
+    out[:, 0, 1] = K[:, 0, 1] * sx
+    out[:, 0, 2] = (K[:, 0, 2] + 0.5) * sx - 0.5
+    out[:, 1, 1] = K[:, 1, 1] * sy
+    out[:, 1, 2] = (K[:, 1, 2] + 0.5) * sy - 0.5
     return out
 
 

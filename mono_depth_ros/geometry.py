@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from kornia.geometry.depth import unproject_meshgrid
 
-from .conventions import ALIGN_CORNERS, pixels_to_grid
+from .conventions import ALIGN_CORNERS, pixels_to_grid, scale_intrinsics_torch
 
 __all__ = ["Pose", "PinholeCamera", "warp", "check_shape", "stereo_T_source_target", "relative_pose"]
 
@@ -184,12 +184,7 @@ class PinholeCamera:
         ``fx' = fx*sx``, ``cx' = (cx + 0.5)*sx - 0.5``.
         """
         sy = sx if sy is None else sy
-        K = self.K.clone()
-        K[:, 0, 0] = self.K[:, 0, 0] * sx
-        K[:, 0, 1] = self.K[:, 0, 1] * sx
-        K[:, 0, 2] = (self.K[:, 0, 2] + 0.5) * sx - 0.5
-        K[:, 1, 1] = self.K[:, 1, 1] * sy
-        K[:, 1, 2] = (self.K[:, 1, 2] + 0.5) * sy - 0.5
+        K = scale_intrinsics_torch(self.K, sx, sy)
         return PinholeCamera(K, round(self.height * sy), round(self.width * sx))
 
     def to(self, device=None, dtype=None) -> "PinholeCamera":
@@ -248,34 +243,43 @@ class PinholeCamera:
 
 
 def warp(source_image: torch.Tensor, depth: torch.Tensor, T_source_target: torch.Tensor | Pose,
-         camera: PinholeCamera) -> tuple[torch.Tensor, torch.Tensor]:
+         camera: PinholeCamera, source_camera: PinholeCamera | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Synthesise the target view from a source image (monodepth2 view synthesis).
 
     Target pixels are back-projected with the target ``depth``, moved into
-    the source camera by ``T_source_target``, projected with the same
+    the source camera by ``T_source_target``, projected with the source
     intrinsics and sampled bilinearly from ``source_image`` (border padding,
     ``conventions.ALIGN_CORNERS``).
 
+    ``source_camera`` (default: ``camera``) lets the source be a different
+    image than the target's size: the training step warps full frames into a
+    *crop* of the target frame (the crop's K is the frame's K with the
+    principal point shifted, so focal lengths -- and metric scale -- are those
+    of the camera).
+
     Args:
-        source_image: (B,C,H,W).
-        depth: (B,1,H,W) target depth in metres.
+        source_image: (B,C,Hs,Ws), the size of ``source_camera`` (or of ``camera``).
+        depth: (B,1,H,W) target depth in metres, the size of ``camera``.
         T_source_target: (B,4,4) or Pose.
-        camera: intrinsics of both views at (H, W).
+        camera: intrinsics of the target view at (H, W).
+        source_camera: intrinsics of the source view at (Hs, Ws); None = ``camera``.
     Returns:
         warped (B,C,H,W) and valid (B,1,H,W) float mask: 1 where the point is in
         front of the source camera and projects inside the source image.
     """
-    b = check_shape(source_image, "source_image", ["B", "C", "H", "W"])
-    check_shape(depth, "depth", ["B", "1", "H", "W"], dict(B=b["B"], H=b["H"], W=b["W"]))
+    src_cam = camera if source_camera is None else source_camera
+    b = check_shape(depth, "depth", ["B", "1", "H", "W"])
+    check_shape(source_image, "source_image", ["B", "C", "Hs", "Ws"],
+                dict(B=b["B"], Hs=src_cam.height, Ws=src_cam.width))
     mat = T_source_target.mat if isinstance(T_source_target, Pose) else T_source_target
     check_shape(mat, "T_source_target", ["B", "4", "4"], dict(B=b["B"]))
     points = camera.backproject(depth)
-    uv, z = camera.project(points, mat)
+    uv, z = src_cam.project(points, mat)
     u, v = uv[:, 0], uv[:, 1]
-    H, W = b["H"], b["W"]
-    gx, gy = pixels_to_grid(u, v, W, H)
+    Hs, Ws = src_cam.height, src_cam.width
+    gx, gy = pixels_to_grid(u, v, Ws, Hs)
     grid = torch.stack([gx, gy], dim=-1)  # (B,H,W,2)
     warped = F.grid_sample(source_image, grid.to(source_image.dtype), mode="bilinear",
                            padding_mode="border", align_corners=ALIGN_CORNERS)
-    inside = (u >= -0.5) & (u <= W - 0.5) & (v >= -0.5) & (v <= H - 0.5) & (z[:, 0] > MIN_Z)
+    inside = (u >= -0.5) & (u <= Ws - 0.5) & (v >= -0.5) & (v <= Hs - 0.5) & (z[:, 0] > MIN_Z)
     return warped, inside.unsqueeze(1).to(source_image.dtype)

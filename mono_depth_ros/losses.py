@@ -21,11 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .conventions import scale_intrinsics_torch
 from .geometry import PinholeCamera, check_shape, warp
 from .models.base import disp_to_depth
 
 __all__ = ["ssim_box", "photometric_error", "reduce_reprojection", "smoothness_loss",
-           "SelfSupervisedLoss", "silog_loss", "SupervisedSILogLoss", "all_finite"]
+           "SelfSupervisedLoss", "FastSelfSupervisedLoss", "photometric_error_fast", "SCALE_MODES", "silog_loss", "SupervisedSILogLoss",
+           "all_finite"]
 
 SSIM_WEIGHT = 0.85
 SSIM_C1 = 0.01 ** 2
@@ -91,6 +93,88 @@ def photometric_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     l1 = (pred - target).abs().mean(1, keepdim=True)
     ssim = ssim_box(pred, target).mean(1, keepdim=True)
     return SSIM_WEIGHT * ssim + (1 - SSIM_WEIGHT) * l1
+
+
+def _box3_adjoint(g: torch.Tensor) -> torch.Tensor:
+    """Adjoint of :func:`_box3`: (B,C,H,W) -> (B,C,H+2,W+2)."""
+    return _box3(F.pad(g, (2, 2, 2, 2)))
+
+
+def _photometric_forward(x: torch.Tensor, y: torch.Tensor):
+    """(B,C,H,W) x2 -> (B,1,H,W) error and the window statistics its backward needs."""
+    C = x.shape[1]
+    xp = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    yp = F.pad(y, (1, 1, 1, 1), mode="reflect")
+    mx, my = _box3(xp), _box3(yp)
+    mxy = mx * my
+    A1 = 2 * mxy + SSIM_C1
+    A2 = 2 * (_box3(xp * yp) - mxy) + SSIM_C2
+    B1 = mx * mx + my * my + SSIM_C1
+    B2 = (_box3(xp * xp) - mx * mx) + (_box3(yp * yp) - my * my) + SSIM_C2
+    S = A1 * A2 / (B1 * B2)
+    u = (1 - S) / 2
+    out = (SSIM_WEIGHT * u.clamp(0, 1).sum(1, keepdim=True)
+           + (1 - SSIM_WEIGHT) * (x - y).abs().sum(1, keepdim=True)) / C
+    return out, (mx, my, A1, A2, B1, B2, S, u)
+
+
+def _photometric_backward(g, x, y, mx, my, A1, A2, B1, B2, S, u) -> torch.Tensor:
+    """Gradient of :func:`_photometric_forward`'s error w.r.t. x, for the upstream gradient g (B,1,H,W)."""
+    gc = g / x.shape[1]
+    # d out / d S = -0.85 / 2 where the clamp passes (0 < u < 1), else 0.
+    G = torch.where((u > 0) & (u < 1), gc * (-0.5 * SSIM_WEIGHT), torch.zeros((), dtype=g.dtype, device=g.device))
+    inv = G / (B1 * B2)
+    Gm = 2 * (my * (A2 - A1) - mx * S * (B2 - B1)) * inv
+    Gp = -S * G / B2
+    Gq = 2 * A1 * inv
+    xp = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    yp = F.pad(y, (1, 1, 1, 1), mode="reflect")
+    gxp = _box3_adjoint(Gm) + 2 * xp * _box3_adjoint(Gp) + yp * _box3_adjoint(Gq)
+    gx = torch.ops.aten.reflection_pad2d_backward(gxp, x, [1, 1, 1, 1])
+    return gx + (1 - SSIM_WEIGHT) * gc * torch.sign(x - y)
+
+
+#: The two kernels of :class:`_PhotometricError`; :func:`compile_photometric` swaps in compiled ones.
+_PHOTO_KERNELS = {"forward": _photometric_forward, "backward": _photometric_backward}
+
+
+class _PhotometricError(torch.autograd.Function):
+    """:func:`photometric_error` with a hand-written backward.
+
+    Autograd's backward of the SSIM graph walks ~40 elementwise ops and five box filters, each a
+    full pass over memory; the closed form below needs three box filters and about fifteen
+    passes (1.6x faster forward+backward at 320x128 on one core). Derivation, with m = mean(x),
+    p = mean(x^2), q = mean(xy) over each 3x3 window and S = A1 A2 / (B1 B2) monodepth2's SSIM:
+    dS/dm = 2 mu_y (A2 - A1) / (B1 B2) - 2 m S (B2 - B1) / (B1 B2), dS/dp = -S / B2,
+    dS/dq = 2 A1 / (B1 B2); a pixel's gradient is the adjoint box filter of those maps times
+    (1, 2x, y), folded back through the reflection padding. float64 gradcheck in test_losses.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out, stats = _PHOTO_KERNELS["forward"](x, y)
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward(x, y, *stats)
+        return out
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        return _PHOTO_KERNELS["backward"](g.contiguous(), *ctx.saved_tensors), None
+
+
+def photometric_error_fast(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """:func:`photometric_error` (same values) with a closed-form backward for ``pred``.
+
+    The target gets no gradient (it is an image, not a prediction).
+
+    Args:
+        pred, target: (B,C,H,W) images in [0,1].
+    Returns:
+        (B,1,H,W).
+    """
+    b = check_shape(pred, "pred", ["B", "C", "H", "W"])
+    check_shape(target, "target", ["B", "C", "H", "W"], b)
+    return _PhotometricError.apply(pred, target.detach())
 
 
 def reduce_reprojection(reprojection: torch.Tensor, identity: torch.Tensor | None = None,
@@ -219,6 +303,174 @@ class SelfSupervisedLoss(nn.Module):
             smooth_total = smooth_total + self.smoothness_weight * smooth / (2 ** s)
             mask_frac = mask_frac + mask.mean().detach()
         n = len(disps)
+        total = (photo_total + smooth_total) / n
+        return total, {"photometric": (photo_total / n).detach(), "smoothness": (smooth_total / n).detach(),
+                       "automask_fraction": mask_frac / n}
+
+
+#: How :class:`FastSelfSupervisedLoss` scores the coarser scales: ``upsampled`` = monodepth2 (every
+#: disparity upsampled to the input resolution), ``native`` = each scale at its own resolution against
+#: area-downsampled images and scaled intrinsics (monodepth's original multi-scale loss).
+SCALE_MODES = ("upsampled", "native")
+
+
+def _half(x: torch.Tensor) -> torch.Tensor:
+    """(B,C,H,W) -> (B,C,H/2,W/2) means of 2x2 blocks (= area resampling by 1/2) as sums of strided
+    slices: 2x faster than ``F.avg_pool2d(x, 2)`` and 2x faster than ``F.interpolate(mode="area")``
+    on one CPU core."""
+    y = x[..., ::2] + x[..., 1::2]
+    return (y[..., ::2, :] + y[..., 1::2, :]) * 0.25
+
+
+class FastSelfSupervisedLoss(nn.Module):
+    """monodepth2's loss arranged for online adaptation on a CPU core (the node's training step).
+
+    Same terms as :class:`SelfSupervisedLoss` -- SSIM+L1 with the 3x3 box window, per-pixel
+    minimum reprojection over the sources, auto-masking against the unwarped sources, edge-aware
+    smoothness weighted 1e-3 / 2^s, metric known poses -- and, with ``scale_mode="upsampled"``,
+    full-frame targets and ``noise=0``, the same loss and gradients (test_losses checks it). It is
+    faster because:
+
+    * SSIM+L1 has a closed-form backward (:func:`photometric_error_fast`) and the auto-mask's
+      identity errors carry no autograd graph;
+    * the *target may be a crop* of the frame while the sources stay whole frames (``K_source``):
+      a crop keeps the focal length in pixels, so metric scale is untouched (a resize would not
+      be), and pixels near the crop border still find their match in the full source;
+    * ``scale_mode="native"`` scores scale s at its own resolution (1/4^s of the pixels)
+      instead of upsampling every scale to the input size; ``num_scales`` limits the scales.
+
+    Args:
+        min_depth, max_depth: range of the network's ``disp_to_depth``.
+        smoothness_weight: 1e-3 in monodepth2; divided by 2^s at scale s.
+        automask: identity-reprojection auto-masking.
+        scale_mode: one of :data:`SCALE_MODES`.
+        num_scales: use disps[0:num_scales]; None = all given.
+        noise: tie-breaking noise added to the identity errors (monodepth2: 1e-5).
+    """
+
+    def __init__(self, min_depth: float = 0.1, max_depth: float = 100.0, smoothness_weight: float = 1e-3,
+                 automask: bool = True, scale_mode: str = "upsampled", num_scales: int | None = None,
+                 noise: float = 1e-5):
+        super().__init__()
+        if scale_mode not in SCALE_MODES:
+            raise ValueError(f"scale_mode must be one of {SCALE_MODES}, got {scale_mode!r}")
+        if num_scales is not None and num_scales < 1:
+            raise ValueError(f"num_scales must be >= 1, got {num_scales}")
+        self.min_depth = float(min_depth)
+        self.max_depth = float(max_depth)
+        self.smoothness_weight = float(smoothness_weight)
+        self.automask = bool(automask)
+        self.scale_mode = scale_mode
+        self.num_scales = num_scales
+        self.noise = float(noise)
+        self._cache: dict | None = None
+
+    @staticmethod
+    @torch.no_grad()
+    def _source_level(f: int, pyramid: dict) -> list[torch.Tensor]:
+        """Sources downsampled by ``f`` (a power of 2): 2x2 means of the previous level."""
+        if f not in pyramid:
+            pyramid[f] = [_half(x) for x in FastSelfSupervisedLoss._source_level(f // 2, pyramid)]
+        return pyramid[f]
+
+    def _batch_cache(self, target: torch.Tensor, sources: Sequence[torch.Tensor], K: torch.Tensor,
+                     K_source: torch.Tensor | None) -> dict:
+        """What depends on the images alone (source pyramid, auto-mask identity errors), kept for
+        the next call on the very same tensors (the guard's paired test scores the served weights
+        on the batch just trained on). Holding the tensors themselves (not their addresses) and
+        their version counters makes a stale hit impossible."""
+        key = [target, K, *sources] + ([] if K_source is None else [K_source])
+        c = self._cache
+        if c is not None and len(c["key"]) == len(key) and all(
+                a is b and a._version == v for a, b, v in zip(c["key"], key, c["versions"])):
+            return c
+        self._cache = {"key": key, "versions": [t._version for t in key], "pyramid": {1: list(sources)},
+                       "identity": {}}
+        return self._cache
+
+    def forward(self, target: torch.Tensor, sources: Sequence[torch.Tensor],
+                T_source_target: Sequence[torch.Tensor], K: torch.Tensor, disps: Sequence[torch.Tensor],
+                K_source: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Loss of the target's disparities.
+
+        Args:
+            target: (B,3,h,w) target image (or crop of it) in [0,1].
+            sources: list of S (B,3,H,W) source images (whole frames).
+            T_source_target: list of S (B,4,4) metric poses, target-camera points -> source camera.
+            K: (B,3,3) intrinsics of the target at (h, w) (of the crop: principal point shifted).
+            disps: sigmoid disparities, disps[s] is (B,1,h/2^s,w/2^s).
+            K_source: (B,3,3) intrinsics of the sources at (H, W); None = ``K`` (then H, W = h, w).
+        Returns:
+            total loss (scalar) and detached parts ``photometric``, ``smoothness``, ``automask_fraction``.
+        """
+        b = check_shape(target, "target", ["B", "3", "h", "w"])
+        check_shape(K, "K", ["B", "3", "3"], b)
+        if len(sources) == 0 or len(sources) != len(T_source_target):
+            raise ValueError(f"need one T_source_target per source, got {len(sources)} sources "
+                             f"and {len(T_source_target)} poses")
+        if K_source is None:
+            K_source = K
+            src_size = dict(H=b["h"], W=b["w"])
+        else:
+            check_shape(K_source, "K_source", ["B", "3", "3"], b)
+            src_size = {}
+        for i, (src, T) in enumerate(zip(sources, T_source_target)):
+            src_size = check_shape(src, f"sources[{i}]", ["B", "3", "H", "W"], {**src_size, "B": b["B"]})
+            check_shape(T, f"T_source_target[{i}]", ["B", "4", "4"], b)
+        if len(disps) == 0:
+            raise ValueError("disps is empty")
+        B, h, w, S = b["B"], b["h"], b["w"], len(sources)
+        H, W = src_size["H"], src_size["W"]
+        same_frame = K_source is K and (H, W) == (h, w)
+        scales = list(disps)[: self.num_scales] if self.num_scales else list(disps)
+        photo_total = target.new_zeros(())
+        smooth_total = target.new_zeros(())
+        mask_frac = target.new_zeros(())
+        identity = None
+        cache = self._batch_cache(target, sources, K, None if same_frame else K_source)
+        pyramid = cache["pyramid"]
+        for s, disp in enumerate(scales):
+            check_shape(disp, f"disps[{s}]", ["B", "1", "hs", "ws"], dict(B=B))
+            hs, ws = disp.shape[-2:]
+            if self.scale_mode == "upsampled" or (hs, ws) == (h, w):
+                f, tgt_s, Kt, Ks, srcs = 1, target, K, K_source, list(sources)
+                depth = full_res_depth(disp, h, w, self.min_depth, self.max_depth)
+            else:
+                f = h // hs
+                tgt_s = F.avg_pool2d(target, f)   # = area resampling (h, w are multiples of f)
+                Kt = scale_intrinsics_torch(K, ws / w, hs / h)
+                Ks = scale_intrinsics_torch(K_source, 1.0 / f, 1.0 / f)
+                srcs = self._source_level(f, pyramid)
+                depth = disp_to_depth(disp, self.min_depth, self.max_depth)
+            cam_t = PinholeCamera(Kt, tgt_s.shape[-2], tgt_s.shape[-1])
+            cam_s = cam_t if same_frame else PinholeCamera(Ks, srcs[0].shape[-2], srcs[0].shape[-1])
+            if self.automask:
+                identity = cache["identity"].get(f)
+                if identity is None:
+                    with torch.no_grad():
+                        # The unwarped source at the same sensor pixel: itself for whole frames, else
+                        # sampled with the identity pose (exact: integer pixel positions).
+                        eye = torch.eye(4, dtype=tgt_s.dtype, device=tgt_s.device).expand(B, 4, 4)
+                        ones = torch.ones_like(tgt_s[:, :1])
+                        identity = torch.cat([photometric_error_fast(
+                            src if same_frame else warp(src, ones, eye, cam_t, cam_s)[0], tgt_s) for src in srcs], 1)
+                        if self.noise > 0:
+                            identity = identity + torch.randn_like(identity) * self.noise
+                    cache["identity"][f] = identity
+            reproj = torch.cat([photometric_error_fast(warp(src, depth, T, cam_t, cam_s)[0], tgt_s)
+                                for src, T in zip(srcs, T_source_target)], 1)   # (B,S,hs,ws)
+            if identity is not None:
+                best, idx = torch.cat([identity, reproj], 1).min(1, keepdim=True)
+                mask = (idx >= S).to(reproj.dtype)
+            else:
+                best = reproj.min(1, keepdim=True).values
+                mask = torch.ones_like(best)
+            image_s = target if (hs, ws) == (h, w) else (
+                tgt_s if self.scale_mode == "native" else F.interpolate(target, (hs, ws), mode="area"))
+            smooth_total = smooth_total + self.smoothness_weight * smoothness_loss(disp, image_s) / (2 ** s)
+            photo_total = photo_total + best.mean()
+            mask_frac = mask_frac + mask.mean().detach()
+        n = len(scales)
         total = (photo_total + smooth_total) / n
         return total, {"photometric": (photo_total / n).detach(), "smoothness": (smooth_total / n).detach(),
                        "automask_fraction": mask_frac / n}

@@ -38,6 +38,21 @@ def test_flop_count_of_a_known_convolution():
     assert core.count_flops(conv, torch.rand(1, 3, 32, 32)) == 8 * 27 * 32 * 32 * 2
 
 
+def test_grouped_convolution_backward_flops_are_counted_correctly():
+    """flop_counter's conv backward ignores groups; the bench's formula does not (each gradient = the forward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    conv = torch.nn.Conv2d(32, 32, 3, padding=1, groups=32, bias=False)
+    x = torch.rand(2, 32, 16, 16, requires_grad=True)
+    fwd = 2 * 2 * 32 * 16 * 16 * 9          # B * Cout * pixels * (Cin/groups * 3 * 3) MACs, 2 FLOPs each
+    with FlopCounterMode(display=False, custom_mapping={
+            torch.ops.aten.convolution_backward: core._conv_backward_flops}) as counter:
+        conv(x).sum().backward()
+    assert counter.get_total_flops() == 3 * fwd   # forward + input gradient + weight gradient
+    with FlopCounterMode(display=False) as stock:
+        conv(x).sum().backward()
+    assert stock.get_total_flops() > 3 * fwd      # the overcount the custom formula fixes
+
+
 def test_adaptation_step_trains_every_network():
     for name in core.NETWORKS:
         if name.startswith("Depth Anything"):
@@ -108,5 +123,11 @@ def test_bench_quick_runs_every_part(tmp_path):
     assert seg["published"] >= 25 and seg["depth"]["n"] >= 0.8 * seg["published"]
     assert seg["points"]["n"] > 0 and 0 < seg["depth"]["p50_ms"] < 2000
     assert e2e["adapt_steps_total"] >= 1  # adaptation was running
+    step = res["adapt_node_step"]
+    assert set(step) >= {"median_ms", "floor_ms", "floor_ratio", "reference_median_ms", "speedup"}
+    assert step["median_ms"] > 0 and step["reference_median_ms"] > 0 and step["floor_ms"] > 0
+    assert step["speedup"] == pytest.approx(step["reference_median_ms"] / step["median_ms"])
+    assert step["floor_ratio"] == pytest.approx(step["median_ms"] / step["floor_ms"])
+    assert step["settings"]["step"] == "fast" and step["settings"]["crop"] == [96, 320]
     md = (tmp_path / "bench.md").read_text()
-    assert "x ours" in md and "End-to-end through DDS" in md
+    assert "x ours" in md and "End-to-end through DDS" in md and "FLOP floor of the fast step" in md

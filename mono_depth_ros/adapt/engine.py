@@ -37,10 +37,13 @@ import torch
 
 from mono_depth_ros.conventions import scale_intrinsics
 from mono_depth_ros.learning.step import StepStatus, guarded_step
-from mono_depth_ros.losses import SelfSupervisedLoss
+from mono_depth_ros.losses import SCALE_MODES, FastSelfSupervisedLoss, SelfSupervisedLoss
 from mono_depth_ros.models import DepthNet
 
-__all__ = ["AdaptConfig", "Triplet", "ReplayBuffer", "AdaptationEngine", "StepReport"]
+__all__ = ["AdaptConfig", "Triplet", "ReplayBuffer", "AdaptationEngine", "StepReport", "STEP_KINDS"]
+
+#: ``AdaptConfig.step`` choices.
+STEP_KINDS = ("fast", "reference")
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +76,28 @@ class AdaptConfig:
     grad_clip: float = 5.0
     max_pending: int = 30                # targets waiting for motion / later frames
     seed: int = 0
+    # The step (docs/learning.md, "Learning at camera pace"): "fast" trains on random crops of the
+    # training frames with the sources whole, scores each scale at its own resolution and runs
+    # the anchor images in the same forward pass; "reference" is the step of release 0.2 (whole
+    # frames, every scale upsampled to full resolution, anchors in a forward of their own).
+    step: str = "fast"
+    crop_width: int = 320                # 0 or >= train_width: whole frames
+    crop_height: int = 96
+    scale_mode: str = "native"           # losses.SCALE_MODES
+    num_scales: int = 4
 
     def __post_init__(self):
         if self.train_height % 32 or self.train_width % 32:
             raise ValueError(f"training size must be multiples of 32, got {self.train_width}x{self.train_height}")
+        if self.crop_height % 32 or self.crop_width % 32 or self.crop_height < 0 or self.crop_width < 0:
+            raise ValueError(f"crop size must be multiples of 32 (0 = whole frame), "
+                             f"got {self.crop_width}x{self.crop_height}")
+        if self.step not in STEP_KINDS:
+            raise ValueError(f"step must be one of {STEP_KINDS}, got {self.step!r}")
+        if self.scale_mode not in SCALE_MODES:
+            raise ValueError(f"scale_mode must be one of {SCALE_MODES}, got {self.scale_mode!r}")
+        if not 1 <= self.num_scales <= 4:
+            raise ValueError(f"num_scales must be in 1..4, got {self.num_scales}")
         if not (0 < self.lr <= 1.0):
             raise ValueError(f"lr must be in (0, 1], got {self.lr}")
         if self.replay_per_step < 0 or self.replay_capacity < 1:
@@ -144,6 +165,7 @@ class _Counters:
     rollbacks: int = 0
     swaps: int = 0
     no_motion: int = 0
+    learned: int = 0                 # fresh targets trained on in a healthy step
     rollback_reasons: dict = field(default_factory=dict)
 
 
@@ -170,8 +192,18 @@ class AdaptationEngine:
         self.selector = selector
         self.on_weights = on_weights or (lambda sd: None)
         self.model = copy.deepcopy(model).float().train()
+        self.device = next(self.model.parameters()).device   # frames are kept on the CPU, batches moved here
         self.model.freeze_batchnorm(True)
-        self.loss_fn = SelfSupervisedLoss(self.model.min_depth, self.model.max_depth)
+        cfg = self.cfg
+        if cfg.step == "reference":
+            self.loss_fn = SelfSupervisedLoss(self.model.min_depth, self.model.max_depth)
+            self.crop: tuple[int, int] | None = None
+        else:
+            self.loss_fn = FastSelfSupervisedLoss(self.model.min_depth, self.model.max_depth,
+                                                  scale_mode=cfg.scale_mode, num_scales=cfg.num_scales)
+            ch = cfg.crop_height if 0 < cfg.crop_height < cfg.train_height else cfg.train_height
+            cw = cfg.crop_width if 0 < cfg.crop_width < cfg.train_width else cfg.train_width
+            self.crop = None if (ch, cw) == (cfg.train_height, cfg.train_width) else (ch, cw)
         self.initial = _state_copy(self.model)
         self.last_good = _state_copy(self.model)
         self.served = _state_copy(self.model)    # what the serving network holds now
@@ -196,32 +228,43 @@ class AdaptationEngine:
 
     @torch.no_grad()
     def _prepare_anchors(self, anchors: np.ndarray | None):
-        """Source-domain anchor images (N,H,W,3) uint8 -> (N,3,h,w) uint8 + the starting network's log depth.
+        """Source-domain anchor images (N,H,W,3) uint8 -> (M,3,h,w) uint8 + the starting network's log depth.
 
         Experience replay of the current drive alone cannot hold the domain the weights were
         trained on (CoMoDA replays past experience for that reason). Each step also asks the
         network to keep its *starting* depth on a couple of source-domain images: a
         distillation term in function space, cheaper and more direct than an L2 pull on weights.
+        When the step trains on crops, the anchors are fixed crops (3 across, 2 down, of every
+        image) with the starting depth of that same crop, so the term compares like with like.
         """
         if anchors is None or len(anchors) == 0 or self.cfg.anchor_weight <= 0:
             return None, None
         h, w = self.cfg.train_height, self.cfg.train_width
         imgs = np.stack([a if a.shape[:2] == (h, w) else cv2.resize(a, (w, h), interpolation=cv2.INTER_AREA)
                          for a in anchors])
-        x = torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous()
+        x = torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous().to(self.device)
+        if self.crop is not None:
+            ch, cw = self.crop
+            ys = sorted({round(v) for v in np.linspace(0, h - ch, 2)})
+            xs = sorted({round(v) for v in np.linspace(0, w - cw, 3)})
+            x = torch.stack([img[:, y0:y0 + ch, x0:x0 + cw] for img in x for y0 in ys for x0 in xs])
         ref = []
         for i in range(0, len(x), 4):
             disp = self.model(x[i:i + 4].float() / 255.0)[0]
             ref.append(torch.log(self.model.disp_to_depth(disp)))
         return x, torch.cat(ref)
 
+    def _anchor_pick(self) -> list[int]:
+        return self._rng.sample(range(len(self.anchors)), min(self.cfg.anchor_per_step, len(self.anchors)))
+
     def _anchor_loss(self) -> torch.Tensor:
-        idx = self._rng.sample(range(len(self.anchors)), min(self.cfg.anchor_per_step, len(self.anchors)))
+        idx = self._anchor_pick()
         disp = self.model(self.anchors[idx].float() / 255.0)[0]
         return (torch.log(self.model.disp_to_depth(disp)) - self.anchor_logdepth[idx]).abs().mean()
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.model.parameters(), lr=self.lr)
+        # fused: one kernel over all parameters instead of ~10 small ops per tensor (CPU and CUDA).
+        return torch.optim.Adam(self.model.parameters(), lr=self.lr, fused=True)
 
     # ----------------------------------------------------------------- frames
     def add_frame(self, stamp_ns: int, rgb: np.ndarray, K: np.ndarray) -> None:
@@ -303,15 +346,35 @@ class AdaptationEngine:
                 batch = self.replay.sample(self.cfg.replay_per_step + 1)
             return self._train(batch, trip is not None)
 
+    def _batch(self, batch: list[Triplet]):
+        """Training tensors of a batch: target (B,3,h,w) (crops in the fast step), sources list of
+        (B,3,H,W) whole frames, T list of (B,4,4), K (B,3,3) of the target (crop), K_source (B,3,3)
+        of the sources or None when the target is the whole frame."""
+        dev = self.device
+        n_src = min(len(b.sources) for b in batch)
+        sources = [torch.stack([b.sources[i] for b in batch]).to(dev).float().div_(255.0) for i in range(n_src)]
+        T = [torch.stack([b.T_source_target[i] for b in batch]).to(dev) for i in range(n_src)]
+        K = torch.stack([b.K for b in batch])
+        if self.crop is None:
+            return torch.stack([b.target for b in batch]).to(dev).float().div_(255.0), sources, T, K.to(dev), None
+        # Random crops at full resolution: the focal length in pixels (metric scale) is kept; the
+        # principal point moves with the crop. The sources stay whole (matches across the border).
+        ch, cw = self.crop
+        H, W = batch[0].target.shape[-2:]
+        crops, Kc = [], K.clone()
+        for i, b in enumerate(batch):
+            y0, x0 = self._rng.randrange(H - ch + 1), self._rng.randrange(W - cw + 1)
+            crops.append(b.target[:, y0:y0 + ch, x0:x0 + cw])
+            Kc[i, 0, 2] -= x0
+            Kc[i, 1, 2] -= y0
+        return torch.stack(crops).to(dev).float().div_(255.0), sources, T, Kc.to(dev), K.to(dev)
+
     def _train(self, batch: list[Triplet], fresh: bool) -> StepReport:
         t0 = time.perf_counter()
         cfg = self.cfg
         trip = batch[0]
-        n_src = min(len(b.sources) for b in batch)
-        target = torch.stack([b.target for b in batch]).float().div_(255.0)
-        sources = [torch.stack([b.sources[i] for b in batch]).float().div_(255.0) for i in range(n_src)]
-        T = [torch.stack([b.T_source_target[i] for b in batch]) for i in range(n_src)]
-        K = torch.stack([b.K for b in batch])
+        target, sources, T, K, K_src = self._batch(batch)
+        B = target.shape[0]
         due_swap = (self._healthy + 1) % cfg.swap_every == 0
         due_good = (self._healthy + 1) % cfg.good_every == 0
         pre_state = _state_copy(self.model) if (due_swap or due_good) else None
@@ -319,27 +382,36 @@ class AdaptationEngine:
         near = [0.0]
         swap_ok = [False]
         photo = [float("nan")]
+        # Fast step: the anchor images ride in the training forward pass (BatchNorm is frozen, so
+        # batching them changes no output); the reference step runs them in a pass of their own.
+        anchor_idx = self._anchor_pick() if (self.anchors is not None and cfg.step == "fast") else None
+        net_in = target if anchor_idx is None else torch.cat([target, self.anchors[anchor_idx].float() / 255.0])
 
         def pre_step_check(total: torch.Tensor) -> str | None:
             reason = self._check(photo[0], disp_cv[0], near[0])
             if reason is None and due_swap:
                 # Paired test on this very batch: candidate vs the weights being served.
-                served = self._served_loss(target, sources, T, K)
+                served = self._served_loss(target, sources, T, K, K_src)
                 if photo[0] > cfg.regress_factor * served:
                     return "regressed"
                 swap_ok[0] = photo[0] <= (1.0 + cfg.swap_tolerance) * served
             return reason
 
         def compute():
-            disps = self.model(target)
+            out = self.model(net_in)
+            disps = [d[:B] for d in out] if anchor_idx is not None else out
             d0 = disps[0][:1].detach()
             disp_cv[0] = float(d0.std() / d0.mean().clamp_min(1e-8))
             depth0 = self.model.disp_to_depth(d0)
             near[0] = float((depth0 < 2 * self.model.min_depth).float().mean())
-            loss, parts = self.loss_fn(target, sources, T, K, disps)
+            loss, parts = self._loss(target, sources, T, K, K_src, disps)
             photo[0] = float(loss.detach())  # the guard judges the photometric loss alone
             if self.anchors is not None:
-                anchor = self._anchor_loss()
+                if anchor_idx is not None:
+                    ad = torch.log(self.model.disp_to_depth(out[0][B:]))
+                    anchor = (ad - self.anchor_logdepth[anchor_idx]).abs().mean()
+                else:
+                    anchor = self._anchor_loss()
                 parts["anchor"] = anchor.detach()
                 loss = loss + cfg.anchor_weight * anchor
             if self._start_params is not None:
@@ -356,6 +428,7 @@ class AdaptationEngine:
             self._nonfinite_run = 0
             self._healthy += 1
             self.counters.steps += 1
+            self.counters.learned += int(fresh)
             self.last_loss = photo[0]
             self.loss_avg = photo[0] if self.loss_avg is None else \
                 cfg.loss_ema * self.loss_avg + (1 - cfg.loss_ema) * photo[0]
@@ -379,13 +452,18 @@ class AdaptationEngine:
                 report.status = "rollback_nonfinite"
         return report
 
+    def _loss(self, target, sources, T, K, K_src, disps):
+        if K_src is None:  # whole frames (the reference loss takes no K_source)
+            return self.loss_fn(target, sources, T, K, disps)
+        return self.loss_fn(target, sources, T, K, disps, K_source=K_src)
+
     @torch.no_grad()
-    def _served_loss(self, target, sources, T, K) -> float:
+    def _served_loss(self, target, sources, T, K, K_src=None) -> float:
         """Loss of the weights being served, on the given batch (no gradients)."""
         self._shadow.load_state_dict(self.served)
         self._shadow.train()
         self._shadow.freeze_batchnorm(True)
-        loss, _ = self.loss_fn(target, sources, T, K, self._shadow(target))
+        loss, _ = self._loss(target, sources, T, K, K_src, self._shadow(target))
         return float(loss)
 
     def _serve(self, state) -> None:
@@ -449,8 +527,15 @@ class AdaptationEngine:
                 "adapt_steps": c.steps,
                 "adapt_skipped": c.skipped, "adapt_rollbacks": c.rollbacks, "adapt_swaps": c.swaps,
                 "adapt_no_motion": c.no_motion, "adapt_replay": len(self.replay),
+                "adapt_learned_frames": c.learned, "adapt_learned_share": self.learned_share(),
                 "adapt_loss": self.last_loss, "adapt_loss_avg": self.loss_avg, "adapt_lr": self.lr,
                 "rollback_reasons": dict(c.rollback_reasons)}
+
+    def learned_share(self) -> float:
+        """Share of the moving frames (frames with enough motion to pair) that a step learned from."""
+        c = self.counters
+        moving = c.frames - c.no_motion
+        return c.learned / moving if moving > 0 else 0.0
 
     def config_dict(self) -> dict:
         return asdict(self.cfg)

@@ -33,6 +33,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replay-per-step", type=int, default=3, help="replayed samples mixed into each step")
     p.add_argument("--train-size", default="", help="training resolution HxW (multiples of 32); default: the "
                                                       "checkpoint's input size, like the node")
+    p.add_argument("--step", choices=("fast", "reference"), default="fast",
+                   help="training step: fast (random crops, native-resolution scales; the node's default) or "
+                        "reference (release 0.2's step: whole frames, every scale upsampled)")
+    p.add_argument("--crop", default="96x320", help="fast step: random crop HxW of the training frames "
+                   "(multiples of 32; 0x0 = whole frames)")
+    p.add_argument("--scales", type=int, default=4, choices=(1, 2, 3, 4), help="loss scales used")
+    p.add_argument("--scale-mode", choices=("native", "upsampled"), default="native",
+                   help="fast step: score each scale at its own resolution (native) or upsampled (monodepth2)")
     p.add_argument("--min-translation", type=float, default=0.2, help="minimum motion between frames [m]")
     p.add_argument("--egomotion", default="odom,tf,imu_gps,imu_speed", help="ego-motion source priority")
     p.add_argument("--anchor", default="synthetic_A", help="source-domain anchor images: synthetic_A (the "
@@ -186,8 +194,10 @@ def main(args: argparse.Namespace) -> int:
     try:
         model, input_size, start = load_start(args.checkpoint)
         h, w = parse_size(args.train_size) if args.train_size else input_size
+        ch, cw = parse_size(args.crop) if args.crop not in ("", "0") else (0, 0)
         adapt_cfg = AdaptConfig(lr=args.lr, train_height=h, train_width=w, replay_per_step=args.replay_per_step,
-                                anchor_weight=args.anchor_weight)
+                                anchor_weight=args.anchor_weight, step=args.step, crop_height=ch, crop_width=cw,
+                                scale_mode=args.scale_mode, num_scales=args.scales)
         from .anchors import load_anchor_images
         anchors = load_anchor_images(args.anchor)
         ego_cfg = EgoMotionConfig(priority=tuple(s.strip() for s in args.egomotion.split(",") if s.strip()))

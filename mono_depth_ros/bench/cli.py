@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-runs", type=int, default=5, help="timed adaptation steps per network")
     p.add_argument("--networks", nargs="+", help="subset of the networks, quoted names as in the table, e.g. "
                    "'default (ours)' 'monodepth2 ResNet-18' (default: all)")
-    p.add_argument("--skip", nargs="+", default=[], choices=["variants", "compile", "cloud", "e2e"],
+    p.add_argument("--skip", nargs="+", default=[], choices=["node-step", "variants", "compile", "cloud", "e2e"],
                    help="parts to leave out")
     p.add_argument("--bag", type=Path, help="drive for the DDS part (camera, odom, tf); default: render one")
     p.add_argument("--out", type=Path, help="write bench.md and bench.json here")
@@ -155,6 +155,15 @@ def run(args) -> dict:
     del keep, calls
     res["networks"] = nets
 
+    if "node-step" not in args.skip:
+        # The node's adaptation step at its default settings (640x192 frames, 1 thread), and the reference
+        # step (release 0.2) timed interleaved with it in this process.
+        _progress("the node's adaptation step (fast, default settings) vs the reference step, 1 thread, interleaved")
+        torch.set_num_threads(1)
+        res["adapt_node_step"] = core.adapt_node_step(runs=4 if args.quick else 30, reference_runs=2 if args.quick
+                                                      else 8)
+        torch.set_num_threads(args.threads)
+
     if "variants" not in args.skip:
         from mono_depth_ros import checkpoint as ckpt
 
@@ -263,6 +272,24 @@ def markdown(res: dict) -> str:
             out.append(f"| {r['variant']} | {r['threads']} | {_f(lat['median_ms'])} | {_f(lat['p95_ms'])} | "
                        f"{_f(ratio, 2)} | {r['max_abs_diff_m']:.1e} | {_f(r['setup_s'])} |")
         out.append("")
+    a = res.get("adapt_node_step")
+    if a:
+        st = a["settings"]
+        out += ["The node's adaptation step at its default settings "
+                f"({st['train_size'][1]}x{st['train_size'][0]} frames, step `{st['step']}`: random "
+                f"{st['crop'][1]}x{st['crop'][0]} crops, {st['scales']} scales {st['scale_mode']}; batch "
+                f"{st['batch']} + {st['anchors_per_step']} anchor images, paired verification every "
+                f"{st['verify_every']}th step, guards, Adam), 1 thread, timed interleaved with the reference step "
+                "(release 0.2's step: whole frames, every scale upsampled, anchors in their own pass):", "",
+                "| step | median ms | mean ms | runs | x reference |", "|---|---:|---:|---:|---:|",
+                f"| fast (node default) | {_f(a['median_ms'])} | {_f(a['mean_ms'])} | {a['runs']} | "
+                f"{_f(a['speedup'], 2)} |",
+                f"| reference | {_f(a['reference_median_ms'])} | {_f(a['reference_mean_ms'])} | "
+                f"{a['reference_runs']} | 1.00 |", "",
+                f"FLOP floor of the fast step: {a['gflop']:.2f} GFLOP (forward + backward, grouped convolutions "
+                f"counted correctly, verification pro rata) / {a['peak_conv3x3_1thread_gflops']:.0f} GFLOP/s "
+                f"(best 3x3 convolution, 1 thread, this run) = {_f(a['floor_ms'])} ms; the step takes "
+                f"{_f(a['floor_ratio'], 2)}x its floor.", ""]
     if res.get("train_variants"):
         tv = res["train_variants"]
         base = tv["contiguous"]["median_ms"]

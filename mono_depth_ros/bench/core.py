@@ -203,3 +203,118 @@ def cloud_build(height: int, width: int, runs: int, stride: int = 1, voxel: floa
             pack(pts, colors)
 
     return time_fn(build, runs, warmup=2), n[0]
+
+
+# ------------------------------------------------------------------ the node's adaptation step (issue 17)
+def _conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
+                         _output_padding, groups, output_mask, out_shape=None, **kwargs) -> int:
+    """FLOPs of a convolution's backward, grouped/depthwise counted correctly.
+
+    ``torch.utils.flop_counter`` computes the weight gradient as a dense convolution over the
+    transposed shapes, ignoring ``groups``: a depthwise layer's backward comes out ``groups`` times
+    too large (3.7x too many FLOPs for the default network's step). Each of the two gradients of a
+    (non-transposed) convolution costs exactly its forward: 2 * B * Cout * prod(out) * Cin/g * prod(k).
+    """
+    from torch.utils.flop_counter import conv_flop_count
+
+    fwd = conv_flop_count(list(x_shape), list(w_shape), list(grad_out_shape), transposed)
+    return fwd * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
+def conv3x3_peak_gflops(runs: int = 5) -> float:
+    """Best fp32 GFLOP/s of dense 3x3 convolutions at the current thread count (the step's FLOP ceiling)."""
+    best = 0.0
+    for c, s in ((64, 56), (128, 28), (256, 14)):
+        x, w = torch.rand(1, c, s, s), torch.rand(c, c, 3, 3)
+        with torch.inference_mode():
+            t = time_fn(lambda: torch.nn.functional.conv2d(x, w, padding=1), runs, warmup=2)
+        best = max(best, 2.0 * c * c * 9 * s * s / (t.min_ms * 1e-3) / 1e9)
+    return best
+
+
+def node_adaptation_engines(height: int = 192, width: int = 640, frames: int = 8, seed: int = 5):
+    """(fast engine, reference engine, triplets): the node's adaptation at its default settings.
+
+    Both engines start from the shipped weights with 16 domain-A anchor images, 1 current + 3
+    replayed triplets per step, BatchNorm frozen, the guard and the paired verification every 5th
+    step, exactly as ``NodeAdaptation`` builds them (``adapt_step: fast`` and ``reference``). The
+    triplets are rendered domain-B frames with their ground-truth relative poses.
+    """
+    from mono_depth_ros.adapt.engine import AdaptationEngine, AdaptConfig, Triplet
+    from mono_depth_ros.checkpoint import load_checkpoint, shipped_checkpoint_path
+    from mono_depth_ros.ros.params import NodeConfig
+    from mono_depth_ros.synth import render_drive
+
+    node = NodeConfig()
+    model, _ = load_checkpoint(shipped_checkpoint_path())
+    drive = list(render_drive("B", seed=seed, duration_s=(frames + 1) / 10.0, width=width, height=height))
+    anchors = np.stack([f.image for f in render_drive("A", seed=7, duration_s=1.6, width=width, height=height)][:16])
+    to_t = lambda img: torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))  # noqa: E731
+    trips = []
+    for i in range(1, len(drive) - 1):
+        f = drive[i]
+        T = tuple(torch.from_numpy((np.linalg.inv(drive[j].T_map_camera) @ f.T_map_camera).astype(np.float32))
+                  for j in (i - 1, i + 1))
+        trips.append(Triplet(f.stamp_ns, to_t(f.image), (to_t(drive[i - 1].image), to_t(drive[i + 1].image)), T,
+                             torch.from_numpy(f.K.astype(np.float32))))
+
+    def engine(step: str):
+        cfg = AdaptConfig(lr=node.adapt_lr, train_height=height, train_width=width,
+                          replay_per_step=node.adapt_replay_per_step, anchor_weight=node.adapt_anchor_weight,
+                          step=step, crop_width=node.adapt_crop_width, crop_height=node.adapt_crop_height)
+        return AdaptationEngine(model, None, cfg, anchors=anchors)
+
+    return engine(node.adapt_step), engine("reference"), trips
+
+
+def adapt_node_step(runs: int = 20, reference_runs: int = 6, height: int = 192, width: int = 640) -> dict:
+    """The node's adaptation step at its default settings vs the reference step, timed interleaved, 1 thread.
+
+    Returns ``{median_ms, floor_ms, floor_ratio, reference_median_ms, speedup}`` plus details:
+    ``gflop`` of one fast step (forward + backward, grouped convolutions counted correctly, one
+    paired verification per ``swap_every`` steps included pro rata), the 1-thread 3x3-convolution
+    peak it is divided by, and the step counts. Call with torch at 1 thread (the node's
+    ``adapt_threads`` default).
+    """
+    import random
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    fast, ref, trips = node_adaptation_engines(height, width)
+    rng = random.Random(0)
+    pick = lambda: rng.sample(trips, 1 + fast.cfg.replay_per_step)  # noqa: E731
+    for eng in (fast, ref):           # warm-up: allocator, oneDNN primitives, first verification
+        for _ in range(2):
+            eng._train(pick(), True)
+    # FLOPs: a plain step and a verifying one, weighted as the schedule runs them (1 in swap_every).
+    counted = []
+    for _ in range(fast.cfg.swap_every):
+        with FlopCounterMode(display=False, custom_mapping={
+                torch.ops.aten.convolution_backward: _conv_backward_flops}) as counter:
+            fast._train(pick(), True)
+        counted.append(counter.get_total_flops())
+    gflop = float(np.mean(counted)) / 1e9
+    samples = {"fast": [], "reference": []}
+    per_round = max(1, round(runs / max(1, reference_runs)))
+    while len(samples["reference"]) < reference_runs or len(samples["fast"]) < runs:
+        for _ in range(per_round if len(samples["fast"]) < runs else 0):
+            t0 = time.perf_counter()
+            fast._train(pick(), True)
+            samples["fast"].append(time.perf_counter() - t0)
+        if len(samples["reference"]) < reference_runs:
+            t0 = time.perf_counter()
+            ref._train(pick(), True)
+            samples["reference"].append(time.perf_counter() - t0)
+    peak = conv3x3_peak_gflops()
+    med = float(np.median(samples["fast"])) * 1e3
+    ref_med = float(np.median(samples["reference"])) * 1e3
+    floor = gflop / peak * 1e3
+    return {"median_ms": med, "floor_ms": floor, "floor_ratio": med / floor, "reference_median_ms": ref_med,
+            "speedup": ref_med / med, "mean_ms": float(np.mean(samples["fast"])) * 1e3,
+            "reference_mean_ms": float(np.mean(samples["reference"])) * 1e3, "gflop": gflop,
+            "peak_conv3x3_1thread_gflops": peak, "runs": len(samples["fast"]),
+            "reference_runs": len(samples["reference"]),
+            "settings": {"step": fast.cfg.step, "crop": list(fast.crop or (height, width)),
+                         "train_size": [height, width], "batch": 1 + fast.cfg.replay_per_step,
+                         "anchors_per_step": fast.cfg.anchor_per_step, "verify_every": fast.cfg.swap_every,
+                         "scale_mode": fast.cfg.scale_mode, "scales": fast.cfg.num_scales}}

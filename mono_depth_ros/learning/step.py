@@ -74,12 +74,15 @@ def guarded_step(model: DepthNet, optimizer: torch.optim.Optimizer, inputs: Sequ
             result = StepResult(f"rejected_{reason}", float(loss.detach()))
         else:
             loss.backward()
-            params = [p for p in model.parameters() if p.grad is not None]
-            if not all(bool(torch.isfinite(p.grad).all()) for p in params):
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            # One fused pass over all gradients: their total norm is finite iff every gradient is (or
+            # so large that the norm overflows float32: garbage either way).
+            norm = torch.nn.utils.get_total_norm(grads)
+            if not bool(torch.isfinite(norm)):
                 result = StepResult(StepStatus.SKIPPED_NONFINITE_GRAD)
             else:
                 if grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+                    torch.nn.utils.clip_grads_with_norm_(grads, grad_clip, norm)
                 optimizer.step()
                 result = StepResult(StepStatus.OK, float(loss.detach()),
                                     {k: float(v) for k, v in parts.items()})

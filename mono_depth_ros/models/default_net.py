@@ -24,12 +24,32 @@ STAGES = ((24, 2, 4, 2), (32, 2, 4, 2), (64, 2, 4, 3), (128, 2, 4, 2))
 FIRST_EXPAND = 2
 
 
-def _conv_bn(c_in: int, c_out: int, k: int, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
+class ConvBN(nn.Sequential):
+    """Conv2d (no bias) -> BatchNorm2d [-> ReLU6], children named 0, 1, 2 as in ``nn.Sequential``.
+
+    While the BatchNorm uses its running statistics (eval mode, or frozen for online
+    fine-tuning), it is an affine map per channel: it is folded into the convolution's weight and
+    bias on every call, so no separate pass over the activations runs forward or backward. The
+    parameters stay the same tensors (conv weight, BN weight and bias), so gradients, optimiser
+    state and checkpoints are exactly those of the unfolded layers.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv, bn = self[0], self[1]
+        if bn.training:
+            return super().forward(x)
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        x = F.conv2d(x, conv.weight * scale.view(-1, 1, 1, 1), bn.bias - bn.running_mean * scale,
+                     conv.stride, conv.padding, conv.dilation, conv.groups)
+        return F.relu6(x) if len(self) > 2 else x
+
+
+def _conv_bn(c_in: int, c_out: int, k: int, stride: int = 1, groups: int = 1, act: bool = True) -> ConvBN:
     layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, k, stride, k // 2, groups=groups, bias=False),
                                nn.BatchNorm2d(c_out)]
     if act:
         layers.append(nn.ReLU6(inplace=True))
-    return nn.Sequential(*layers)
+    return ConvBN(*layers)
 
 
 class InvertedResidual(nn.Module):

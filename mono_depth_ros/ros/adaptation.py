@@ -29,16 +29,12 @@ from mono_depth_ros.conventions import Topics
 from mono_depth_ros.egomotion import EgoMotionConfig, GatingConfig
 from mono_depth_ros.egomotion.samples import stamp_to_ns
 from mono_depth_ros.metrics import compute_depth_metrics
-from mono_depth_ros.memory import release_free_heap
+from mono_depth_ros.memory import HeapTrimPolicy
 from mono_depth_ros.tf_buffer import TfError
 
 from .tf import TF_QOS
 
 __all__ = ["NodeAdaptation", "resume_state"]
-
-#: Seconds between heap trims in the adaptation thread. A trim costs ~30 ms plus ~150 ms of page faults
-#: in the next step (measured at 320x96); every 10 s that is ~2% of the adaptation's time.
-HEAP_TRIM_PERIOD_S = 10.0
 
 
 def resume_state(cfg, logger):
@@ -86,7 +82,8 @@ class NodeAdaptation:
         self.feed = AdaptationFeed(
             predictor.model,
             AdaptConfig(lr=cfg.adapt_lr, train_height=th, train_width=tw, replay_per_step=cfg.adapt_replay_per_step,
-                        anchor_weight=cfg.adapt_anchor_weight),
+                        anchor_weight=cfg.adapt_anchor_weight, step=cfg.adapt_step, crop_width=cfg.adapt_crop_width,
+                        crop_height=cfg.adapt_crop_height),
             EgoMotionConfig(priority=tuple(s.strip() for s in cfg.egomotion_sources.split(",") if s.strip()),
                             odom_frame=cfg.odom_frame, base_frame=cfg.base_frame),
             GatingConfig(min_translation_m=cfg.adapt_min_translation),
@@ -99,7 +96,7 @@ class NodeAdaptation:
         self._cv = threading.Condition()
         self._stop = threading.Event()
         self._last_save = time.monotonic()
-        self._last_trim = time.monotonic()
+        self._heap = HeapTrimPolicy()   # bounds the resident set without re-faulting it every few steps
         self._steps_at_save = 0
         self.last_save_path = ""
         self.last_error = ""
@@ -209,9 +206,7 @@ class NodeAdaptation:
                             self._credits = 0.0  # nothing trainable yet: wait for the next frame
                     else:
                         self._step_times.append(time.monotonic())
-                        if time.monotonic() - self._last_trim >= HEAP_TRIM_PERIOD_S:
-                            self._last_trim = time.monotonic()
-                            release_free_heap()  # bounds the resident set (see memory.py)
+                        self._heap.after_step()
                         if rep.status.startswith("rollback"):
                             self.node.get_logger().warning(
                                 f"adaptation rolled back ({rep.status.removeprefix('rollback_')}); "
@@ -280,6 +275,7 @@ class NodeAdaptation:
         rate = (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
         out = {k: (f"{v:.5f}" if isinstance(v, float) else str(v)) for k, v in s.items()}
         out["adapt_steps_per_s"] = f"{rate:.2f}"
+        out["heap_trims"] = str(self._heap.trims)
         out["checkpoint_saves"] = str(self.store.saves)
         out["checkpoint_errors"] = str(self.store.errors)
         out["checkpoint_last"] = self.last_save_path

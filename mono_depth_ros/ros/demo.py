@@ -41,6 +41,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=float, default=1.0, help="replay speed factor (1 = real time)")
     p.add_argument("--lr", type=float, default=3e-4, help="adaptation learning rate")
     p.add_argument("--no-adapt", action="store_true", help="run the node without adaptation")
+    p.add_argument("--reference-step", action="store_true",
+                   help="adapt with the reference training step (release 0.2: whole frames, every scale upsampled) "
+                        "instead of the fast one, to compare how many steps the node takes")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="run the node N times on the same drive (fresh weights each time) and report mean ± std")
     p.add_argument("--quick", action="store_true", help="CI smoke test: 6 s drive and 3 s held-out drives at 320x96")
 
 
@@ -72,7 +77,7 @@ def _start_node(args, out: Path) -> tuple[subprocess.Popen, Path]:
            "-p", "use_sim_time:=true", "-p", "target_frame:=odom", "-p", "point_stride:=4",
            "-p", f"checkpoint_dir:={out / 'checkpoints'}", "-p", "resume:=false", "-p", "evaluate_gt:=true",
            "-p", f"adapt:={'false' if args.no_adapt else 'true'}", "-p", f"adapt_lr:={args.lr}",
-           "-p", "checkpoint_period:=30.0",
+           "-p", "checkpoint_period:=30.0", "-p", f"adapt_step:={'reference' if args.reference_step else 'fast'}",
            "-r", "image:=/camera/image_raw", "-r", "camera_info:=/camera/camera_info",
            "-r", "depth_gt:=/camera/depth_gt"]
     if args.checkpoint:
@@ -146,6 +151,9 @@ def _run_node(args, out: Path, bag: Path) -> dict:
 
 def main(args: argparse.Namespace) -> int:
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    if args.repeat < 1:
+        print(f"mono-depth demo: error: --repeat must be >= 1, got {args.repeat}")
+        return 2
     if args.quick:
         args.duration, args.heldout, args.width, args.height = 6.0, 3.0, 320, 96
     out = args.out
@@ -161,19 +169,76 @@ def main(args: argparse.Namespace) -> int:
     print(f"[demo] 2/5 scoring the starting weights ({start_desc}) on the held-out drives")
     before = {d: _score(model0, input_size, bag) for d, bag in held.items()}
 
-    print("[demo] 3/5 depth node + real-time replay of the domain-B drive"
-          + ("" if not args.no_adapt else " (adaptation off)"))
-    heard = _run_node(args, out, adapt_bag)
-    ckpt = out / "checkpoints" / "adapted.pt"
-    print("[demo] 4/5 scoring the adapted checkpoint on the same held-out drives")
-    if ckpt.exists() and not args.no_adapt:
-        model1, meta1 = load_checkpoint(ckpt)
-        after = {d: _score(model1, input_size, bag) for d, bag in held.items()}
-    else:
-        print("[demo]   no adapted checkpoint was written (adaptation off or nothing learned)")
-        model1, meta1, after = model0, {}, before
-    print("[demo] 5/5 pictures, point cloud, tables")
-    return _report(args, out, adapt_bag, held, before, after, model0, model1, input_size, heard, meta1, t_begin)
+    results = []
+    for run in range(args.repeat):
+        run_out = out if args.repeat == 1 else out / f"run{run + 1}"
+        run_out.mkdir(parents=True, exist_ok=True)
+        tag = "" if args.repeat == 1 else f" (run {run + 1}/{args.repeat})"
+        print(f"[demo] 3/5 depth node + real-time replay of the domain-B drive{tag}"
+              + ("" if not args.no_adapt else " (adaptation off)")
+              + (", reference step" if args.reference_step else ""))
+        heard = _run_node(args, run_out, adapt_bag)
+        ckpt = run_out / "checkpoints" / "adapted.pt"
+        print(f"[demo] 4/5 scoring the adapted checkpoint on the same held-out drives{tag}")
+        if ckpt.exists() and not args.no_adapt:
+            model1, meta1 = load_checkpoint(ckpt)
+            after = {d: _score(model1, input_size, bag) for d, bag in held.items()}
+        else:
+            print("[demo]   no adapted checkpoint was written (adaptation off or nothing learned)")
+            model1, meta1, after = model0, {}, before
+        print(f"[demo] 5/5 pictures, point cloud, tables{tag}")
+        results.append(_report(args, run_out, adapt_bag, held, before, after, model0, model1, input_size, heard,
+                               meta1, t_begin))
+    if args.repeat > 1:
+        _summary(args, out, results)
+    return 0
+
+
+def _summary(args, out: Path, results: list[dict]) -> dict:
+    """Mean ± std over the repeated runs (the issue-17 acceptance figures), printed and written."""
+    def col(fn):
+        v = np.array([fn(r) for r in results], dtype=float)
+        return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "runs": v.tolist()}
+
+    s = {"runs": len(results), "step": "reference" if args.reference_step else "fast",
+         "B_abs_rel": col(lambda r: r["after"]["B"]["raw"]["abs_rel"]),
+         "B_scale": col(lambda r: r["after"]["B"]["raw"]["scale_ratio"]),
+         "A_abs_rel": col(lambda r: r["after"]["A"]["raw"]["abs_rel"]),
+         "A_change": col(lambda r: r["relative_change_abs_rel"]["A"]),
+         "B_change": col(lambda r: r["relative_change_abs_rel"]["B"]),
+         "adapt_steps": col(lambda r: float(r["node"].get("adapt_steps", 0))),
+         "adapt_steps_per_s": col(lambda r: r["adapt_steps_per_s_overall"]),
+         "learned_share": col(lambda r: float(r["node"].get("adapt_learned_share", 0.0))),
+         "frames_dropped": col(lambda r: float(r["node"].get("frames_dropped", 0))),
+         "start": {d: results[0]["before"][d]["raw"]["abs_rel"] for d in ("A", "B")}}
+    (out / "summary.json").write_text(json.dumps(s, indent=2))
+
+    def pm(key, fmt="{:.3f}"):
+        return f"{fmt.format(s[key]['mean'])} ± {fmt.format(s[key]['std'])}"
+
+    lines = [f"## {s['runs']} runs, {s['step']} step (SYNTHETIC drives, metric depth: no median scaling)", "",
+             "| | mean ± std over runs | runs |", "|---|---|---|",
+             f"| held-out B AbsRel (start {s['start']['B']:.3f}) | {pm('B_abs_rel')} | "
+             + ", ".join(f"{v:.3f}" for v in s["B_abs_rel"]["runs"]) + " |",
+             f"| held-out B scale median(gt/pred) | {pm('B_scale')} | "
+             + ", ".join(f"{v:.3f}" for v in s["B_scale"]["runs"]) + " |",
+             f"| held-out A AbsRel (start {s['start']['A']:.3f}) | {pm('A_abs_rel')} | "
+             + ", ".join(f"{v:.3f}" for v in s["A_abs_rel"]["runs"]) + " |",
+             f"| held-out A change | {pm('A_change', '{:+.1%}')} | "
+             + ", ".join(f"{v:+.1%}" for v in s["A_change"]["runs"]) + " |",
+             f"| adaptation steps | {pm('adapt_steps', '{:.0f}')} | "
+             + ", ".join(f"{v:.0f}" for v in s["adapt_steps"]["runs"]) + " |",
+             f"| steps/s over the drive | {pm('adapt_steps_per_s', '{:.2f}')} | "
+             + ", ".join(f"{v:.2f}" for v in s["adapt_steps_per_s"]["runs"]) + " |",
+             f"| share of moving frames learned from | {pm('learned_share', '{:.0%}')} | "
+             + ", ".join(f"{v:.0%}" for v in s["learned_share"]["runs"]) + " |",
+             f"| frames dropped | {pm('frames_dropped', '{:.0f}')} | "
+             + ", ".join(f"{v:.0f}" for v in s["frames_dropped"]["runs"]) + " |"]
+    text = "\n".join(lines)
+    (out / "summary.md").write_text("# mono_depth_ros demo, repeated (SYNTHETIC data)\n\n" + text + "\n")
+    print("\n" + text)
+    print(f"\nwrote {out / 'summary.md'} and {out / 'summary.json'}")
+    return s
 
 
 def _table(before, after) -> str:
@@ -222,6 +287,7 @@ def _report(args, out, adapt_bag, held, before, after, model0, model1, input_siz
         "relative_change_abs_rel": rel, "node": diag, "prequential_frames": len(preq),
         "prequential_abs_rel_first_20": float(np.mean(preq[:20])) if preq else None,
         "prequential_abs_rel_last_20": float(np.mean(preq[-20:])) if preq else None,
+        "adapt_steps_per_s_overall": float(diag.get("adapt_steps", 0) or 0) / max(args.duration / args.rate, 1e-9),
         "adapted_checkpoint_meta": {k: v for k, v in meta1.items() if k in ("training", "meta", "created")},
         "wall_time_s": round(time.monotonic() - t_begin, 1),
     }
@@ -236,7 +302,8 @@ def _report(args, out, adapt_bag, held, before, after, model0, model1, input_siz
     if diag:
         print(f"node: {diag.get('frames_processed')} frames processed, {diag.get('frames_dropped')} dropped, "
               f"inference {diag.get('inference_ms_mean')} ms at {diag.get('inference_rate_hz')} Hz; "
-              f"adaptation {diag.get('adapt_steps')} steps ({diag.get('adapt_steps_per_s')} steps/s), "
+              f"adaptation {diag.get('adapt_steps')} steps ({result['adapt_steps_per_s_overall']:.2f} steps/s over "
+              f"the drive, {float(diag.get('adapt_learned_share', 0)):.0%} of the moving frames learned from), "
               f"rollbacks {diag.get('adapt_rollbacks')}, ego-motion source {diag.get('egomotion_source')}")
     if preq:
         print(f"prequential AbsRel on the drive (before learning each frame): first 20 frames "
@@ -247,7 +314,7 @@ def _report(args, out, adapt_bag, held, before, after, model0, model1, input_siz
         if Path(p).exists():
             print(f"  {p}")
     print(f"[demo] done in {result['wall_time_s']} s")
-    return 0
+    return result
 
 
 def _plot(heard, path: Path, before, after) -> None:

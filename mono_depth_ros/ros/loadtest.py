@@ -258,8 +258,8 @@ def run(duration: float = 600.0, rate: float = 30.0, size: tuple[int, int] = (12
         w0 += window
     r = np.array(rss)
     after = r[r[:, 0] >= warmup, 1] if len(r) else np.array([])
-    # The resident set is a sawtooth (training steps touch memory, the adaptation thread hands it back every
-    # HEAP_TRIM_PERIOD_S): compare its envelope, the peak of the first window after warm-up with the peak
+    # The resident set can be a sawtooth (training steps touch memory, the adaptation thread hands it back
+    # when it grows, memory.HeapTrimPolicy): compare its envelope, the peak of the first window after warm-up with the peak
     # of the last window, not two point samples that may fall on a tooth and a trough.
     env_w = min(60.0, (duration - warmup) / 2)
     first_win = r[(r[:, 0] >= warmup) & (r[:, 0] < warmup + env_w), 1] if len(r) else np.array([])

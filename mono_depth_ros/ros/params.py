@@ -63,6 +63,9 @@ class NodeConfig:
     adapt_train_height: int = 0
     adapt_min_translation: float = 0.2
     adapt_threads: int = 1
+    adapt_step: str = "fast"
+    adapt_crop_width: int = 320
+    adapt_crop_height: int = 96
     adapt_anchor: str = "synthetic_A"
     adapt_anchor_weight: float = 0.3
     egomotion_sources: str = "odom,tf,imu_gps,imu_speed"
@@ -117,6 +120,13 @@ PARAMS: tuple[ParamSpec, ...] = (
               read_only=True),
     ParamSpec("adapt_threads", 1, "torch threads of the adaptation thread (inference keeps its own)", range=(1, 64),
               read_only=True),
+    ParamSpec("adapt_step", "fast", "training step: fast (random crops at full resolution, each loss scale at "
+              "its own resolution; docs/learning.md) or reference (release 0.2's step: whole frames, every scale "
+              "upsampled to full resolution, ~8x slower)", choices=("fast", "reference"), read_only=True),
+    ParamSpec("adapt_crop_width", 320, "fast step: width of the random training crop (multiple of 32; 0 or >= the "
+              "training width = whole frames)", range=(0, 2048), step=32, read_only=True),
+    ParamSpec("adapt_crop_height", 96, "fast step: height of the random training crop (multiple of 32; 0 or >= "
+              "the training height = whole frames)", range=(0, 2048), step=32, read_only=True),
     ParamSpec("adapt_anchor", "synthetic_A", "source-domain anchor images that keep the starting depth there: "
               "synthetic_A (the shipped weights' domain), none, or a folder of png/jpg images", read_only=True),
     ParamSpec("adapt_anchor_weight", 0.3, "weight of the anchor (distillation) term; 0 = off", range=(0.0, 100.0),
@@ -177,6 +187,9 @@ def validate(cfg: NodeConfig) -> NodeConfig:
         if spec.name.startswith(("input_", "adapt_train_")) and v and (v % 32 or v < 64):
             raise ConfigError(f"parameter {spec.name!r} = {v} must be 0 (checkpoint's size) or a multiple of 32 "
                               f">= 64")
+    for name in ("adapt_crop_width", "adapt_crop_height"):
+        if getattr(cfg, name) % 32:
+            raise ConfigError(f"parameter {name!r} = {getattr(cfg, name)} must be a multiple of 32 (0 = whole frames)")
     if cfg.min_depth >= cfg.max_depth:
         raise ConfigError(f"min_depth ({cfg.min_depth}) must be smaller than max_depth ({cfg.max_depth})")
     from mono_depth_ros.egomotion import SOURCES
