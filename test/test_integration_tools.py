@@ -376,6 +376,40 @@ def test_rosdep_resolves_every_key_of_package_xml_for_humble_jazzy_kilted(tools,
     assert not failures, json.dumps(failures, indent=1)
 
 
+def _imported_modules() -> dict[str, set[str]]:
+    """Dotted module names imported anywhere in the package and its launch file -> files importing them."""
+    import ast
+    found: dict[str, set[str]] = {}
+    for f in [*(ROOT / "mono_depth_ros").rglob("*.py"), *(ROOT / "launch").glob("*.py")]:
+        for n in ast.walk(ast.parse(f.read_text(), str(f))):
+            names = [a.name for a in n.names] if isinstance(n, ast.Import) else \
+                [n.module] if isinstance(n, ast.ImportFrom) and n.module and n.level == 0 else []
+            for name in names:
+                found.setdefault(name, set()).add(str(f.relative_to(ROOT)))
+    return found
+
+
+def test_every_imported_ros_package_is_declared_in_package_xml():
+    """Each imported module that is a ROS package of Humble, Jazzy or Kilted (per the shipped distribution
+    files) has its key in package.xml (rcl_interfaces and ament_index_python were missing, issue 14); rosbags'
+    image module, which has no rosdep key, is named in package.xml with its pip fallback."""
+    ros_packages = set()
+    for distro in DISTROS:
+        dist = yaml.safe_load(gzip.decompress((SRC / f"rosdistro-{distro}-distribution.yaml.gz").read_bytes()))
+        for repo in dist["repositories"].values():
+            ros_packages.update((repo.get("release") or {}).get("packages") or [])
+    xml_text = (ROOT / "package.xml").read_text()
+    declared = {e.text for e in ET.fromstring(xml_text) if e.tag.endswith("depend")}
+    imported = _imported_modules()
+    missing = {m.split(".")[0]: sorted(files) for m, files in imported.items()
+               if m.split(".")[0] in ros_packages and m.split(".")[0] not in declared}
+    assert not missing, f"imported ROS packages not declared in package.xml: {missing}"
+    assert {"rclpy", "rcl_interfaces", "ament_index_python", "tf2_ros"} <= declared
+    if any(m.startswith("rosbags.image") for m in imported):
+        assert re.search(r"rosbags-image.*no rosdep key.*pip install rosbags-image", xml_text, re.S), \
+            "package.xml must say how rosbags-image is installed (no rosdep key exists)"
+
+
 # --------------------------------------------------------------------------------------------- RViz
 def _rviz_launch_node(tools, install, tmp: Path, **args) -> dict:
     """Evaluate the installed launch file with the real launch/launch_ros: the RViz node's namespace,
