@@ -50,14 +50,18 @@ DISTROS = {"humble": "jammy", "jazzy": "noble", "kilted": "noble"}   # REP 2000:
 def tools(request) -> Tools:
     if not SRC.is_dir():
         pytest.skip(SKIP_REASON)
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line("\n[integration] building or finding the ROS 2 tools (scripts/build_ros2_tools.sh; "
-                            "a cold build takes a few minutes)")
+    def say(text):   # on the terminal even while pytest captures output (CI logs show the build)
+        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        capman = request.config.pluginmanager.get_plugin("capturemanager")
+        if reporter is not None and capman is not None:
+            with capman.global_and_fixture_disabled():
+                reporter.write_line(text)
+
+    say("\n[integration] building or finding the ROS 2 tools (scripts/build_ros2_tools.sh; a cold build takes "
+        "about 1-2 min here)")
     t = build_tools()   # a failed build is an error, never a skip: CI must see it
-    if reporter is not None:
-        reporter.write_line(f"[integration] ROS 2 tools in {t.path}: "
-                            f"{'built now in' if t.built_now else 'cached, found in'} {t.build_seconds:.0f} s")
+    say(f"[integration] ROS 2 tools in {t.path}: {'built now in' if t.built_now else 'cached, found in'} "
+        f"{t.build_seconds:.0f} s")
     return t
 
 
@@ -86,7 +90,7 @@ def _params_file(tmp_path: Path) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="class")
 def launched_front(tools, colcon_install, tmp_path_factory):
     """``ros2 launch mono_depth_ros mono_depth.launch.py namespace:=front image:=... camera_info:=...`` from the
     colcon install; this process publishes camera images and collects depth on /front/depth. Yields what
@@ -144,32 +148,86 @@ def launched_front(tools, colcon_install, tmp_path_factory):
         node.destroy_node()
         rclpy.shutdown(context=ctx)
         if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)   # ros2 launch forwards it to the node, which saves and exits
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            for sig, wait in ((signal.SIGINT, 15), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+                # SIGINT: ros2 launch forwards it to the node, which saves and exits; the others to its group
+                # (a shell without job control starts background jobs with SIGINT ignored).
+                if sig == signal.SIGINT:
+                    proc.send_signal(sig)
+                else:
+                    os.killpg(proc.pid, sig)
+                try:
+                    proc.wait(timeout=wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
         log.close()
 
 
 # ------------------------------------------------------------------------------------------------ tests
-def test_ros2_launch_with_namespace_depth_arrives_on_namespaced_topic(launched_front):
-    """ros2 launch (real launch, launch_ros, ros2launch) with namespace:= and image:=: the node runs as
-    /front/mono_depth, subscribes the remapped camera topics, and depth arrives on /front/depth."""
-    r = launched_front
-    log = r["log"].read_text()
-    assert r["depths"], f"no depth on /{NS}/depth\n{log[-4000:]}"
-    d = r["depths"][0]
-    assert d.encoding == "32FC1" and (d.width, d.height) == (320, 96) and d.header.frame_id == OPT
-    assert _stamp_ns(d.header.stamp) in r["sent"]
-    arr = np.frombuffer(bytes(d.data), np.float32)
-    assert np.isfinite(arr).mean() > 0.99
-    assert ("mono_depth", f"/{NS}") in r["node_names"]
-    assert f"{CAM}/image_raw" in r["subscriptions"] and f"{CAM}/camera_info" in r["subscriptions"]
-    for topic in ("depth", "depth/camera_info", "depth/colorized", "points"):
-        assert f"/{NS}/{topic}" in r["publishers"], sorted(r["publishers"])
-    assert "/depth" not in r["publishers"]
+class TestLaunchFront:
+    """The tests that share one `ros2 launch ... namespace:=front` (stopped after them, so that its node
+    does not listen to the other tests' /tf and /clock)."""
+
+    def test_ros2_launch_with_namespace_depth_arrives_on_namespaced_topic(self, launched_front):
+        """ros2 launch (real launch, launch_ros, ros2launch) with namespace:= and image:=: the node runs as
+        /front/mono_depth, subscribes the remapped camera topics, and depth arrives on /front/depth."""
+        r = launched_front
+        log = r["log"].read_text()
+        assert r["depths"], f"no depth on /{NS}/depth\n{log[-4000:]}"
+        d = r["depths"][0]
+        assert d.encoding == "32FC1" and (d.width, d.height) == (320, 96) and d.header.frame_id == OPT
+        assert _stamp_ns(d.header.stamp) in r["sent"]
+        arr = np.frombuffer(bytes(d.data), np.float32)
+        assert np.isfinite(arr).mean() > 0.99
+        assert ("mono_depth", f"/{NS}") in r["node_names"]
+        assert f"{CAM}/image_raw" in r["subscriptions"] and f"{CAM}/camera_info" in r["subscriptions"]
+        for topic in ("depth", "depth/camera_info", "depth/colorized", "points"):
+            assert f"/{NS}/{topic}" in r["publishers"], sorted(r["publishers"])
+        assert "/depth" not in r["publishers"]
+
+    def test_rviz_config_classes_and_topics_match_plugins_and_namespaced_node(self, tools, colcon_install,
+                                                                                  tmp_path, launched_front):
+        """Every class in config/mono_depth.rviz is an rviz_default_plugins plugin (or an rviz_common panel of
+        the reference config); every display topic, resolved with the RViz node's namespace and remaps from the
+        launch file under namespace:=front, is a topic the /front depth node really publishes (or its camera
+        input), with the message type the display takes."""
+        install, _ = colcon_install
+        plugins = {}
+        for c in ET.parse(SRC / "rviz_default_plugins-plugins_description.xml").getroot().iter("class"):
+            mt = c.find("message_type")
+            plugins[c.get("name")] = mt.text.strip() if mt is not None else None
+        reference = yaml.safe_load((SRC / "rviz_common-default.rviz").read_text())
+        panels_ok = {p["Class"] for p in reference["Panels"]}
+        cfg = yaml.safe_load((install / "share" / "mono_depth_ros" / "config" / "mono_depth.rviz").read_text())
+        vm = cfg["Visualization Manager"]
+        for p in cfg["Panels"]:
+            assert p["Class"] in panels_ok, p["Class"]
+        for c in [d["Class"] for d in vm["Displays"]] + [t["Class"] for t in vm["Tools"]] + \
+                [vm["Views"]["Current"]["Class"]]:
+            assert c in plugins, f"{c} is not an rviz_default_plugins class"
+
+        nodes = _rviz_launch_node(tools, install, tmp_path, namespace=NS, rviz="true", image=f"{CAM}/image_raw",
+                                  camera_info=f"{CAM}/camera_info")
+        rviz, depth_node = nodes["rviz2/rviz2"], nodes["mono_depth_ros/depth_node"]
+        assert rviz["starts"]
+        assert rviz["namespace"] == depth_node["namespace"] == f"/{NS}"
+        published = launched_front["publishers"]
+        inputs = launched_front["subscriptions"]
+        checked = 0
+        for d in vm["Displays"]:
+            topic = d.get("Topic", {}).get("Value") if isinstance(d.get("Topic"), dict) else d.get("Topic")
+            if not topic:
+                continue
+            resolved = _resolve(topic, rviz["namespace"], rviz["remappings"])
+            want = plugins[d["Class"]]
+            types = published.get(resolved) or inputs.get(resolved)
+            assert types, (f"display {d['Name']!r}: topic {topic!r} resolves to {resolved} under namespace:={NS}, "
+                           f"which the node neither publishes nor subscribes ({sorted(published)})")
+            assert want in types, (d["Name"], want, types)
+            checked += 1
+        assert checked >= 3
+        # The fixed frame is one the node's clouds can be projected into (the README's target_frame example).
+        assert vm["Global Options"]["Fixed Frame"] in ("odom", "base_link", "map")
 
 
 def test_colcon_build_installs_launch_config_executables_and_index(tools, colcon_install):
@@ -368,11 +426,10 @@ def test_rosdep_resolves_every_key_of_package_xml_for_humble_jazzy_kilted(tools,
     assert set(keys) == declared, (sorted(declared - set(keys)), sorted(set(keys) - declared))
     failures = {}
     for distro, ubuntu in DISTROS.items():
-        for key in keys:
-            res = subprocess.run([str(tools.rosdep), "resolve", key, f"--rosdistro={distro}",
-                                  f"--os=ubuntu:{ubuntu}"], env=env, text=True, capture_output=True, timeout=60)
-            if res.returncode != 0:
-                failures.setdefault(distro, []).append(f"{key}: {res.stderr.strip().splitlines()[-1:]}")
+        res = subprocess.run([str(tools.rosdep), "resolve", *keys, f"--rosdistro={distro}",
+                              f"--os=ubuntu:{ubuntu}"], env=env, text=True, capture_output=True, timeout=120)
+        if res.returncode != 0 or "ERROR" in res.stderr:   # one "ERROR: no rosdep rule for 'key'" per key
+            failures.setdefault(distro, []).append(f"rosdep resolve: {res.stderr.strip()[-1500:]}")
         res = subprocess.run([str(tools.rosdep), "install", "--simulate", "--reinstall", "--from-paths",
                               str(pkg_dir), f"--rosdistro={distro}", f"--os=ubuntu:{ubuntu}", "-y"],
                              env=env, text=True, capture_output=True, timeout=120)
@@ -461,48 +518,3 @@ def _resolve(topic: str, namespace: str, remappings: list) -> str:
         if fq(src) == full:
             return fq(dst)
     return full
-
-
-def test_rviz_config_classes_and_topics_match_plugins_and_namespaced_node(tools, colcon_install, tmp_path,
-                                                                          launched_front):
-    """Every class in config/mono_depth.rviz is an rviz_default_plugins plugin (or an rviz_common panel of
-    the reference config); every display topic, resolved with the RViz node's namespace and remaps from the
-    launch file under namespace:=front, is a topic the /front depth node really publishes (or its camera
-    input), with the message type the display takes."""
-    install, _ = colcon_install
-    plugins = {}
-    for c in ET.parse(SRC / "rviz_default_plugins-plugins_description.xml").getroot().iter("class"):
-        mt = c.find("message_type")
-        plugins[c.get("name")] = mt.text.strip() if mt is not None else None
-    reference = yaml.safe_load((SRC / "rviz_common-default.rviz").read_text())
-    panels_ok = {p["Class"] for p in reference["Panels"]}
-    cfg = yaml.safe_load((install / "share" / "mono_depth_ros" / "config" / "mono_depth.rviz").read_text())
-    vm = cfg["Visualization Manager"]
-    for p in cfg["Panels"]:
-        assert p["Class"] in panels_ok, p["Class"]
-    for c in [d["Class"] for d in vm["Displays"]] + [t["Class"] for t in vm["Tools"]] + \
-            [vm["Views"]["Current"]["Class"]]:
-        assert c in plugins, f"{c} is not an rviz_default_plugins class"
-
-    nodes = _rviz_launch_node(tools, install, tmp_path, namespace=NS, rviz="true", image=f"{CAM}/image_raw",
-                              camera_info=f"{CAM}/camera_info")
-    rviz, depth_node = nodes["rviz2/rviz2"], nodes["mono_depth_ros/depth_node"]
-    assert rviz["starts"]
-    assert rviz["namespace"] == depth_node["namespace"] == f"/{NS}"
-    published = launched_front["publishers"]
-    inputs = launched_front["subscriptions"]
-    checked = 0
-    for d in vm["Displays"]:
-        topic = d.get("Topic", {}).get("Value") if isinstance(d.get("Topic"), dict) else d.get("Topic")
-        if not topic:
-            continue
-        resolved = _resolve(topic, rviz["namespace"], rviz["remappings"])
-        want = plugins[d["Class"]]
-        types = published.get(resolved) or inputs.get(resolved)
-        assert types, (f"display {d['Name']!r}: topic {topic!r} resolves to {resolved} under namespace:={NS}, "
-                       f"which the node neither publishes nor subscribes ({sorted(published)})")
-        assert want in types, (d["Name"], want, types)
-        checked += 1
-    assert checked >= 3
-    # The fixed frame is one the node's clouds can be projected into (the README's target_frame example).
-    assert vm["Global Options"]["Fixed Frame"] in ("odom", "base_link", "map")
