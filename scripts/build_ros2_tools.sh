@@ -31,7 +31,7 @@ key="$(
     sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1
     for a in "${archives[@]}"; do sha256sum "$src/$a.tar.gz" | cut -d' ' -f1; done
     "$py" -c 'import sys; print(sys.version)'
-    ls "$venv"/lib/python3*/site-packages | grep -E '^ros_.*\.dist-info$' | sort
+    ls "$venv"/lib/python3*/site-packages | { grep -E '^ros_.*\.dist-info$' || true; } | sort
   } | sha256sum | cut -c1-16
 )"
 cache="${MONO_DEPTH_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mono_depth_ros/ros2-tools}"
@@ -51,7 +51,7 @@ work="$out"
 mkdir -p "$work/src" "$work/build" "$work/prefix"
 prefix="$work/prefix"
 buildlog="$work/build.log"
-log "building into $out (log: $buildlog); a cold build takes about 10-15 minutes on 2 cores"
+log "building into $out (log: $buildlog); about 1 min on 2 cores, 2 min when pip downloads every wheel (docs/integration.md)"
 step() { log "$1"; printf '\n===== %s (%s s)\n' "$1" "$(( $(date +%s) - t_start ))" >> "$buildlog"; }
 fail() { log "FAILED: $1; last lines of $buildlog:"; tail -40 "$buildlog" >&2; exit 1; }
 

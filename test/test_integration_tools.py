@@ -232,7 +232,8 @@ class TestLaunchFront:
 
 def test_colcon_build_installs_launch_config_executables_and_index(tools, colcon_install):
     """colcon build (colcon-core + colcon-ros + colcon-python-setup-py, ament_python) installs what ros2
-    launch/run/pkg need; ros2 pkg finds the package and its executables through the ament index."""
+    launch/run/pkg need; ros2 pkg finds the package and its executables through the ament index; and
+    --symlink-install links share/ back to the sources."""
     install, out = colcon_install
     share = install / "share" / "mono_depth_ros"
     for rel in ("package.xml", "launch/mono_depth.launch.py", "config/mono_depth.yaml", "config/mono_depth.rviz",
@@ -256,6 +257,18 @@ def test_colcon_build_installs_launch_config_executables_and_index(tools, colcon
     res = subprocess.run(tools.ros2 + ["pkg", "prefix", "mono_depth_ros"], env=env, text=True,
                          capture_output=True, timeout=60)
     assert res.stdout.strip() == str(install), res.stdout + res.stderr
+    # --symlink-install (the usual developer build): share/ links back to the sources, Python via egg-link.
+    ws = install.parents[1]
+    res = subprocess.run([str(tools.colcon), "build", "--symlink-install", "--packages-select", "mono_depth_ros",
+                          "--build-base", "build_symlink", "--install-base", "install_symlink"], cwd=ws,
+                         env={"HOME": os.environ["HOME"], "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+                         text=True, capture_output=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    linked = ws / "install_symlink" / "mono_depth_ros" / "share" / "mono_depth_ros" / "launch" / "mono_depth.launch.py"
+    assert linked.is_symlink() and linked.resolve() == ws / "src" / "mono_depth_ros" / "launch" / "mono_depth.launch.py"
+    egg_link = ws / "install_symlink" / "mono_depth_ros" / "lib" / PYVER / "site-packages" / "mono-depth-ros.egg-link"
+    built = Path(egg_link.read_text().split()[0])
+    assert (built / "mono_depth_ros").resolve() == ws / "src" / "mono_depth_ros" / "mono_depth_ros", built
 
 
 # ----------------------------------------------------------------------------------- real tf2_ros
