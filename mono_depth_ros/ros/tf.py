@@ -3,7 +3,8 @@
 Both expose one call, :meth:`TfSource.lookup`, that returns ``T_target_source``
 (4,4) at a stamp or raises :class:`~mono_depth_ros.tf_buffer.TfError`. It is
 called from the node's worker thread, never from an executor callback, so a
-bounded wait never blocks the executor.
+bounded wait never blocks the executor. :meth:`TfSource.clear` forgets dynamic
+transforms of either backend; the node calls it on every time jump.
 """
 from __future__ import annotations
 
