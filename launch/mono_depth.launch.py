@@ -37,11 +37,15 @@ def generate_launch_description():
             ("camera_info", LaunchConfiguration("camera_info")),
         ],
     )
+    # config/mono_depth.rviz names its topics relatively (image, depth/colorized, points): in the node's
+    # namespace they resolve to the node's outputs, and `image` is remapped to the camera like the node's input.
     rviz = Node(
         package="rviz2",
         executable="rviz2",
+        namespace=LaunchConfiguration("namespace"),
         arguments=["-d", os.path.join(share, "config", "mono_depth.rviz")],
         parameters=[{"use_sim_time": LaunchConfiguration("use_sim_time")}],
+        remappings=[("image", LaunchConfiguration("image"))],
         condition=IfCondition(LaunchConfiguration("rviz")),
     )
     return LaunchDescription(args + [node, rviz])

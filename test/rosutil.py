@@ -14,7 +14,7 @@ class NodeProcess:
     """The depth node in its own process; its log goes to a file the test can read."""
 
     def __init__(self, tmp_path: Path, params: dict | None = None, remaps: dict | None = None,
-                 module: str = "mono_depth_ros.ros.depth_node", name: str = "node"):
+                 module: str = "mono_depth_ros.ros.depth_node", name: str = "node", env: dict | None = None):
         self.log_path = tmp_path / f"{name}.log"
         args = [sys.executable, "-u", "-m", module, "--ros-args"]
         params = dict(params or {})
@@ -26,7 +26,7 @@ class NodeProcess:
             args += ["-p", f"{k}:={v}"]
         for k, v in (remaps or {}).items():
             args += ["-r", f"{k}:={v}"]
-        env = dict(os.environ)
+        env = dict(os.environ if env is None else env)  # e.g. test/ros2tools.py's overlay with real tf2_ros
         env["RCUTILS_LOGGING_BUFFERED_STREAM"] = "0"
         env["RCUTILS_COLORIZED_OUTPUT"] = "0"
         self._log = open(self.log_path, "w")

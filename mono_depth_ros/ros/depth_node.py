@@ -282,10 +282,9 @@ class DepthNode(Node):
         """Forget dynamic TF, buffered ego-motion and the adaptation's frame history: nothing buffered
         before a time jump is paired with anything after it."""
         self.time_jumps += 1
-        self.get_logger().warning(f"{reason}: clearing dynamic transforms, ego-motion buffers and frame history "
-                                  f"(time jumps so far: {self.time_jumps})")
-        if self.tf.backend != "tf2_ros":
-            self.tf.buffer.clear()
+        self.tf.clear()
+        self.get_logger().warning(f"{reason}: clearing dynamic transforms ({self.tf.backend}), ego-motion buffers "
+                                  f"and frame history (time jumps so far: {self.time_jumps})")
         self.adaptation.reset_time(reason)
 
     def _publish_cloud(self, pred, header) -> None:

@@ -3,7 +3,8 @@
 Both expose one call, :meth:`TfSource.lookup`, that returns ``T_target_source``
 (4,4) at a stamp or raises :class:`~mono_depth_ros.tf_buffer.TfError`. It is
 called from the node's worker thread, never from an executor callback, so a
-bounded wait never blocks the executor.
+bounded wait never blocks the executor. :meth:`TfSource.clear` forgets dynamic
+transforms of either backend; the node calls it on every time jump.
 """
 from __future__ import annotations
 
@@ -42,6 +43,9 @@ class TfSource:
         group = ReentrantCallbackGroup()
         if self.backend == "tf2_ros":
             from rclpy.duration import Duration
+            # Built without node= on purpose: with it, tf2_ros adds a jump hook of its own on the node's clock
+            # (backwards only, fixed 1 s threshold), a second place that clears. Time jumps have one home: the
+            # node's _reset_time (from /clock with clock_jump_threshold, or from image stamps) calls clear().
             self._buffer = tf2_ros.Buffer(cache_time=Duration(seconds=cache_time_s))
             self._listener = tf2_ros.TransformListener(self._buffer, node, spin_thread=False)
         else:
@@ -50,6 +54,15 @@ class TfSource:
             node.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), TF_QOS, callback_group=group)
             node.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True), TF_STATIC_QOS,
                                      callback_group=group)
+
+    def clear(self) -> None:
+        """Forget dynamic transforms, whichever the backend; static ones stay (tf2's BufferCore.clear leaves
+        its static caches alone, TfBuffer.clear keeps statics). Called from the node's executor thread on a
+        time jump; both buffers lock internally, so the worker's concurrent lookup sees before or after."""
+        if self.backend == "tf2_ros":
+            self._buffer.clear()
+        else:
+            self.buffer.clear()
 
     @property
     def parent_switches(self) -> int:
