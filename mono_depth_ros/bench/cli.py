@@ -212,9 +212,14 @@ def run(args) -> dict:
         except ImportError as exc:
             res["e2e"] = {"error": f"ROS 2 (rclpy) not available: {exc}"}
         else:
+            plan = PLAN_QUICK if args.quick else PLAN_FULL
             _progress("end-to-end over DDS (node with adaptation on)")
-            out = args.out / "e2e" if args.out else None
-            res["e2e"] = run_e2e(args.bag, PLAN_QUICK if args.quick else PLAN_FULL, out, quiet=args.quick)
+            res["e2e"] = run_e2e(args.bag, plan, args.out / "e2e" if args.out else None, quiet=args.quick)
+            # The same drive with adaptation off: what serving costs without learning (issue 17: the
+            # fast step must not slow serving; p95 within 10% of inference-only).
+            _progress("end-to-end over DDS (node with adaptation off, for comparison)")
+            res["e2e_inference_only"] = run_e2e(args.bag, plan, args.out / "e2e_no_adapt" if args.out else None,
+                                                quiet=args.quick, node_params={"adapt": False})
     res["machine"]["load_avg_1min_at_end"] = round(os.getloadavg()[0], 2)
     return res
 
@@ -327,6 +332,19 @@ def markdown(res: dict) -> str:
                                f"{_f(s['p95_ms'])} | {_f(s['max_ms'])} | {s['dropped']} | {_f(rate)} |")
             out += ["", f"Adaptation steps during the run: {e['adapt_steps_total']} "
                         f"({_f(e['adapt_steps_per_s_last'], 2)} steps/s at the end).", ""]
+            n = res.get("e2e_inference_only")
+            if n and "error" not in n:
+                out += ["The same drive into a node with adaptation off (inference only), same run:", "",
+                        "| input | depth p50 ms | depth p95 ms | depth rate Hz | p95 with adaptation / without |",
+                        "|---|---:|---:|---:|---:|"]
+                for label, seg in n["segments"].items():
+                    if label == "warmup" or label not in e["segments"]:
+                        continue
+                    on = e["segments"][label]["depth"]
+                    out.append(f"| {seg['input_hz']:.0f} Hz | {_f(seg['depth']['p50_ms'])} | "
+                               f"{_f(seg['depth']['p95_ms'])} | {_f(seg.get('depth_hz'))} | "
+                               f"{_f(on['p95_ms'] / seg['depth']['p95_ms'], 2)} |")
+                out.append("")
     return "\n".join(out)
 
 
