@@ -18,7 +18,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-__all__ = ["BagError", "open_reader", "iter_messages", "image_to_numpy", "depth_to_numpy",
+__all__ = ["BagError", "resolve_bag_path", "open_reader", "iter_messages", "image_to_numpy", "depth_to_numpy",
            "bag_topics", "bag_custom_data", "synth_info"]
 
 
@@ -32,9 +32,44 @@ def _default_typestore():
     return get_typestore(Stores.ROS2_KILTED)
 
 
+def resolve_bag_path(path) -> Path:
+    """The path to hand to rosbags for ``path``.
+
+    A rosbag2 directory, its ``metadata.yaml`` or one of the storage files it lists
+    -> the directory (its metadata: QoS, custom data); any other ``.mcap`` / ``.db3``
+    -> the file itself (a *bare* storage file, how bags are usually shared); a ROS 1
+    ``.bag`` -> the file.
+
+    Raises:
+        BagError: missing, or a directory without ``metadata.yaml``.
+    """
+    p = Path(path)
+    if p.is_file() and p.name == "metadata.yaml":
+        p = p.parent
+    elif p.is_file() and p.suffix in (".mcap", ".db3"):
+        meta = p.parent / "metadata.yaml"
+        if meta.is_file():
+            import yaml
+            try:
+                info = (yaml.safe_load(meta.read_text()) or {}).get("rosbag2_bagfile_information", {})
+                listed = {Path(f).name for f in info.get("relative_file_paths", [])}
+            except (OSError, yaml.YAMLError, AttributeError):
+                listed = set()
+            if p.name in listed:
+                return p.parent
+        return p
+    if not p.exists():
+        raise BagError(f"bag not found: {p}")
+    if p.is_dir() and not (p / "metadata.yaml").exists():
+        raise BagError(f"not a complete rosbag2 (no metadata.yaml): {p}"
+                       + (" -- looks like an interrupted generation" if p.name.endswith(".partial") else ""))
+    return p
+
+
 @contextlib.contextmanager
 def open_reader(path):
-    """Open a bag (rosbag2 directory, or a .mcap/.db3 inside one, or a ROS 1 .bag) for reading.
+    """Open a bag for reading: a rosbag2 directory, a bare ``.mcap`` / ``.db3`` file
+    (inside a rosbag2 directory or on its own), or a ROS 1 ``.bag``.
 
     Yields:
         an open ``rosbags.highlevel.AnyReader`` (falls back to the Kilted typestore
@@ -44,14 +79,7 @@ def open_reader(path):
     """
     from rosbags.highlevel import AnyReader
 
-    p = Path(path)
-    if p.is_file() and p.suffix in (".mcap", ".db3", ".yaml"):
-        p = p.parent
-    if not p.exists():
-        raise BagError(f"bag not found: {p}")
-    if p.is_dir() and not (p / "metadata.yaml").exists():
-        raise BagError(f"not a complete rosbag2 (no metadata.yaml): {p}"
-                       + (" -- looks like an interrupted generation" if p.name.endswith(".partial") else ""))
+    p = resolve_bag_path(path)
     try:
         reader = AnyReader([p], default_typestore=_default_typestore())
         reader.open()
