@@ -145,6 +145,8 @@ def _run_node(args, out: Path, bag: Path) -> dict:
 
 
 def main(args: argparse.Namespace) -> int:
+    from .domain import exit_if_invalid_domain_id
+    exit_if_invalid_domain_id("mono-depth demo")
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     if args.quick:
         args.duration, args.heldout, args.width, args.height = 6.0, 3.0, 320, 96

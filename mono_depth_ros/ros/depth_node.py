@@ -362,6 +362,8 @@ def make_executor():
 
 
 def main(args: list[str] | None = None) -> int:
+    from .domain import exit_if_invalid_domain_id
+    exit_if_invalid_domain_id("depth_node")
     rclpy.init(args=args)
     try:
         node = DepthNode()

@@ -133,6 +133,8 @@ def main(args: argparse.Namespace) -> int:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
+    from .domain import exit_if_invalid_domain_id
+    exit_if_invalid_domain_id("mono-depth record")
     logging.basicConfig(level=logging.INFO, format="[record] %(message)s")
     rclpy.init(signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
     node = rclpy.create_node("mono_depth_record")

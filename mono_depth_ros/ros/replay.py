@@ -137,6 +137,8 @@ def main(args: argparse.Namespace) -> int:
         a, b = r.split(":=", 1)
         remap[a] = b
     logging.basicConfig(level=logging.INFO, format="[replay] %(message)s")
+    from .domain import exit_if_invalid_domain_id
+    exit_if_invalid_domain_id("mono-depth replay")
     rclpy.init()
     node = rclpy.create_node("mono_depth_replay")
     try:
