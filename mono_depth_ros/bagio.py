@@ -18,7 +18,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-__all__ = ["BagError", "resolve_bag_path", "open_reader", "iter_messages", "image_to_numpy", "depth_to_numpy",
+__all__ = ["BagError", "resolve_bag_path", "open_reader", "is_ros1", "ros2_converters", "iter_messages", "image_to_numpy", "depth_to_numpy",
            "bag_topics", "bag_custom_data", "synth_info"]
 
 
@@ -117,6 +117,53 @@ def synth_info(path) -> dict:
 
     raw = bag_custom_data(path).get("mono_depth_ros.synth")
     return json.loads(raw) if raw else {}
+
+
+#: ROS 1 message types whose ROS 2 equivalent has another name.
+ROS1_TO_ROS2_TYPES = {"tf/msg/tfMessage": "tf2_msgs/msg/TFMessage"}
+
+
+def is_ros1(reader) -> bool:
+    """Whether an open ``AnyReader`` reads ROS 1 bags (payloads are ROS 1 serialised, not CDR)."""
+    return not reader.is2
+
+
+def ros2_converters(reader, connections, dst_typestore=None) -> dict:
+    """For the connections of an open ROS 1 ``reader``: ``{conn.id: (ros2_msgtype, to_cdr)}``.
+
+    ``to_cdr(raw)`` turns a ROS 1 payload into the ROS 2 message's little-endian CDR bytes,
+    with rosbags' own converter (``rosbags.convert``: same wire layout -> ``ros1_to_cdr``,
+    otherwise field-by-field migration; Header's ``seq`` is dropped). A type counts as having
+    a ROS 2 equivalent when ``dst_typestore`` (default: Kilted) defines it, under the same
+    name or :data:`ROS1_TO_ROS2_TYPES`.
+
+    Raises:
+        BagError: naming every topic and ROS 1 type without a ROS 2 equivalent.
+    """
+    import contextlib
+    import io
+
+    from rosbags.convert.converter import generate_message_converter
+
+    dst = dst_typestore or _default_typestore()
+    out, refused, cache = {}, [], {}
+    for c in connections:
+        ros2_type = ROS1_TO_ROS2_TYPES.get(c.msgtype, c.msgtype)
+        if ros2_type not in dst.fielddefs:
+            refused.append(f"{c.topic} ({c.msgtype})")
+            continue
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):      # it prints "will be migrated"
+                fn = generate_message_converter(reader.typestore, dst, c.msgtype, ros2_type, cache,
+                                                src_is2=False, dst_is2=True)
+        except Exception as err:                                 # definitions that cannot be mapped
+            refused.append(f"{c.topic} ({c.msgtype}: {type(err).__name__}: {err})")
+            continue
+        out[c.id] = (ros2_type, lambda raw, fn=fn: bytes(fn(raw)))
+    if refused:
+        raise BagError("ROS 1 bag: no ROS 2 equivalent for " + ", ".join(refused)
+                       + "; leave these topics out with --topics")
+    return out
 
 
 def iter_messages(path, topics: Iterable[str] | None = None) -> Iterator[tuple[str, int, object]]:
