@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from mono_depth_ros.egomotion import GatingConfig
     p.add_argument("bag", type=Path, nargs="+", help="rosbag2 drive(s) with images, camera_info and motion")
     p.add_argument("--out", type=Path, required=True, help="adapted checkpoint to write (.pt)")
     p.add_argument("--checkpoint", default="", help="starting weights (default: the shipped weights)")
@@ -33,10 +35,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replay-per-step", type=int, default=3, help="replayed samples mixed into each step")
     p.add_argument("--train-size", default="", help="training resolution HxW (multiples of 32); default: the "
                                                       "checkpoint's input size, like the node")
-    p.add_argument("--min-translation", type=float, default=0.2, help="minimum motion between frames [m]")
+    p.add_argument("--min-translation", type=float, default=GatingConfig.min_translation_m,
+                   help="minimum motion between frames [m]")
+    p.add_argument("--max-rotation", type=float, default=round(math.degrees(GatingConfig.max_rotation_rad), 6),
+                   help="largest rotation between frames [deg] (raise it for hand-held or slowly turning cameras)")
     p.add_argument("--egomotion", default="odom,tf,imu_gps,imu_speed", help="ego-motion source priority")
-    p.add_argument("--anchor", default="synthetic_A", help="source-domain anchor images: synthetic_A (the "
-                   "shipped weights' domain), none, or a folder of png/jpg images")
+    p.add_argument("--anchor", default="auto", help="source-domain anchor images: auto (synthetic_A for the "
+                   "shipped weights, none for your own --checkpoint), synthetic_A, none, or a folder of png/jpg "
+                   "images of your training data")
     p.add_argument("--anchor-weight", type=float, default=0.3, help="weight of the anchor (distillation) term")
     p.add_argument("--eval-every", type=int, default=5, help="prequential metric every N frames (0 = off)")
     p.add_argument("--report", type=Path, default=None, help="folder for report.json and curves.png "
@@ -188,10 +194,14 @@ def main(args: argparse.Namespace) -> int:
         h, w = parse_size(args.train_size) if args.train_size else input_size
         adapt_cfg = AdaptConfig(lr=args.lr, train_height=h, train_width=w, replay_per_step=args.replay_per_step,
                                 anchor_weight=args.anchor_weight)
-        from .anchors import load_anchor_images
-        anchors = load_anchor_images(args.anchor)
+        from .anchors import load_anchor_images, resolve_anchor
+        anchor, why = resolve_anchor(args.anchor, args.checkpoint)
+        print(f"anchor: {anchor} ({why})")
+        anchors = load_anchor_images(anchor)
         ego_cfg = EgoMotionConfig(priority=tuple(s.strip() for s in args.egomotion.split(",") if s.strip()))
-        gating = GatingConfig(min_translation_m=args.min_translation)
+        if not 0 < args.max_rotation <= 180:
+            raise ValueError(f"--max-rotation must be in (0, 180] degrees, got {args.max_rotation}")
+        gating = GatingConfig(min_translation_m=args.min_translation, max_rotation_rad=math.radians(args.max_rotation))
         for b in args.bag:
             if not Path(b).exists():
                 raise FileNotFoundError(f"bag not found: {b}")
