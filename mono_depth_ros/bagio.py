@@ -18,8 +18,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-__all__ = ["BagError", "resolve_bag_path", "open_reader", "is_ros1", "ros2_converters", "iter_messages", "image_to_numpy", "depth_to_numpy",
-           "bag_topics", "bag_custom_data", "synth_info"]
+__all__ = ["BagError", "resolve_bag_path", "open_reader", "is_ros1", "ros2_converters", "iter_messages",
+           "image_to_numpy", "depth_to_numpy", "bag_topics", "bag_custom_data", "synth_info", "is_synthetic"]
 
 
 class BagError(RuntimeError):
@@ -101,13 +101,45 @@ def bag_topics(path) -> dict[str, str]:
 
 
 def bag_custom_data(path) -> dict[str, str]:
-    """The ``custom_data`` key/value strings of a rosbag2's metadata ({} if none)."""
+    """The ``custom_data`` key/value strings of a rosbag2's metadata ({} if none).
+
+    For a bare ``.mcap`` file (no ``metadata.yaml``) they are read from the copy rosbag2 (and
+    rosbags) embed in the file, the ``rosbag2`` metadata record, with the ``mcap`` reader.
+    """
     with open_reader(path) as reader:
         custom = {}
         for r in reader.readers:
             meta = getattr(getattr(r, "storage", r), "metadata", None)   # rosbags 0.11: Reader.storage
             custom.update(getattr(meta, "custom", None) or {})
-        return custom
+    p = resolve_bag_path(path)
+    if not custom and p.is_file() and p.suffix == ".mcap":
+        custom.update(_mcap_embedded_custom_data(p))
+    return custom
+
+
+def _mcap_embedded_custom_data(path: Path) -> dict[str, str]:
+    try:
+        import yaml
+        from mcap.reader import make_reader
+    except ImportError:                      # the mcap reader is optional at run time
+        return {}
+    try:
+        with open(path, "rb") as fh:
+            for record in make_reader(fh).iter_metadata():
+                if record.name == "rosbag2":
+                    info = yaml.safe_load(record.metadata.get("serialized_metadata", "")) or {}
+                    return dict(info.get("custom_data") or {})
+    except Exception:                        # a damaged summary: no custom data, the messages may still read
+        return {}
+    return {}
+
+
+def is_synthetic(path) -> bool:
+    """Whether ``path`` is a drive written by the package's synthetic generator (its metadata marker)."""
+    try:
+        return bool(synth_info(path))
+    except BagError:
+        return False
 
 
 def synth_info(path) -> dict:

@@ -224,8 +224,10 @@ def main(args: argparse.Namespace) -> int:
     report = {"checkpoint": str(out), "start": start, "wall_time_s": round(wall, 1),
               "steps_per_s": round(stats["adapt_steps"] / max(wall, 1e-9), 2), "stats": stats, "curve": curve}
     (report_dir / "report.json").write_text(json.dumps(report, indent=1, default=float))
-    png = plot_curves(curve, report_dir / "curves.png", f"adaptation on {', '.join(Path(b).name for b in args.bag)}"
-                                                         " (synthetic)")
+    from mono_depth_ros.bagio import is_synthetic
+    kind = " (synthetic)" if all(is_synthetic(b) for b in args.bag) else ""
+    png = plot_curves(curve, report_dir / "curves.png",
+                      f"adaptation on {', '.join(Path(b).name for b in args.bag)}{kind}")
     first = np.mean(curve["abs_rel"][:10]) if curve["abs_rel"] else float("nan")
     last = np.mean(curve["abs_rel"][-10:]) if curve["abs_rel"] else float("nan")
     print(f"adapted {stats['adapt_frames']} frames with {stats['adapt_steps']} steps in {wall:.0f} s "
