@@ -58,7 +58,8 @@ def _qos_from_bag(conn):
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
     profiles = getattr(getattr(conn, "ext", None), "offered_qos_profiles", None) or []
     latched = bool(getattr(getattr(conn, "ext", None), "latching", None))      # ROS 1 latched topic
-    transient = latched or any(getattr(getattr(q, "durability", None), "name", "") == "TRANSIENT_LOCAL" for q in profiles)
+    transient = latched or any(getattr(getattr(q, "durability", None), "name", "") == "TRANSIENT_LOCAL"
+                               for q in profiles)
     best_effort = bool(profiles) and all(getattr(getattr(q, "reliability", None), "name", "") == "BEST_EFFORT"
                                          for q in profiles)
     return QoSProfile(depth=100 if not transient else 10, history=HistoryPolicy.KEEP_LAST,
