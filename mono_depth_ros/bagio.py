@@ -201,28 +201,43 @@ def ros2_converters(reader, connections, dst_typestore=None) -> dict:
 def iter_messages(path, topics: Iterable[str] | None = None) -> Iterator[tuple[str, int, object]]:
     """Deserialized messages ``(topic, log_time_ns, msg)`` in log-time order.
 
+    Messages of a ROS 1 bag come out as their ROS 2 equivalents (field names and all, e.g.
+    CameraInfo ``k``, Header without ``seq``; see :func:`ros2_converters`), so every tool reads
+    both kinds of bag alike.
+
     Args:
         path: bag path (see :func:`open_reader`).
         topics: only these topics (None: all). Topics whose type cannot be
-            deserialized are skipped with a warning.
+            deserialized (or, in a ROS 1 bag, has no ROS 2 equivalent) are skipped with a warning.
     Raises:
         BagError: the bag (or a message in it) is unreadable.
     """
     wanted = None if topics is None else set(topics)
     with open_reader(path) as reader:
-        conns = []
+        conns, decode = [], {}
+        ros1 = is_ros1(reader)
+        store = _default_typestore() if ros1 else reader.typestore
         for c in reader.connections:
             if wanted is not None and c.topic not in wanted:
                 continue
             if c.msgtype not in reader.typestore.fielddefs:
                 warnings.warn(f"{path}: skipping topic {c.topic} of unknown type {c.msgtype}", stacklevel=2)
                 continue
+            if ros1:
+                try:
+                    ((ros2_type, to_cdr),) = ros2_converters(reader, [c], store).values()
+                except BagError as err:
+                    warnings.warn(f"{path}: skipping topic: {err}", stacklevel=2)
+                    continue
+                decode[c.id] = lambda raw, t=ros2_type, f=to_cdr: store.deserialize_cdr(f(raw), t)
+            else:
+                decode[c.id] = lambda raw, t=c.msgtype: reader.deserialize(raw, t)
             conns.append(c)
         if not conns:
             return
         try:
             for conn, stamp, raw in reader.messages(connections=conns):
-                yield conn.topic, int(stamp), reader.deserialize(raw, conn.msgtype)
+                yield conn.topic, int(stamp), decode[conn.id](raw)
         except BagError:
             raise
         except Exception as err:

@@ -182,3 +182,18 @@ def test_ros1_types_without_a_ros2_equivalent_are_refused_by_name(tmp_path):
     assert "/custom (my_pkg/msg/Blob)" in r.stdout and "no ROS 2 equivalent" in r.stdout
     r = _cli("replay", bag, "--quiet", "--no-clock", "--rate", "5", "--topics", "/odom", "/tf", timeout=60)
     assert r.returncode == 0 and "replayed 10 messages" in r.stdout, r.stdout + r.stderr
+
+
+def test_ros1_bag_reads_as_ros2_messages_in_the_offline_tools(tmp_path, capsys):
+    """evaluate / adapt / egomotion-eval read bags through bagio.iter_messages: ROS 1 comes out as ROS 2."""
+    from mono_depth_ros.bagio import iter_messages
+    from mono_depth_ros.egomotion import cli as ego_cli
+    bag = tmp_path / "drive.bag"
+    _write_ros1_bag(bag, with_custom=True)
+    with pytest.warns(UserWarning, match="/custom"):
+        msgs = list(iter_messages(bag))
+    info = next(m for t, _, m in msgs if t == "/camera/camera_info")
+    assert list(info.k)[:3] == [50.0, 0, 2] and not hasattr(info.header, "seq")
+    motion = ego_cli.load_bag(bag)
+    assert [k for k, _ in motion.events].count("odometry") == 5 and [k for k, _ in motion.events].count("tf") == 5
+    assert motion.events[0][1].frame_id == "odom"
