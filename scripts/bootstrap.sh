@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Idempotent set-up of a bare Debian 12 / Python 3.11 machine (no ROS needed):
 #   * Debian packages open3d needs (libusb-1.0-0), cmake + ninja for tf2_msgs;
-#   * a venv (.venv, or $MONO_DEPTH_VENV) with requirements.txt, incl. ROS 2 Kilted wheels;
+#   * a venv (.venv, or $MONO_DEPTH_VENV) with requirements.txt: requirements-ros-free.txt
+#     plus the ROS 2 Kilted wheels;
 #   * tf2_msgs generated from its one-line definition where it is not importable.
-# With a sourced ROS 2 distribution ($ROS_DISTRO set) it installs nothing and
-# only checks that the system provides what the package imports.
+# With a sourced ROS 2 distribution ($ROS_DISTRO set) it installs nothing (nothing
+# ROS-related may come from PyPI there) and only checks that the active Python
+# provides what the package imports; README, "With a ROS 2 installation", shows the
+# --system-site-packages venv with requirements-ros-free.txt for that case.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -12,7 +15,10 @@ log() { printf '[bootstrap] %s\n' "$*" >&2; }
 
 if [ -n "${ROS_DISTRO:-}" ]; then
   log "ROS 2 $ROS_DISTRO is sourced: using the system's rclpy, tf2_ros and messages."
-  python3 -c "import rclpy, torch, cv2, rosbags" || { log "missing Python packages: pip install -r requirements.txt (minus ros-*)"; exit 1; }
+  python3 -c "import rclpy, tf2_ros, torch, cv2, rosbags, kornia, scipy, pymap3d" || {
+    log "missing Python packages: in a venv made with 'python3 -m venv --system-site-packages' over the"
+    log "sourced distro, run: pip install -r requirements-ros-free.txt (never requirements.txt: it carries ROS wheels)"
+    exit 1; }
   exit 0
 fi
 
@@ -34,12 +40,12 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 py="$venv/bin/python"
 stamp="$venv/.mono_depth_requirements.sha256"
-want="$(sha256sum requirements.txt | cut -d' ' -f1)"
+want="$(cat requirements.txt requirements-ros-free.txt | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "installing Python requirements (torch CPU build first, exact pin)"
   "$py" -m pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v "is ignored" >&2 || true
   "$py" -m pip install -q --disable-pip-version-check -r requirements.txt 2>&1 | grep -v "is ignored" >&2 || true
-  "$py" -c "import torch, rclpy, cv2, open3d, rosbags, kornia, scipy, pymap3d" || { log "requirements did not install"; exit 1; }
+  "$py" -c "import torch, rclpy, cv2, open3d, rosbags, kornia, scipy, pymap3d, hypothesis, mcap_ros2" || { log "requirements did not install"; exit 1; }
   [ "$("$py" -c 'import torch; print(torch.__version__.split("+")[0])')" = 2.13.0 ] || { log "wrong torch version"; exit 1; }
   echo "$want" > "$stamp"
 fi

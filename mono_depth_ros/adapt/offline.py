@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from mono_depth_ros.egomotion import GatingConfig
     p.add_argument("bag", type=Path, nargs="+", help="rosbag2 drive(s) with images, camera_info and motion")
     p.add_argument("--out", type=Path, required=True, help="adapted checkpoint to write (.pt)")
     p.add_argument("--checkpoint", default="", help="starting weights (default: the shipped weights)")
@@ -41,10 +43,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scales", type=int, default=4, choices=(1, 2, 3, 4), help="loss scales used")
     p.add_argument("--scale-mode", choices=("native", "upsampled"), default="native",
                    help="fast step: score each scale at its own resolution (native) or upsampled (monodepth2)")
-    p.add_argument("--min-translation", type=float, default=0.2, help="minimum motion between frames [m]")
+    p.add_argument("--min-translation", type=float, default=GatingConfig.min_translation_m,
+                   help="minimum motion between frames [m]")
+    p.add_argument("--max-rotation", type=float, default=round(math.degrees(GatingConfig.max_rotation_rad), 6),
+                   help="largest rotation between frames [deg] (raise it for hand-held or slowly turning cameras)")
     p.add_argument("--egomotion", default="odom,tf,imu_gps,imu_speed", help="ego-motion source priority")
-    p.add_argument("--anchor", default="synthetic_A", help="source-domain anchor images: synthetic_A (the "
-                   "shipped weights' domain), none, or a folder of png/jpg images")
+    p.add_argument("--anchor", default="auto", help="source-domain anchor images: auto (synthetic_A for the "
+                   "shipped weights, none for your own --checkpoint), synthetic_A, none, or a folder of png/jpg "
+                   "images of your training data")
     p.add_argument("--anchor-weight", type=float, default=0.3, help="weight of the anchor (distillation) term")
     p.add_argument("--eval-every", type=int, default=5, help="prequential metric every N frames (0 = off)")
     p.add_argument("--report", type=Path, default=None, help="folder for report.json and curves.png "
@@ -198,10 +204,14 @@ def main(args: argparse.Namespace) -> int:
         adapt_cfg = AdaptConfig(lr=args.lr, train_height=h, train_width=w, replay_per_step=args.replay_per_step,
                                 anchor_weight=args.anchor_weight, step=args.step, crop_height=ch, crop_width=cw,
                                 scale_mode=args.scale_mode, num_scales=args.scales)
-        from .anchors import load_anchor_images
-        anchors = load_anchor_images(args.anchor)
+        from .anchors import load_anchor_images, resolve_anchor
+        anchor, why = resolve_anchor(args.anchor, args.checkpoint)
+        print(f"anchor: {anchor} ({why})")
+        anchors = load_anchor_images(anchor)
         ego_cfg = EgoMotionConfig(priority=tuple(s.strip() for s in args.egomotion.split(",") if s.strip()))
-        gating = GatingConfig(min_translation_m=args.min_translation)
+        if not 0 < args.max_rotation <= 180:
+            raise ValueError(f"--max-rotation must be in (0, 180] degrees, got {args.max_rotation}")
+        gating = GatingConfig(min_translation_m=args.min_translation, max_rotation_rad=math.radians(args.max_rotation))
         for b in args.bag:
             if not Path(b).exists():
                 raise FileNotFoundError(f"bag not found: {b}")
@@ -224,8 +234,10 @@ def main(args: argparse.Namespace) -> int:
     report = {"checkpoint": str(out), "start": start, "wall_time_s": round(wall, 1),
               "steps_per_s": round(stats["adapt_steps"] / max(wall, 1e-9), 2), "stats": stats, "curve": curve}
     (report_dir / "report.json").write_text(json.dumps(report, indent=1, default=float))
-    png = plot_curves(curve, report_dir / "curves.png", f"adaptation on {', '.join(Path(b).name for b in args.bag)}"
-                                                         " (synthetic)")
+    from mono_depth_ros.bagio import is_synthetic
+    kind = " (synthetic)" if all(is_synthetic(b) for b in args.bag) else ""
+    png = plot_curves(curve, report_dir / "curves.png",
+                      f"adaptation on {', '.join(Path(b).name for b in args.bag)}{kind}")
     first = np.mean(curve["abs_rel"][:10]) if curve["abs_rel"] else float("nan")
     last = np.mean(curve["abs_rel"][-10:]) if curve["abs_rel"] else float("nan")
     print(f"adapted {stats['adapt_frames']} frames with {stats['adapt_steps']} steps in {wall:.0f} s "

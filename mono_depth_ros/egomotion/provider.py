@@ -175,7 +175,8 @@ def _finite(*arrays) -> bool:
 
 def _quat_ok(q: np.ndarray, tol: float) -> bool:
     """Finite and unit within ``tol`` (|norm^2 - 1| <= tol, tf2's rule)."""
-    return bool(np.all(np.isfinite(q)) and abs(float(np.dot(q, q)) - 1.0) <= tol)
+    with np.errstate(over="ignore"):             # |q| ~ 1e200: norm^2 = inf, refused below
+        return bool(np.all(np.isfinite(q)) and abs(float(np.dot(q, q)) - 1.0) <= tol)
 
 
 class EgoMotionProvider:
@@ -454,7 +455,14 @@ class EgoMotionProvider:
                 cov, T_b, used = self._query_source(name, t, s_)
                 attempts.append((used, cov.status.value, cov.reason))
                 if cov.status is PoseStatus.OK:
-                    T_cam = invert_T(self.T_base_camera) @ T_b @ self.T_base_camera
+                    with np.errstate(all="ignore"):
+                        T_cam = invert_T(self.T_base_camera) @ T_b @ self.T_base_camera
+                    if not (np.all(np.isfinite(T_b)) and np.all(np.isfinite(T_cam))):
+                        # Finite but absurd inputs (|x| ~ 1e308 m, 1e308 m/s) overflow in the
+                        # interpolation: never hand out a non-finite pose; try the next source.
+                        self._counters[f"query_non_finite_{used}"] += 1
+                        attempts[-1] = (used, PoseStatus.NEVER.value, "non-finite pose (input values out of range)")
+                        continue
                     result = RelativePose(PoseStatus.OK, t, s_, used, T_cam, T_b, "", tuple(attempts))
                     break
                 if cov.status is PoseStatus.NOT_YET:

@@ -195,7 +195,8 @@ def write_drive_bag(drive: SimulatedDrive, path, *, topics=None) -> None:
     Topics (``conventions.Topics``): odometry, /tf (odom->base_link), /tf_static
     (base_link->camera_link->camera_optical_frame), IMU, GPS and the ground-truth
     camera pose (PoseStamped of the optical frame in ``map`` = odom here).
-    No images. Needs the ``rosbags`` package (imported here only).
+    No images. ``topics``: write only these (None: all), e.g. without the ground truth
+    to stand in for a real recording. Needs the ``rosbags`` package (imported here only).
     """
     from rosbags.rosbag2 import Writer
     from rosbags.typesys import Stores, get_typestore
@@ -263,6 +264,8 @@ def write_drive_bag(drive: SimulatedDrive, path, *, topics=None) -> None:
         tfs(t_static, CAMERA_LINK_FRAME, CAMERA_OPTICAL_FRAME, [0, 0, 0],
             Rotation.from_matrix(T_BASE_OPTICAL_ROTATION).as_quat())])
     msgs.append((t_static - 1, Topics.BAG_TF_STATIC, "tf2_msgs/msg/TFMessage", static))
+    if topics is not None:
+        msgs = [m for m in msgs if m[1] in set(topics)]
     msgs.sort(key=lambda m: m[0])
     with Writer(path, version=8) as writer:
         conns = {}

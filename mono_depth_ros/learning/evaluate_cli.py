@@ -70,6 +70,13 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_kind(bags) -> str:
+    """Title suffix: " (synthetic data)" only when every bag is one of the generator's drives."""
+    from ..bagio import is_synthetic
+    kinds = {is_synthetic(b) for b in bags}
+    return " (synthetic data)" if kinds == {True} else (" (synthetic and recorded data)" if len(kinds) > 1 else "")
+
+
 def _write_report(args, model, size, drives, summary, ckpt_path) -> None:
     """Tables, depth strip and 3-D outputs of the first bag into ``args.report``."""
     from ..metrics import format_markdown
@@ -82,7 +89,7 @@ def _write_report(args, model, size, drives, summary, ckpt_path) -> None:
     idx = np.arange(0, len(d), max(1, args.stride))
     preds = np.concatenate([predict_depth(model, d.images[idx[i:i + 8]], size) for i in range(0, len(idx), 8)])
     written = [out / "metrics.md", out / "metrics.json"]
-    (out / "metrics.md").write_text(f"# Evaluation (synthetic data)\n\ncheckpoint `{ckpt_path}`, bags "
+    (out / "metrics.md").write_text(f"# Evaluation{_data_kind(args.bags)}\n\ncheckpoint `{ckpt_path}`, bags "
                                     f"{', '.join(args.bags)}\n\n{format_markdown(summary)}\n")
     (out / "metrics.json").write_text(json.dumps({"checkpoint": str(ckpt_path), "bags": args.bags,
                                                   "metrics": summary}, indent=2))

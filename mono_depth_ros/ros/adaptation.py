@@ -8,6 +8,7 @@ serving network, and persists them.
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import OrderedDict, deque
@@ -22,7 +23,7 @@ from sensor_msgs.msg import Image, Imu, NavSatFix
 from std_srvs.srv import SetBool, Trigger
 
 from mono_depth_ros.adapt import AdaptConfig, CheckpointStore
-from mono_depth_ros.adapt.anchors import load_anchor_images
+from mono_depth_ros.adapt.anchors import load_anchor_images, resolve_anchor
 from mono_depth_ros.adapt.feed import AdaptationFeed
 from mono_depth_ros.checkpoint import CheckpointError
 from mono_depth_ros.conventions import Topics
@@ -75,8 +76,10 @@ class NodeAdaptation:
         self.input_size = (h, w)
         anchors = None
         if cfg.adapt and cfg.adapt_anchor_weight > 0:
+            anchor, why = resolve_anchor(cfg.adapt_anchor, cfg.checkpoint)
+            node.get_logger().info(f"adaptation anchor: {anchor} ({why})")
             try:
-                anchors = load_anchor_images(cfg.adapt_anchor)
+                anchors = load_anchor_images(anchor)
             except ValueError as exc:
                 raise ValueError(f"parameter 'adapt_anchor': {exc}") from None
         self.feed = AdaptationFeed(
@@ -86,7 +89,8 @@ class NodeAdaptation:
                         crop_height=cfg.adapt_crop_height),
             EgoMotionConfig(priority=tuple(s.strip() for s in cfg.egomotion_sources.split(",") if s.strip()),
                             odom_frame=cfg.odom_frame, base_frame=cfg.base_frame),
-            GatingConfig(min_translation_m=cfg.adapt_min_translation),
+            GatingConfig(min_translation_m=cfg.adapt_min_translation,
+                         max_rotation_rad=math.radians(cfg.adapt_max_rotation)),
             on_weights=predictor.swap_state, anchors=anchors)
         self.engine = self.feed.engine
         self.engine.initial = initial_state  # "reset" goes back to the configured weights, not a resumed state

@@ -85,6 +85,11 @@ def camera_info_to_K(info: CameraInfo) -> np.ndarray:
         raise InputError("camera_info K contains NaN/inf", "camera_info")
     if K[0, 0] <= 0 or K[1, 1] <= 0:
         raise InputError(f"camera_info has non-positive focal length (fx={K[0, 0]}, fy={K[1, 1]})", "camera_info")
+    if np.abs(K[2] - (0.0, 0.0, 1.0)).max() > 1e-6:
+        raise InputError(f"camera_info K's last row is {K[2].tolist()}, not [0, 0, 1]", "camera_info")
+    with np.errstate(all="ignore"):
+        if not np.all(np.isfinite(np.linalg.inv(K))):     # fx or fy so small that 1/f overflows
+            raise InputError(f"camera_info K is not invertible (fx={K[0, 0]}, fy={K[1, 1]})", "camera_info")
     if info.width <= 0 or info.height <= 0:
         raise InputError(f"camera_info has zero size ({info.width}x{info.height})", "camera_info")
     return K

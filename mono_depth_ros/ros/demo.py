@@ -150,6 +150,8 @@ def _run_node(args, out: Path, bag: Path) -> dict:
 
 
 def main(args: argparse.Namespace) -> int:
+    from .domain import exit_if_invalid_domain_id
+    exit_if_invalid_domain_id("mono-depth demo")
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     if args.repeat < 1:
         print(f"mono-depth demo: error: --repeat must be >= 1, got {args.repeat}")

@@ -159,7 +159,8 @@ class DepthNode(Node):
         self.get_logger().info(
             f"depth node ready: {self.cfg.model} {self.predictor.input_size[1]}x{self.predictor.input_size[0]} on "
             f"{self.predictor.device}, weights: {weights}; image: {self.image_topic}, info: {self.info_topic}, "
-            f"tf: {self.tf.backend}, target_frame: {self.cfg.target_frame or '(camera frame)'}")
+            f"tf: {self.tf.backend}, target_frame: {self.cfg.target_frame or '(camera frame)'}, "
+            f"checkpoints: {self.adaptation.store.dir}")
 
     # --------------------------------------------------------------- config
     def _set_cfg(self, cfg: P.NodeConfig) -> None:
@@ -361,6 +362,8 @@ def make_executor():
 
 
 def main(args: list[str] | None = None) -> int:
+    from .domain import exit_if_invalid_domain_id
+    exit_if_invalid_domain_id("depth_node")
     rclpy.init(args=args)
     try:
         node = DepthNode()

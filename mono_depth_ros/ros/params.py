@@ -7,6 +7,7 @@ are those that change tensor shapes or the graph's wiring.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
@@ -14,7 +15,27 @@ from rclpy.exceptions import InvalidParameterValueException, ParameterException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-__all__ = ["NodeConfig", "ParamSpec", "PARAMS", "ConfigError", "declare", "validate", "install_runtime_validation"]
+from mono_depth_ros.egomotion import GatingConfig
+
+__all__ = ["NodeConfig", "ParamSpec", "PARAMS", "ConfigError", "declare", "validate", "install_runtime_validation",
+           "CHECKPOINT_ROOT", "checkpoint_dir_for"]
+
+#: Parent of the per-node checkpoint folders (``checkpoint_dir`` left empty).
+CHECKPOINT_ROOT = "~/.ros/mono_depth_ros"
+
+#: The gating's rotation limit between training frames, in degrees (default from GatingConfig).
+_MAX_ROTATION_DEG = round(math.degrees(GatingConfig().max_rotation_rad), 6)
+
+
+def checkpoint_dir_for(fully_qualified_name: str) -> str:
+    """``~/.ros/mono_depth_ros/<namespace>/<node name>`` for a node's fully qualified name.
+
+    >>> checkpoint_dir_for("/front/mono_depth")
+    '~/.ros/mono_depth_ros/front/mono_depth'
+    >>> checkpoint_dir_for("/mono_depth")
+    '~/.ros/mono_depth_ros/mono_depth'
+    """
+    return "/".join([CHECKPOINT_ROOT, *[p for p in fully_qualified_name.split("/") if p]])
 
 
 class ConfigError(ValueError):
@@ -62,16 +83,17 @@ class NodeConfig:
     adapt_train_width: int = 0
     adapt_train_height: int = 0
     adapt_min_translation: float = 0.2
+    adapt_max_rotation: float = _MAX_ROTATION_DEG
     adapt_threads: int = 1
     adapt_step: str = "fast"
     adapt_crop_width: int = 320
     adapt_crop_height: int = 96
-    adapt_anchor: str = "synthetic_A"
+    adapt_anchor: str = "auto"
     adapt_anchor_weight: float = 0.3
     egomotion_sources: str = "odom,tf,imu_gps,imu_speed"
     odom_frame: str = "odom"
     base_frame: str = "base_link"
-    checkpoint_dir: str = "~/.ros/mono_depth_ros"
+    checkpoint_dir: str = ""
     checkpoint_period: float = 60.0
     resume: bool = True
     evaluate_gt: bool = False
@@ -118,6 +140,8 @@ PARAMS: tuple[ParamSpec, ...] = (
               range=(0, 2048), step=32, read_only=True),
     ParamSpec("adapt_min_translation", 0.2, "minimum camera motion between training frames [m]", range=(0.0, 10.0),
               read_only=True),
+    ParamSpec("adapt_max_rotation", _MAX_ROTATION_DEG, "largest camera rotation between training frames [deg]; "
+              "raise it for hand-held or slowly turning cameras", range=(0.1, 180.0), read_only=True),
     ParamSpec("adapt_threads", 1, "torch threads of the adaptation thread (inference keeps its own)", range=(1, 64),
               read_only=True),
     ParamSpec("adapt_step", "fast", "training step: fast (random crops at full resolution, each loss scale at "
@@ -127,8 +151,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               "training width = whole frames)", range=(0, 2048), step=32, read_only=True),
     ParamSpec("adapt_crop_height", 96, "fast step: height of the random training crop (multiple of 32; 0 or >= "
               "the training height = whole frames)", range=(0, 2048), step=32, read_only=True),
-    ParamSpec("adapt_anchor", "synthetic_A", "source-domain anchor images that keep the starting depth there: "
-              "synthetic_A (the shipped weights' domain), none, or a folder of png/jpg images", read_only=True),
+    ParamSpec("adapt_anchor", "auto", "source-domain anchor images that keep the starting depth there: auto "
+              "(synthetic_A for the shipped weights, none for your own checkpoint), synthetic_A, none, or a folder "
+              "of png/jpg images of your training data", read_only=True),
     ParamSpec("adapt_anchor_weight", 0.3, "weight of the anchor (distillation) term; 0 = off", range=(0.0, 100.0),
               read_only=True),
     ParamSpec("egomotion_sources", "odom,tf,imu_gps,imu_speed", "ego-motion sources in priority order "
@@ -136,8 +161,8 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("odom_frame", "odom", "odometry frame of the tf ego-motion source (REP 105)", read_only=True),
     ParamSpec("base_frame", "base_link", "vehicle frame (REP 105); extrinsics are looked up from it",
               read_only=True),
-    ParamSpec("checkpoint_dir", "~/.ros/mono_depth_ros", "where adapted checkpoints are written and resumed from",
-              read_only=True),
+    ParamSpec("checkpoint_dir", "", "where adapted checkpoints are written and resumed from; empty = "
+              f"{CHECKPOINT_ROOT}/<namespace>/<node name>, one folder per node", read_only=True),
     ParamSpec("checkpoint_period", 60.0, "seconds between adapted checkpoints; 0 = only on shutdown/service",
               range=(0.0, 86400.0)),
     ParamSpec("resume", True, "start from the newest good checkpoint in checkpoint_dir", read_only=True),
@@ -210,7 +235,11 @@ def declare(node: Node) -> NodeConfig:
         except (InvalidParameterValueException, ParameterException) as exc:
             raise ConfigError(f"parameter {spec.name!r}: {exc}") from None
         values[spec.name] = p.value
-    return validate(NodeConfig(**values))
+    cfg = validate(NodeConfig(**values))
+    if not cfg.checkpoint_dir.strip():
+        # Per node: two nodes (namespaces, names) never resume each other's weights.
+        cfg = replace(cfg, checkpoint_dir=checkpoint_dir_for(node.get_fully_qualified_name()))
+    return cfg
 
 
 def install_runtime_validation(node: Node, get_cfg, set_cfg) -> None:

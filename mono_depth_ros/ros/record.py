@@ -2,7 +2,9 @@
 
 For machines without ``ros2 bag``. Messages are stored as received (raw CDR, no
 decode), stamped with the middleware's receive time like ``ros2 bag record``, with the
-publishers' durability (``/tf_static`` stays transient-local). The bag is written
+publishers' reliability and durability (``/tf_static`` stays transient-local). The metadata is
+rosbag2's: version 9, each publisher's offered QoS, the real ``ros_distro``, and
+``topic_type_hash`` in mcap channels. The bag is written
 into ``OUT.partial/`` and moved to ``OUT`` only when recording ends cleanly
 (Ctrl-C included), so an interrupted recording never looks complete.
 """
@@ -32,12 +34,87 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
 
 
-def _qos_profiles(transient: bool):
+def ros_distro() -> str:
+    """The distro to write into ``metadata.yaml``: the sourced one, else Kilted (the PyPI wheels)."""
+    return os.environ.get("ROS_DISTRO", "").strip() or "kilted"
+
+
+def offered_qos(infos) -> list:
+    """rosbags ``Qos`` of each publisher (``rclpy`` ``TopicEndpointInfo``), as ``ros2 bag record`` stores them.
+
+    Durations keep rmw's "infinite" (2**63 - 1 ns -> sec 9223372036, nsec 854775807).
+    """
     from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
-    zero = QosTime(0, 0)
-    return [Qos(QosHistory.KEEP_LAST, 1 if transient else 10, QosReliability.RELIABLE,
-                QosDurability.TRANSIENT_LOCAL if transient else QosDurability.VOLATILE,
-                zero, zero, QosLiveliness.AUTOMATIC, zero, False)]
+
+    def enum(kind, policy):
+        return getattr(kind, getattr(policy, "name", "UNKNOWN"), kind.UNKNOWN)
+
+    def dur(d):
+        return QosTime(*divmod(int(d.nanoseconds), 1_000_000_000))
+
+    out = []
+    for info in infos:
+        q = info.qos_profile
+        out.append(Qos(enum(QosHistory, q.history), int(q.depth), enum(QosReliability, q.reliability),
+                       enum(QosDurability, q.durability), dur(q.deadline), dur(q.lifespan),
+                       enum(QosLiveliness, q.liveliness), dur(q.liveliness_lease_duration),
+                       bool(q.avoid_ros_namespace_conventions)))
+    return out
+
+
+def _bag_writer_class():
+    """rosbags' rosbag2 ``Writer``, made to write what rosbag2 writes.
+
+    * ``ros_distro`` in ``metadata.yaml`` and in the storage's copy of it is the real distro
+      (rosbags writes ``rosbags``);
+    * mcap channels carry ``topic_type_hash`` (RIHS01) beside ``offered_qos_profiles``, like
+      rosbag2_storage_mcap (rosbags writes only the QoS).
+    Both go through rosbags internals (``McapWriter``, the storage's ``close``); if a rosbags
+    release moves them, the plain writer is used and only these two fields differ.
+    """
+    import yaml
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    def with_distro(text: str, key: str | None) -> str:
+        data = yaml.safe_load(text)
+        (data[key] if key else data)["ros_distro"] = ros_distro()
+        return yaml.safe_dump(data, default_flow_style=False, sort_keys=False)
+
+    try:
+        from io import BytesIO
+
+        from rosbags.rosbag2.storage_mcap import Channel, McapWriter, write_channel, write_string
+    except ImportError:                                    # pragma: no cover - other rosbags layout
+        McapWriter = None
+
+    plugins = dict(Writer.STORAGE_PLUGINS)
+    if McapWriter is not None:
+        class _McapWriter(McapWriter):
+            def add_connection(self, connection, offered_qos_profiles: str) -> None:
+                meta = BytesIO()
+                write_string(meta, "offered_qos_profiles")
+                write_string(meta, offered_qos_profiles)
+                write_string(meta, "topic_type_hash")
+                write_string(meta, connection.digest or "")
+                self.channels.append(Channel(connection.id, connection.msgtype, connection.topic,
+                                             connection.ext.serialization_format, meta.getvalue()))
+                self.channel_stats[connection.id] = 0
+                write_channel(self.chunk.bio, self.channels[-1], self.schemas)
+        plugins[StoragePlugin.MCAP] = _McapWriter
+
+    class BagWriter(Writer):
+        STORAGE_PLUGINS = plugins
+
+        def close(self) -> None:
+            storage = self.storage
+            close_storage = storage.close
+            storage.close = lambda version, metadata: close_storage(version, with_distro(metadata, None))
+            super().close()
+            tmp = self.metapath.with_suffix(".yaml.tmp")
+            tmp.write_text(with_distro(self.metapath.read_text(), "rosbag2_bagfile_information"))
+            tmp.replace(self.metapath)
+
+    return BagWriter
 
 
 class Recorder:
@@ -46,7 +123,7 @@ class Recorder:
     def __init__(self, node, out: Path, topics: list[str], storage: str = "mcap", wait_s: float = 10.0,
                  overwrite: bool = False):
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-        from rosbags.rosbag2 import StoragePlugin, Writer
+        from rosbags.rosbag2 import StoragePlugin
         from rosbags.typesys import Stores, get_typestore
 
         self.out = Path(out)
@@ -62,17 +139,16 @@ class Recorder:
         store = get_typestore(Stores.ROS2_KILTED)
         self._lock = threading.Lock()
         self.counts = {t: 0 for t in types}
-        self.writer = Writer(self.partial / self.out.name, version=8,
+        self.writer = _bag_writer_class()(self.partial / self.out.name, version=9,
                              storage_plugin=StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3)
         self.writer.open()
         self._subs = []
         for topic, msgtype in types.items():
-            transient = any(i.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL
-                            for i in node.get_publishers_info_by_topic(topic))
-            best_effort = all(i.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
-                              for i in node.get_publishers_info_by_topic(topic))
+            infos = node.get_publishers_info_by_topic(topic)
+            transient = any(i.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for i in infos)
+            best_effort = all(i.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for i in infos)
             conn = self.writer.add_connection(topic, msgtype, typestore=store,
-                                              offered_qos_profiles=_qos_profiles(transient))
+                                              offered_qos_profiles=offered_qos(infos))
             qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT if best_effort
                              else ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL if transient else DurabilityPolicy.VOLATILE)
@@ -133,6 +209,8 @@ def main(args: argparse.Namespace) -> int:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
+    from .domain import exit_if_invalid_domain_id
+    exit_if_invalid_domain_id("mono-depth record")
     logging.basicConfig(level=logging.INFO, format="[record] %(message)s")
     rclpy.init(signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
     node = rclpy.create_node("mono_depth_record")

@@ -2,9 +2,12 @@
 
 For machines without ``ros2 bag`` (the PyPI-wheel install); with a ROS 2
 installation ``ros2 bag play`` works with the node just as well. Reads rosbag2
-(mcap, sqlite3) and ROS 1 bags through rosbags, publishes the stored CDR bytes
-as they are (no decode / re-encode), offers each topic's recorded QoS, and
-publishes ``/clock`` for nodes running with ``use_sim_time``.
+(folders, bare mcap / sqlite3 files) and ROS 1 bags through rosbags. rosbag2 payloads
+are published as stored (no decode / re-encode) with each topic's recorded QoS; ROS 1
+payloads are converted to ROS 2 CDR with rosbags' converter, and topics whose type has
+no ROS 2 equivalent are refused by name (latched ROS 1 topics are offered transient-local).
+Publishes ``/clock`` for nodes running with ``use_sim_time``, from the record time or
+the messages' header stamps (``--clock-source``).
 """
 from __future__ import annotations
 
@@ -18,6 +21,9 @@ from pathlib import Path
 __all__ = ["add_arguments", "main", "replay"]
 
 log = logging.getLogger("mono_depth_ros.replay")
+
+#: Where ``/clock`` comes from: the bag's record time, or the messages' ``header.stamp``.
+CLOCK_SOURCES = ("record", "header")
 
 #: Pause after the first subscriber appears, before the first message (see --wait-subscribers).
 DISCOVERY_SETTLE_S = 0.5
@@ -33,6 +39,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, default=0.0, help="stop after this many bag seconds (0 = all)")
     p.add_argument("--no-clock", action="store_true", help="do not publish /clock")
     p.add_argument("--clock-rate", type=float, default=40.0, help="/clock publication rate [Hz] (rosbag2's default)")
+    p.add_argument("--clock-source", choices=CLOCK_SOURCES, default="record",
+                   help="/clock from the bag's record (receive) time, or from the messages' header.stamp "
+                        "(for bags whose headers carry another time base than the recorder's clock; "
+                        "messages without a header do not move it; it never goes backwards)")
     p.add_argument("--wait-subscribers", type=float, default=0.0,
                    help="wait up to this many seconds for a subscriber on the first image topic, then "
                         f"{DISCOVERY_SETTLE_S} s for discovery to settle")
@@ -47,7 +57,9 @@ def _msg_class(msgtype: str):
 def _qos_from_bag(conn):
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
     profiles = getattr(getattr(conn, "ext", None), "offered_qos_profiles", None) or []
-    transient = any(getattr(getattr(q, "durability", None), "name", "") == "TRANSIENT_LOCAL" for q in profiles)
+    latched = bool(getattr(getattr(conn, "ext", None), "latching", None))      # ROS 1 latched topic
+    transient = latched or any(getattr(getattr(q, "durability", None), "name", "") == "TRANSIENT_LOCAL"
+                               for q in profiles)
     best_effort = bool(profiles) and all(getattr(getattr(q, "reliability", None), "name", "") == "BEST_EFFORT"
                                          for q in profiles)
     return QoSProfile(depth=100 if not transient else 10, history=HistoryPolicy.KEEP_LAST,
@@ -55,29 +67,52 @@ def _qos_from_bag(conn):
                       durability=DurabilityPolicy.TRANSIENT_LOCAL if transient else DurabilityPolicy.VOLATILE)
 
 
+def _header_ns(msg, last_ns: int | None) -> int | None:
+    """``header.stamp`` of a message in ns (None without a header, or when it would move the clock back)."""
+    stamp = getattr(getattr(msg, "header", None), "stamp", None)
+    if stamp is None:
+        return None
+    ns = int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+    return None if last_ns is not None and ns < last_ns else ns
+
+
 def replay(node, bag: Path, rate: float = 1.0, loop: bool = False, topics=None, remap: dict | None = None,
            start_offset: float = 0.0, duration: float = 0.0, clock: bool = True, wait_subscribers: float = 0.0,
-           progress: bool = True, should_stop=lambda: False, clock_rate: float = 40.0) -> int:
-    """Publish ``bag`` through ``node``. Returns the number of messages published."""
+           progress: bool = True, should_stop=lambda: False, clock_rate: float = 40.0,
+           clock_source: str = "record") -> int:
+    """Publish ``bag`` through ``node``. Returns the number of messages published.
+
+    ``clock_source``: "record" (``/clock`` = the bag's record time, like ``ros2 bag play --clock``) or
+    "header" (``/clock`` = the newest ``header.stamp`` published so far, never backwards).
+    """
     from rclpy.qos import QoSProfile
     from rosgraph_msgs.msg import Clock
     from tqdm import tqdm
 
-    from mono_depth_ros.bagio import open_reader
+    from mono_depth_ros.bagio import _default_typestore, is_ros1, open_reader, ros2_converters
 
     if rate <= 0:
         raise ValueError(f"--rate must be > 0, got {rate}")
+    if clock_source not in CLOCK_SOURCES:
+        raise ValueError(f"--clock-source must be one of {CLOCK_SOURCES}, got {clock_source!r}")
     remap = remap or {}
     published = 0
     with open_reader(bag) as reader:
+        selected = [c for c in reader.connections if not topics or c.topic in topics]
+        # ROS 1 payloads become ROS 2 CDR (rosbags' converter); other types are refused by name.
+        if is_ros1(reader):
+            ros2 = ros2_converters(reader, selected)
+            store = _default_typestore()
+        else:
+            ros2 = {c.id: (c.msgtype, bytes) for c in selected}
+            store = reader.typestore
         conns, pubs = [], {}
-        for c in reader.connections:
-            if topics and c.topic not in topics:
-                continue
+        for c in selected:
+            msgtype = ros2[c.id][0]
             try:
-                cls = _msg_class(c.msgtype)
+                cls = _msg_class(msgtype)
             except (ImportError, AttributeError, ValueError):
-                log.warning("skipping topic %s: message type %s is not available here", c.topic, c.msgtype)
+                log.warning("skipping topic %s: message type %s is not available here", c.topic, msgtype)
                 continue
             if c.topic not in pubs:
                 pubs[c.topic] = node.create_publisher(cls, remap.get(c.topic, c.topic), _qos_from_bag(c))
@@ -113,12 +148,17 @@ def replay(node, bag: Path, rate: float = 1.0, loop: bool = False, topics=None, 
                 delay = due - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-                if clock_pub is not None and (last_clock is None or t - last_clock >= clock_step):
-                    msg = Clock()
-                    msg.clock.sec, msg.clock.nanosec = divmod(t, 1_000_000_000)
-                    clock_pub.publish(msg)
-                    last_clock = t
-                pubs[conn.topic].publish(bytes(raw))
+                msgtype, to_cdr = ros2[conn.id]
+                data = to_cdr(raw)
+                if clock_pub is not None:
+                    now = t if clock_source == "record" else _header_ns(store.deserialize_cdr(data, msgtype),
+                                                                        last_clock)
+                    if now is not None and (last_clock is None or now - last_clock >= clock_step):
+                        msg = Clock()
+                        msg.clock.sec, msg.clock.nanosec = divmod(now, 1_000_000_000)
+                        clock_pub.publish(msg)
+                        last_clock = now
+                pubs[conn.topic].publish(data)
                 published += 1
                 bar.update(round((t - t_start) / 1e9, 1) - bar.n)
             bar.n = bar.total
@@ -137,11 +177,14 @@ def main(args: argparse.Namespace) -> int:
         a, b = r.split(":=", 1)
         remap[a] = b
     logging.basicConfig(level=logging.INFO, format="[replay] %(message)s")
+    from .domain import exit_if_invalid_domain_id
+    exit_if_invalid_domain_id("mono-depth replay")
     rclpy.init()
     node = rclpy.create_node("mono_depth_replay")
     try:
         n = replay(node, args.bag, args.rate, args.loop, args.topics, remap, args.start_offset, args.duration,
-                   not args.no_clock, args.wait_subscribers, not args.quiet, clock_rate=args.clock_rate)
+                   not args.no_clock, args.wait_subscribers, not args.quiet, clock_rate=args.clock_rate,
+                   clock_source=args.clock_source)
         print(f"replayed {n} messages from {args.bag}")
         return 0
     except KeyboardInterrupt:
