@@ -131,6 +131,6 @@ def test_bench_quick_runs_every_part(tmp_path):
     assert step["median_ms"] > 0 and step["reference_median_ms"] > 0 and step["floor_ms"] > 0
     assert step["speedup"] == pytest.approx(step["reference_median_ms"] / step["median_ms"])
     assert step["floor_ratio"] == pytest.approx(step["median_ms"] / step["floor_ms"])
-    assert step["settings"]["step"] == "fast" and step["settings"]["crop"] == [96, 320]
+    assert step["settings"]["step"] == "fast" and step["settings"]["crop"] == [192, 192]
     md = (tmp_path / "bench.md").read_text()
     assert "x ours" in md and "End-to-end through DDS" in md and "FLOP floor of the fast step" in md

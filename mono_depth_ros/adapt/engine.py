@@ -62,7 +62,7 @@ class AdaptConfig:
     anchor_per_step: int = 2             # anchor images per step
     swap_every: int = 5                  # serving weights refreshed every N healthy steps
     good_every: int = 5                  # last-good snapshot every N healthy steps
-    spike_factor: float = 1.5            # loss > factor * running mean -> rollback
+    spike_factor: float = 2.0            # loss > factor * running mean -> rollback (crops vary more than frames)
     max_near_fraction: float = 0.2       # > this share of pixels at < 2*min_depth = saturated (garbage)
     loss_ema: float = 0.95
     warmup_steps: int = 10               # no spike test before this many steps
@@ -80,9 +80,11 @@ class AdaptConfig:
     # training frames with the sources whole, scores each scale at its own resolution and runs
     # the anchor images in the same forward pass; "reference" is the step of release 0.2 (whole
     # frames, every scale upsampled to full resolution, anchors in a forward of their own).
+    # Crops keep the full height by default: a monocular network reads depth from a pixel's row
+    # (the ground plane), and random vertical offsets taught it wrong rows (docs/learning.md).
     step: str = "fast"
-    crop_width: int = 320                # 0 or >= train_width: whole frames
-    crop_height: int = 96
+    crop_width: int = 192                # 0 or >= train_width: whole width
+    crop_height: int = 0                 # 0 or >= train_height: whole height
     scale_mode: str = "native"           # losses.SCALE_MODES
     num_scales: int = 4
 

@@ -38,8 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--step", choices=("fast", "reference"), default="fast",
                    help="training step: fast (random crops, native-resolution scales; the node's default) or "
                         "reference (release 0.2's step: whole frames, every scale upsampled)")
-    p.add_argument("--crop", default="96x320", help="fast step: random crop HxW of the training frames "
-                   "(multiples of 32; 0x0 = whole frames)")
+    p.add_argument("--crop", default="0x192", help="fast step: random crop HxW of the training frames "
+                   "(multiples of 32; 0 = whole height / width; default: whole height, 192 wide, like the node)")
     p.add_argument("--scales", type=int, default=4, choices=(1, 2, 3, 4), help="loss scales used")
     p.add_argument("--scale-mode", choices=("native", "upsampled"), default="native",
                    help="fast step: score each scale at its own resolution (native) or upsampled (monodepth2)")

@@ -86,8 +86,8 @@ class NodeConfig:
     adapt_max_rotation: float = _MAX_ROTATION_DEG
     adapt_threads: int = 1
     adapt_step: str = "fast"
-    adapt_crop_width: int = 320
-    adapt_crop_height: int = 96
+    adapt_crop_width: int = 192
+    adapt_crop_height: int = 0
     adapt_anchor: str = "auto"
     adapt_anchor_weight: float = 0.3
     egomotion_sources: str = "odom,tf,imu_gps,imu_speed"
@@ -147,10 +147,11 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("adapt_step", "fast", "training step: fast (random crops at full resolution, each loss scale at "
               "its own resolution; docs/learning.md) or reference (release 0.2's step: whole frames, every scale "
               "upsampled to full resolution, ~8x slower)", choices=("fast", "reference"), read_only=True),
-    ParamSpec("adapt_crop_width", 320, "fast step: width of the random training crop (multiple of 32; 0 or >= the "
-              "training width = whole frames)", range=(0, 2048), step=32, read_only=True),
-    ParamSpec("adapt_crop_height", 96, "fast step: height of the random training crop (multiple of 32; 0 or >= "
-              "the training height = whole frames)", range=(0, 2048), step=32, read_only=True),
+    ParamSpec("adapt_crop_width", 192, "fast step: width of the random training crop (multiple of 32; 0 or >= the "
+              "training width = whole width)", range=(0, 2048), step=32, read_only=True),
+    ParamSpec("adapt_crop_height", 0, "fast step: height of the random training crop (multiple of 32; 0 or >= "
+              "the training height = whole height, the default: depth is read from a pixel's row)",
+              range=(0, 2048), step=32, read_only=True),
     ParamSpec("adapt_anchor", "auto", "source-domain anchor images that keep the starting depth there: auto "
               "(synthetic_A for the shipped weights, none for your own checkpoint), synthetic_A, none, or a folder "
               "of png/jpg images of your training data", read_only=True),
