@@ -14,6 +14,8 @@ from rclpy.exceptions import InvalidParameterValueException, ParameterException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from mono_depth_ros.models.registry import MODEL_CHOICES
+
 __all__ = ["NodeConfig", "ParamSpec", "PARAMS", "ConfigError", "declare", "validate", "install_runtime_validation"]
 
 
@@ -79,7 +81,8 @@ class NodeConfig:
 
 
 PARAMS: tuple[ParamSpec, ...] = (
-    ParamSpec("model", "default", "network architecture", choices=("default", "monodepth2_resnet18"), read_only=True),
+    ParamSpec("model", "default", "network architecture; the checkpoint file decides where it can (see docs: "
+              "Use your own network)", choices=MODEL_CHOICES, read_only=True),
     ParamSpec("checkpoint", "", "checkpoint file to load; empty = the package's shipped weights", read_only=True),
     ParamSpec("device", "cpu", "torch device for inference: cpu, cuda or auto (cuda when available)",
               choices=("cpu", "cuda", "auto"), read_only=True),
@@ -184,9 +187,10 @@ def validate(cfg: NodeConfig) -> NodeConfig:
             raise ConfigError(f"parameter {spec.name!r} = {v!r} is not one of {list(spec.choices)}")
         if spec.range is not None and not (spec.range[0] <= v <= spec.range[1]):
             raise ConfigError(f"parameter {spec.name!r} = {v!r} is outside [{spec.range[0]}, {spec.range[1]}]")
-        if spec.name.startswith(("input_", "adapt_train_")) and v and (v % 32 or v < 64):
-            raise ConfigError(f"parameter {spec.name!r} = {v} must be 0 (checkpoint's size) or a multiple of 32 "
-                              f">= 64")
+        mult = 14 if cfg.model.startswith("depth_anything") else 32  # the network's size_multiple
+        if spec.name.startswith(("input_", "adapt_train_")) and v and (v % mult or v < 2 * mult):
+            raise ConfigError(f"parameter {spec.name!r} = {v} must be 0 (checkpoint's size) or a multiple of {mult} "
+                              f">= {2 * mult} for model {cfg.model!r}")
     for name in ("adapt_crop_width", "adapt_crop_height"):
         if getattr(cfg, name) % 32:
             raise ConfigError(f"parameter {name!r} = {getattr(cfg, name)} must be a multiple of 32 (0 = whole frames)")
