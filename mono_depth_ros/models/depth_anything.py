@@ -156,7 +156,7 @@ class DinoVisionTransformer(nn.Module):
 
     def get_intermediate_layers(self, x: torch.Tensor, idx=LAYER_IDX) -> list[torch.Tensor]:
         """(B,3,H,W) normalised -> normed patch tokens (B,N,D) after each block in ``idx``."""
-        h, w = x.shape[-2:]
+        h, w = int(x.shape[-2]), int(x.shape[-1])  # python ints: an exported graph has a fixed input size
         t = self.patch_embed(x)
         t = torch.cat((self.cls_token.expand(t.shape[0], -1, -1), t), dim=1)
         t = t + self.interpolate_pos_encoding(t.shape[1], h, w)
