@@ -370,7 +370,8 @@ def load_model(model_name: str, checkpoint: str | os.PathLike, min_depth: float 
         try:
             return _load_da(obj, path, model_name, min_depth, max_depth, head_max_depth)
         except (ValueError, RuntimeError) as exc:
-            raise CheckpointError(f"Depth Anything V2 weights {path}: {exc}") from exc
+            msg = str(exc)
+            raise CheckpointError(msg if str(path) in msg else f"Depth Anything V2 weights {path}: {msg}") from exc
     if any(k.startswith(("encoder.", "decoder.")) for k in keys):
         raise CheckpointError(f"checkpoint {path}: a bare monodepth2 state dict; pass the folder holding "
                               f"encoder.pth and depth.pth instead")

@@ -395,7 +395,8 @@ def hf_config(variant: str = "small", metric: bool = False, head_max_depth: floa
     backbone = Dinov2Config(hidden_size=dim, num_hidden_layers=12, num_attention_heads=heads, patch_size=PATCH,
                             image_size=518, out_indices=[3, 6, 9, 12], reshape_hidden_states=False,
                             out_features=["stage3", "stage6", "stage9", "stage12"])
-    return DepthAnythingConfig(backbone_config=backbone, neck_hidden_sizes=list(out_ch), fusion_hidden_size=features,
+    return DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=dim,
+                               neck_hidden_sizes=list(out_ch), fusion_hidden_size=features,
                                head_hidden_size=32, reassemble_factors=[4, 2, 1, 0.5],
                                depth_estimation_type="metric" if metric else "relative",
                                max_depth=_int_if_whole(head_max_depth) if metric else 1)
