@@ -273,6 +273,11 @@ def load_monodepth2(encoder_path: str | os.PathLike, depth_path: str | os.PathLi
     cls = Monodepth2ResNet50 if "encoder.layer1.0.conv3.weight" in state else Monodepth2ResNet18
     stereo = bool(meta.get("use_stereo", False))
     model = cls(min_depth=min_depth, max_depth=max_depth, stereo=stereo)
+    # Files written before PyTorch 0.4.1 lack BatchNorm's num_batches_tracked (unused in eval): zero it.
+    for k in model.state_dict():
+        if k.endswith("num_batches_tracked") and k not in state and k.replace("num_batches_tracked",
+                                                                                "running_mean") in state:
+            state[k] = torch.tensor(0)
     load_weights(model, state, source=f"{encoder_path} + {depth_path}")
     if "height" in meta and "width" in meta:
         meta["input_size"] = (int(meta["height"]), int(meta["width"]))
