@@ -408,3 +408,28 @@ def test_onnx_export_matches_eager(tmp_path, name, size, dynamic, fp16):
     import onnx
     props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert props["arch"] == name and props["precision"] == ("fp16" if fp16 else "fp32")
+
+
+def test_node_parameters_accept_backends_and_their_size_multiple():
+    P = pytest.importorskip("mono_depth_ros.ros.params")
+    from mono_depth_ros.models import MODEL_CHOICES
+
+    spec = next(s for s in P.PARAMS if s.name == "model")
+    assert set(spec.choices) == set(MODEL_CHOICES) and "monodepth2" in spec.choices
+    cfg = P.validate(P.NodeConfig(model="depth_anything_v2_small", input_width=644, input_height=196))
+    assert cfg.input_width == 644
+    with pytest.raises(P.ConfigError, match="multiple of 32"):
+        P.validate(P.NodeConfig(model="default", input_width=644, input_height=196))
+    with pytest.raises(P.ConfigError, match="multiple of 14"):
+        P.validate(P.NodeConfig(model="depth_anything_v2_metric_base", input_width=640, input_height=196))
+
+
+def test_predictor_from_config_opens_a_monodepth2_folder(tmp_path):
+    from mono_depth_ros.inference import DepthPredictor
+
+    _save_monodepth2(tmp_path / "stereo_640x192", 18, True)
+    pred, desc = DepthPredictor.from_config("monodepth2", str(tmp_path / "stereo_640x192"), None, 0.1, 100.0,
+                                            backend="eager")
+    assert pred.input_size == (64, 96) and pred.output_kind == "metric" and pred.canonical is not None
+    out = pred.predict(np.full((64, 96, 3), 128, np.uint8), pred.canonical.K_at((64, 96)))
+    assert out.depth.shape == (64, 96) and np.isfinite(out.depth).all()
