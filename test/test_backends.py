@@ -433,3 +433,23 @@ def test_predictor_from_config_opens_a_monodepth2_folder(tmp_path):
     assert pred.input_size == (64, 96) and pred.output_kind == "metric" and pred.canonical is not None
     out = pred.predict(np.full((64, 96, 3), 128, np.uint8), pred.canonical.K_at((64, 96)))
     assert out.depth.shape == (64, 96) and np.isfinite(out.depth).all()
+
+
+def test_adaptation_engine_steps_depth_anything_head_only():
+    """The node's engine runs on Depth Anything V2 (patch-14 sizes, one output scale, ViT frozen)."""
+    from mono_depth_ros.adapt.engine import AdaptConfig
+    from mono_depth_ros.synth import render_drive
+    from test.test_adapt_engine import feed, make_engine
+
+    frames = list(render_drive("A", seed=5, duration_s=1.5, width=182, height=56))
+    model = build_model("depth_anything_v2_metric_small", head_max_depth=80.0).freeze_backbone()
+    cfg = AdaptConfig(train_height=56, train_width=182, crop_width=0, crop_height=0, size_multiple=14,
+                      anchor_weight=0.0, replay_per_step=0, num_scales=1)
+    engine, provider = make_engine(cfg, model=model)
+    reports = feed(engine, provider, frames, steps=1)
+    assert engine.counters.steps >= 1, [r.status for r in reports]
+    before = dict(model.named_parameters())
+    after = dict(engine.model.named_parameters())
+    assert all(torch.equal(before[n], after[n]) for n in before if n.startswith("pretrained."))
+    with pytest.raises(ValueError, match="multiples of 14"):
+        AdaptConfig(train_height=64, train_width=192, size_multiple=14)

@@ -175,6 +175,7 @@ def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
 
 def validate(cfg: NodeConfig) -> NodeConfig:
     """Check every value; raise ConfigError naming the first bad one."""
+    mult = 14 if str(cfg.model).startswith("depth_anything") else 32  # the network's size_multiple
     for spec in PARAMS:
         v = getattr(cfg, spec.name)
         want = type(spec.default)
@@ -187,12 +188,11 @@ def validate(cfg: NodeConfig) -> NodeConfig:
             raise ConfigError(f"parameter {spec.name!r} = {v!r} is not one of {list(spec.choices)}")
         if spec.range is not None and not (spec.range[0] <= v <= spec.range[1]):
             raise ConfigError(f"parameter {spec.name!r} = {v!r} is outside [{spec.range[0]}, {spec.range[1]}]")
-        mult = 14 if cfg.model.startswith("depth_anything") else 32  # the network's size_multiple
         if spec.name.startswith(("input_", "adapt_train_")) and v and (v % mult or v < 2 * mult):
             raise ConfigError(f"parameter {spec.name!r} = {v} must be 0 (checkpoint's size) or a multiple of {mult} "
                               f">= {2 * mult} for model {cfg.model!r}")
     for name in ("adapt_crop_width", "adapt_crop_height"):
-        if getattr(cfg, name) % 32:
+        if getattr(cfg, name) % 32 and mult == 32:  # Depth Anything V2: rounded down to 14s (ros/adaptation.py)
             raise ConfigError(f"parameter {name!r} = {getattr(cfg, name)} must be a multiple of 32 (0 = whole frames)")
     if cfg.min_depth >= cfg.max_depth:
         raise ConfigError(f"min_depth ({cfg.min_depth}) must be smaller than max_depth ({cfg.max_depth})")
