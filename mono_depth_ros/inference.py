@@ -197,7 +197,15 @@ class DepthPredictor:
         caller's thread (the adapter's; ~20 ms for the default net), and then swapped in.
         """
         runner = self._runner
-        fresh = runner.with_weights(state_dict) if isinstance(runner, OnnxRunner) else None
+        fresh = None
+        if isinstance(runner, OnnxRunner):
+            if runner.can_take(state_dict):
+                fresh = runner.with_weights(state_dict)
+            else:  # an entry the exporter merged with another changed: export again (rare: first swaps only)
+                import copy
+                model = copy.deepcopy(self.model).cpu()
+                model.load_state_dict(state_dict)
+                fresh = OnnxRunner(model.eval(), torch.zeros(runner._example_shape), runner.num_threads)
         with self._lock:
             self.model.load_state_dict(state_dict)
             if fresh is not None:
@@ -229,6 +237,16 @@ class OnnxRunner:
                               dynamo=False, opset_version=17, do_constant_folding=False)
         self._graph = onnx.load_from_string(buf.getvalue())
         self.session = self._open(buf.getvalue())
+        # The exporter merges initializers with equal values (e.g. freshly initialised norms, all ones)
+        # and drops unused ones: such state-dict entries have no initializer of their own to rewrite.
+        names = {i.name for i in self._graph.graph.initializer}
+        self._unmapped = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()
+                          if k not in names and v.is_floating_point()}
+        self._example_shape = tuple(example.shape)
+
+    def can_take(self, state_dict: dict) -> bool:
+        """Whether :meth:`with_weights` reproduces ``state_dict`` exactly (no merged entry changed)."""
+        return all(torch.equal(state_dict[k].detach().cpu(), v) for k, v in self._unmapped.items() if k in state_dict)
 
     def _open(self, model_bytes: bytes):
         ort = self._ort
@@ -253,6 +271,7 @@ class OnnxRunner:
                 init.CopyFrom(numpy_helper.from_array(v.detach().cpu().numpy().astype(dtype, copy=False), init.name))
         new = OnnxRunner.__new__(OnnxRunner)
         new._ort, new.num_threads, new._graph = self._ort, self.num_threads, graph
+        new._unmapped, new._example_shape = self._unmapped, self._example_shape
         new.session = new._open(graph.SerializeToString())
         return new
 

@@ -453,3 +453,24 @@ def test_adaptation_engine_steps_depth_anything_head_only():
     assert all(torch.equal(before[n], after[n]) for n in before if n.startswith("pretrained."))
     with pytest.raises(ValueError, match="multiples of 14"):
         AdaptConfig(train_height=64, train_width=192, size_multiple=14)
+
+
+def test_onnx_serving_swap_rewrites_weights_the_exporter_merged():
+    """Freshly initialised networks have equal tensors (LayerNorm ones, zero biases) that the exporter
+    merges into one initializer; a swap that changes them must not leave stale weights in the server."""
+    pytest.importorskip("onnxruntime")
+    from mono_depth_ros.inference import DepthPredictor
+
+    torch.manual_seed(0)
+    m = build_model("depth_anything_v2_metric_small").eval()
+    pred = DepthPredictor(m, (28, 42), backend="onnxruntime")
+    K = np.array([[40.0, 0, 20.5], [0, 40.0, 13.5], [0, 0, 1]])
+    img = (np.random.default_rng(0).random((28, 42, 3)) * 255).astype(np.uint8)
+    first = pred.predict(img, K)
+    assert pred.backend == "onnxruntime"
+    state = {k: v + 0.02 * torch.randn_like(v) if v.is_floating_point() else v for k, v in m.state_dict().items()}
+    pred.swap_state(state)
+    out = pred.predict(img, K)
+    with torch.no_grad():
+        ref = m(torch.from_numpy(first.rgb).permute(2, 0, 1)[None].float() / 255)[0, 0].numpy()
+    assert np.abs(out.depth - ref).max() <= 1e-4 * ref.max()
