@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["TOLERANCE", "export_onnx", "check_onnx", "add_arguments", "main"]
+__all__ = ["TOLERANCE", "export_onnx", "check_onnx", "trtexec_command", "add_arguments", "main"]
 
 #: fp32: max relative error; fp16: 99th percentile of the relative error (ONNX Runtime vs eager fp32).
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
@@ -169,5 +169,16 @@ def main(args: argparse.Namespace) -> int:
                   f"{'ok' if r['ok'] else 'FAILED'})")
             if not r["ok"]:
                 return 3
-    print("TensorRT: " + TRTEXEC.replace("depth.onnx", str(out)))
+    print("TensorRT: " + trtexec_command(out, size, args.dynamic and int(getattr(model, "size_multiple", 32)) != 14))
     return 0
+
+
+def trtexec_command(onnx_path: str | Path, size: tuple[int, int], dynamic: bool) -> str:
+    """The trtexec line that builds a TensorRT engine from this export (text only; not run here)."""
+    engine = Path(onnx_path).with_suffix(".plan")
+    cmd = f"trtexec --onnx={onnx_path} --saveEngine={engine} --fp16"
+    if dynamic:
+        h, w = size
+        cmd += (f" --minShapes=image:1x3x{h}x{w} --optShapes=image:1x3x{h}x{w}"
+                f" --maxShapes=image:4x3x{2 * h}x{2 * w}")
+    return cmd
