@@ -474,3 +474,28 @@ def test_onnx_serving_swap_rewrites_weights_the_exporter_merged():
     with torch.no_grad():
         ref = m(torch.from_numpy(first.rgb).permute(2, 0, 1)[None].float() / 255)[0, 0].numpy()
     assert np.abs(out.depth - ref).max() <= 1e-4 * ref.max()
+
+
+def test_node_declares_depth_anything_sizes():
+    """rclpy enforces a descriptor's integer step: input sizes in 14s must pass it (then validate() checks them)."""
+    rclpy = pytest.importorskip("rclpy")
+    from rclpy.context import Context
+    from rclpy.parameter import Parameter
+
+    from mono_depth_ros.ros import params as P
+
+    ctx = Context()
+    rclpy.init(context=ctx)
+    try:
+        overrides = [Parameter("model", value="depth_anything_v2_small"), Parameter("input_width", value=644),
+                     Parameter("input_height", value=196), Parameter("adapt_train_width", value=308),
+                     Parameter("adapt_train_height", value=98)]
+        node = rclpy.create_node("param_probe", context=ctx, parameter_overrides=overrides,
+                                 automatically_declare_parameters_from_overrides=False)
+        try:
+            cfg = P.declare(node)
+        finally:
+            node.destroy_node()
+        assert (cfg.input_width, cfg.input_height, cfg.adapt_train_width) == (644, 196, 308)
+    finally:
+        rclpy.shutdown(context=ctx)

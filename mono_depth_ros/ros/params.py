@@ -86,10 +86,11 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("checkpoint", "", "checkpoint file to load; empty = the package's shipped weights", read_only=True),
     ParamSpec("device", "cpu", "torch device for inference: cpu, cuda or auto (cuda when available)",
               choices=("cpu", "cuda", "auto"), read_only=True),
-    ParamSpec("input_width", 0, "network input width in pixels (multiple of 32); 0 = the checkpoint's training "
-              "size (recommended: metric depth is learned at one scale)", range=(0, 2048), step=32, read_only=True),
-    ParamSpec("input_height", 0, "network input height in pixels (multiple of 32); 0 = the checkpoint's training "
-              "size", range=(0, 2048), step=32, read_only=True),
+    ParamSpec("input_width", 0, "network input width in pixels (multiple of 32, 14 for Depth Anything V2); 0 = "
+              "the checkpoint's training size (recommended: metric depth is learned at one scale)", range=(0, 2048),
+              step=2, read_only=True),
+    ParamSpec("input_height", 0, "network input height in pixels (multiple of 32, 14 for Depth Anything V2); 0 = "
+              "the checkpoint's training size", range=(0, 2048), step=2, read_only=True),
     ParamSpec("min_depth", 0.1, "smallest depth the network outputs [m]", range=(0.01, 10.0), read_only=True),
     ParamSpec("max_depth", 100.0, "largest depth the network outputs [m]", range=(1.0, 1000.0), read_only=True),
     ParamSpec("num_threads", 0, "CPU threads for inference; 0 = automatic (1 while adapting, so training "
@@ -115,10 +116,10 @@ PARAMS: tuple[ParamSpec, ...] = (
               range=(0.0, 16.0)),
     ParamSpec("adapt_replay_per_step", 3, "replayed samples mixed into each step (CoMoDA: 3)", range=(0, 16),
               read_only=True),
-    ParamSpec("adapt_train_width", 0, "training width (multiple of 32); 0 = the inference size", range=(0, 2048),
-              step=32, read_only=True),
-    ParamSpec("adapt_train_height", 0, "training height (multiple of 32); 0 = the inference size",
-              range=(0, 2048), step=32, read_only=True),
+    ParamSpec("adapt_train_width", 0, "training width (multiple of 32, 14 for Depth Anything V2); 0 = the "
+              "inference size", range=(0, 2048), step=2, read_only=True),
+    ParamSpec("adapt_train_height", 0, "training height (multiple of 32, 14 for Depth Anything V2); 0 = the "
+              "inference size", range=(0, 2048), step=2, read_only=True),
     ParamSpec("adapt_min_translation", 0.2, "minimum camera motion between training frames [m]", range=(0.0, 10.0),
               read_only=True),
     ParamSpec("adapt_threads", 1, "torch threads of the adaptation thread (inference keeps its own)", range=(1, 64),
@@ -126,10 +127,12 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("adapt_step", "fast", "training step: fast (random crops at full resolution, each loss scale at "
               "its own resolution; docs/learning.md) or reference (release 0.2's step: whole frames, every scale "
               "upsampled to full resolution, ~8x slower)", choices=("fast", "reference"), read_only=True),
-    ParamSpec("adapt_crop_width", 320, "fast step: width of the random training crop (multiple of 32; 0 or >= the "
-              "training width = whole frames)", range=(0, 2048), step=32, read_only=True),
-    ParamSpec("adapt_crop_height", 96, "fast step: height of the random training crop (multiple of 32; 0 or >= "
-              "the training height = whole frames)", range=(0, 2048), step=32, read_only=True),
+    ParamSpec("adapt_crop_width", 320, "fast step: width of the random training crop (multiple of 32; Depth "
+              "Anything V2: rounded down to 14s; 0 or >= the training width = whole frames)", range=(0, 2048),
+              step=2, read_only=True),
+    ParamSpec("adapt_crop_height", 96, "fast step: height of the random training crop (multiple of 32; Depth "
+              "Anything V2: rounded down to 14s; 0 or >= the training height = whole frames)", range=(0, 2048),
+              step=2, read_only=True),
     ParamSpec("adapt_anchor", "synthetic_A", "source-domain anchor images that keep the starting depth there: "
               "synthetic_A (the shipped weights' domain), none, or a folder of png/jpg images", read_only=True),
     ParamSpec("adapt_anchor_weight", 0.3, "weight of the anchor (distillation) term; 0 = off", range=(0.0, 100.0),
