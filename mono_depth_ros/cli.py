@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("mono_depth_ros.ros.replay", "publish a bag onto its topics with recorded timing and /clock"),
     "record": ("mono_depth_ros.ros.record", "record chosen topics to a rosbag2 (mcap/sqlite3) with rosbags"),
     "demo": ("mono_depth_ros.ros.demo", "the main job: synthetic drive -> depth node over DDS -> pictures and metrics"),
+    "export": ("mono_depth_ros.export", "export any backend to ONNX (fixed/dynamic shapes, fp16), checked against eager"),
     "bench": ("mono_depth_ros.bench.cli", "speed against peer networks, this CPU's peak, cloud build and DDS latency"),
 }
 

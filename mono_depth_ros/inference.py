@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import torch
 
+from mono_depth_ros.canonical import CanonicalCamera, run_canonical
 from mono_depth_ros.conventions import scale_intrinsics
 
 __all__ = ["Prediction", "DepthPredictor", "OnnxRunner", "BACKENDS", "resolve_device"]
@@ -56,10 +57,15 @@ class DepthPredictor:
     """Holds the serving network; ``predict`` is safe to call from one thread while another swaps weights."""
 
     def __init__(self, model: torch.nn.Module, input_size: tuple[int, int], device: str = "cpu",
-                 num_threads: int = 0, backend: str = "auto"):
+                 num_threads: int = 0, backend: str = "auto", canonical: CanonicalCamera | None = None):
+        """``canonical``: the camera the weights were trained with; when given, each frame's depth
+        is converted to the real camera (:func:`mono_depth_ros.canonical.run_canonical`) with the
+        K passed to :meth:`predict`."""
         h, w = input_size
-        if h % 32 or w % 32:
-            raise ValueError(f"input size must be multiples of 32, got {w}x{h}")
+        mult = int(getattr(model, "size_multiple", 32))
+        if h % mult or w % mult or h <= 0 or w <= 0:
+            raise ValueError(f"input size must be positive multiples of {mult} for {getattr(model, 'arch', 'this')} "
+                             f"network, got {w}x{h}")
         if backend not in BACKENDS:
             raise ValueError(f"inference backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self.input_size = (h, w)
@@ -73,16 +79,25 @@ class DepthPredictor:
         self._runner = None          # built on the first frame (needs an example input)
         self.requested_backend = backend
         self.backend = "not built yet"
+        self.canonical = canonical
+        self.output_kind = str(getattr(model, "output_kind", "metric"))
 
     @classmethod
     def from_config(cls, model_name: str, checkpoint: str, input_size: tuple[int, int] | None, min_depth: float,
                     max_depth: float, device: str = "cpu", num_threads: int = 0,
-                    state: tuple | None = None, backend: str = "auto") -> tuple["DepthPredictor", str]:
+                    state: tuple | None = None, backend: str = "auto",
+                    canonical_camera: bool = True) -> tuple["DepthPredictor", str]:
         """Build from a checkpoint path ('' = shipped weights). Returns (predictor, description of weights).
 
+        ``checkpoint`` may be any file or folder :func:`mono_depth_ros.checkpoint.load_model` opens
+        (this package's checkpoints, monodepth2 folders, Depth Anything V2 official or transformers
+        weights); ``model_name`` only decides what the file cannot tell (Depth Anything V2 relative
+        or ``..._metric_...``) and the architecture of a random network.
         ``input_size`` None = the size the checkpoint was trained at (640x192 for a random net): a
         network run at another resolution sees the scene at another scale and its metric depth is off.
         ``state`` = (model, meta, description) already loaded (e.g. a resumed adapted checkpoint).
+        ``canonical_camera``: convert metric depth from the weights' training camera to the real one
+        (when the checkpoint records it).
         """
         from mono_depth_ros import checkpoint as ckpt
         from mono_depth_ros.models import build_model
@@ -92,17 +107,31 @@ class DepthPredictor:
         if state is not None:
             model, meta, desc = state
         elif checkpoint or path.exists():
-            model, meta = ckpt.load_checkpoint(path)
+            model, meta = ckpt.load_model(model_name, path, min_depth=min_depth, max_depth=max_depth)
             desc = f"{path}"
         else:
-            model = build_model(model_name, min_depth=min_depth, max_depth=max_depth)
+            model = build_model("monodepth2_resnet18" if model_name == "monodepth2" else model_name,
+                                min_depth=min_depth, max_depth=max_depth)
             desc = "random initialisation (no checkpoint given and no shipped weights found)"
             log.warning("no shipped weights at %s: the network is randomly initialised", path)
-        if meta and meta.get("arch") != model_name:
+        if meta and meta.get("arch") != model_name and not (model_name == "monodepth2"
+                                                            and str(meta.get("arch")).startswith("monodepth2")):
             log.warning("checkpoint %s holds arch %r; parameter model=%r is ignored", desc, meta.get("arch"),
                         model_name)
-        size = tuple(input_size) if input_size else tuple(meta.get("input_size", (192, 640)))
-        return cls(model, size, device, num_threads, backend), desc
+        if hasattr(model, "freeze_backbone"):
+            # Online adaptation on a CPU trains the DPT head only (2.7 M of DA-V2 Small's 24.8 M
+            # parameters, a step 2.5x faster: docs/backends.md); inference is unaffected.
+            model.freeze_backbone(True)
+        kind = getattr(model, "output_kind", "metric")
+        if kind != "metric":
+            log.warning("network %s outputs %s, not metres: its depth has an unknown scale%s until it is "
+                        "scaled online", desc, kind, " and shift" if "affine" in kind else "")
+        cam = meta.get("canonical_camera") if canonical_camera and kind == "metric" else None
+        if isinstance(cam, dict):
+            cam = CanonicalCamera.from_dict(cam, desc)
+        default = (196, 644) if getattr(model, "size_multiple", 32) == 14 else (192, 640)
+        size = tuple(input_size) if input_size else tuple(meta.get("input_size", default))
+        return cls(model, size, device, num_threads, backend, canonical=cam), desc
 
     def preprocess(self, rgb: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
         """(H,W,3) uint8 -> resized (h,w,3) uint8 and (1,3,h,w) float tensor in [0,1]."""
@@ -119,12 +148,16 @@ class DepthPredictor:
         if rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"expected (H,W,3) RGB, got {rgb.shape}")
         small, x = self.preprocess(rgb)
-        with self._lock:
-            depth = self._forward(x)
-        d = depth[0, 0].float().cpu().numpy()
         H, W = rgb.shape[:2]
         h, w = self.input_size
-        return Prediction(d, small, scale_intrinsics(K, w / W, h / H))
+        K_net = scale_intrinsics(K, w / W, h / H)
+        with self._lock:
+            if self.canonical is not None:
+                depth = run_canonical(self._forward, x, K_net, self.canonical)
+            else:
+                depth = self._forward(x)
+        d = depth[0, 0].float().cpu().numpy()
+        return Prediction(d, small, K_net)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """(1,3,h,w) -> (1,1,h,w) with the backend chosen on the first frame (see :data:`BACKENDS`)."""
@@ -164,7 +197,15 @@ class DepthPredictor:
         caller's thread (the adapter's; ~20 ms for the default net), and then swapped in.
         """
         runner = self._runner
-        fresh = runner.with_weights(state_dict) if isinstance(runner, OnnxRunner) else None
+        fresh = None
+        if isinstance(runner, OnnxRunner):
+            if runner.can_take(state_dict):
+                fresh = runner.with_weights(state_dict)
+            else:  # an entry the exporter merged with another changed: export again (rare: first swaps only)
+                import copy
+                model = copy.deepcopy(self.model).cpu()
+                model.load_state_dict(state_dict)
+                fresh = OnnxRunner(model.eval(), torch.zeros(runner._example_shape), runner.num_threads)
         with self._lock:
             self.model.load_state_dict(state_dict)
             if fresh is not None:
@@ -196,6 +237,16 @@ class OnnxRunner:
                               dynamo=False, opset_version=17, do_constant_folding=False)
         self._graph = onnx.load_from_string(buf.getvalue())
         self.session = self._open(buf.getvalue())
+        # The exporter merges initializers with equal values (e.g. freshly initialised norms, all ones)
+        # and drops unused ones: such state-dict entries have no initializer of their own to rewrite.
+        names = {i.name for i in self._graph.graph.initializer}
+        self._unmapped = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()
+                          if k not in names and v.is_floating_point()}
+        self._example_shape = tuple(example.shape)
+
+    def can_take(self, state_dict: dict) -> bool:
+        """Whether :meth:`with_weights` reproduces ``state_dict`` exactly (no merged entry changed)."""
+        return all(torch.equal(state_dict[k].detach().cpu(), v) for k, v in self._unmapped.items() if k in state_dict)
 
     def _open(self, model_bytes: bytes):
         ort = self._ort
@@ -220,6 +271,7 @@ class OnnxRunner:
                 init.CopyFrom(numpy_helper.from_array(v.detach().cpu().numpy().astype(dtype, copy=False), init.name))
         new = OnnxRunner.__new__(OnnxRunner)
         new._ort, new.num_threads, new._graph = self._ort, self.num_threads, graph
+        new._unmapped, new._example_shape = self._unmapped, self._example_shape
         new.session = new._open(graph.SerializeToString())
         return new
 

@@ -87,12 +87,14 @@ class AdaptConfig:
     crop_height: int = 0                 # 0 or >= train_height: whole height
     scale_mode: str = "native"           # losses.SCALE_MODES
     num_scales: int = 4
+    size_multiple: int = 32              # the network's DepthNet.size_multiple (14 for Depth Anything V2)
 
     def __post_init__(self):
-        if self.train_height % 32 or self.train_width % 32:
-            raise ValueError(f"training size must be multiples of 32, got {self.train_width}x{self.train_height}")
-        if self.crop_height % 32 or self.crop_width % 32 or self.crop_height < 0 or self.crop_width < 0:
-            raise ValueError(f"crop size must be multiples of 32 (0 = whole frame), "
+        m = self.size_multiple
+        if self.train_height % m or self.train_width % m:
+            raise ValueError(f"training size must be multiples of {m}, got {self.train_width}x{self.train_height}")
+        if self.crop_height % m or self.crop_width % m or self.crop_height < 0 or self.crop_width < 0:
+            raise ValueError(f"crop size must be multiples of {m} (0 = whole frame), "
                              f"got {self.crop_width}x{self.crop_height}")
         if self.step not in STEP_KINDS:
             raise ValueError(f"step must be one of {STEP_KINDS}, got {self.step!r}")

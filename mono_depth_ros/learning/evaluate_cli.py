@@ -12,8 +12,16 @@ __all__ = ["add_arguments", "main"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..models import MODEL_CHOICES
+
     parser.add_argument("--checkpoint", default=None,
-                        help="checkpoint to evaluate (default: the shipped default_A.pt)")
+                        help="weights to evaluate: a checkpoint, a monodepth2 folder, a Depth Anything V2 .pth or "
+                             "transformers folder (default: the shipped default_A.pt)")
+    parser.add_argument("--model", choices=MODEL_CHOICES, default="default",
+                        help="architecture, where the file cannot tell (Depth Anything V2 relative or metric)")
+    parser.add_argument("--no-canonical", dest="canonical", action="store_false",
+                        help="do not convert depth from the weights' training camera to the bag's camera "
+                             "(canonical camera: depth x f_bag / f_train, principal points aligned)")
     parser.add_argument("--bag", dest="bags", action="append", required=True, metavar="PATH",
                         help="bag with ground-truth depth (repeatable; metrics pooled over all)")
     parser.add_argument("--size", default=None, metavar="WxH",
@@ -33,7 +41,7 @@ def main(args: argparse.Namespace) -> int:
     import torch
 
     from ..bagio import BagError
-    from ..checkpoint import CheckpointError, load_checkpoint, shipped_checkpoint_path
+    from ..checkpoint import CheckpointError, load_model, shipped_checkpoint_path
     from ..metrics import format_markdown
     from .data import load_bag
     from .evaluate import evaluate_frames
@@ -49,18 +57,22 @@ def main(args: argparse.Namespace) -> int:
         size = (h, w)
     path = args.checkpoint or shipped_checkpoint_path()
     try:
-        model, info = load_checkpoint(path)
+        model, info = load_model(args.model, path)
         drives = [load_bag(b, need_depth=True) for b in args.bags]
     except (CheckpointError, BagError, ValueError) as exc:
         print(f"mono-depth evaluate: {exc}", file=sys.stderr)
         return 1
     if args.size is None:
         size = tuple(info["input_size"])
-    acc = evaluate_frames(model, drives, size, args.stride, args.max_frames, args.max_depth)
+    canonical = info.get("canonical_camera") if args.canonical and model.output_kind == "metric" else None
+    args.canonical_camera = canonical
+    acc = evaluate_frames(model, drives, size, args.stride, args.max_frames, args.max_depth, canonical=canonical)
     summary = acc.summary()
     if args.json:
         print(json.dumps({"checkpoint": str(path), "arch": info["arch"], "bags": args.bags,
-                          "input_size": list(size or drives[0].size), "metrics": summary}, indent=2))
+                          "input_size": list(size or drives[0].size), "output_kind": model.output_kind,
+                          "canonical_camera": canonical.to_dict() if canonical else None,
+                          "metrics": summary}, indent=2))
     else:
         print(f"checkpoint {path} ({info['arch']}), bags {', '.join(args.bags)}, "
               f"input {(size or drives[0].size)[1]}x{(size or drives[0].size)[0]}, GT cap {args.max_depth} m\n")
@@ -87,7 +99,9 @@ def _write_report(args, model, size, drives, summary, ckpt_path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     d = drives[0]
     idx = np.arange(0, len(d), max(1, args.stride))
-    preds = np.concatenate([predict_depth(model, d.images[idx[i:i + 8]], size) for i in range(0, len(idx), 8)])
+    cam = getattr(args, "canonical_camera", None)
+    preds = np.concatenate([predict_depth(model, d.images[idx[i:i + 8]], size, d.K, cam)
+                            for i in range(0, len(idx), 8)])
     written = [out / "metrics.md", out / "metrics.json"]
     (out / "metrics.md").write_text(f"# Evaluation{_data_kind(args.bags)}\n\ncheckpoint `{ckpt_path}`, bags "
                                     f"{', '.join(args.bags)}\n\n{format_markdown(summary)}\n")

@@ -12,9 +12,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
+from ..canonical import CanonicalCamera
 from ..checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from ..conventions import scale_intrinsics
 from ..losses import SelfSupervisedLoss, SupervisedSILogLoss
 from ..metrics import format_markdown
 from ..models import DepthNet, build_model, load_weights
@@ -94,6 +97,15 @@ def _load_drives(paths: list[str], cfg: TrainConfig, need_depth: bool, need_pose
     return drives
 
 
+def _training_camera(drives: list[BagFrames], size: tuple[int, int]) -> CanonicalCamera | None:
+    """The training camera at the network size (``canonical_camera`` of the checkpoint), or None
+    when the drives were recorded with different intrinsics (no single canonical camera)."""
+    Ks = [scale_intrinsics(d.K, size[1] / d.size[1], size[0] / d.size[0]) for d in drives]
+    if not Ks or any(not np.allclose(K, Ks[0], rtol=1e-3, atol=0.5) for K in Ks):
+        return None
+    return CanonicalCamera.from_K(Ks[0], size)
+
+
 def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     """Train per ``cfg``; returns the checkpoint path (``cfg.out``).
 
@@ -140,9 +152,11 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     stats = StepStats()
     meta = {"config": asdict(cfg), "history": []}
 
+    camera = _training_camera(drives, (cfg.height, cfg.width))
+
     def save(step: int, path: str, with_optimizer: bool = True, half: bool = False) -> None:
         save_checkpoint(path, model, (cfg.height, cfg.width), optimizer if with_optimizer else None,
-                        steps=step, frames_seen=frames_seen, meta=meta, half=half)
+                        steps=step, frames_seen=frames_seen, meta=meta, half=half, canonical_camera=camera)
 
     def validate(step: int) -> None:
         if not val:

@@ -8,10 +8,12 @@ Contract (see :mod:`.base`)::
     net.disp_to_depth(sigmoid)
     infer_depth(net, image, input_size)   # any image size: runs at input_size, depth back at (H, W)
 """
-from .base import DepthNet, check_image, disp_to_depth, infer_depth
+from .base import OUTPUT_KINDS, DepthNet, check_image, disp_to_depth, infer_depth
 from .default_net import DefaultDepthNet
-from .monodepth2 import Monodepth2ResNet18, load_monodepth2
-from .registry import MODEL_NAMES, build_model, load_weights
+from .depth_anything import DepthAnythingV2
+from .monodepth2 import Monodepth2ResNet18, Monodepth2ResNet50, load_monodepth2, load_monodepth2_folder
+from .registry import MODEL_CHOICES, MODEL_NAMES, build_model, load_weights
 
-__all__ = ["DepthNet", "DefaultDepthNet", "Monodepth2ResNet18", "MODEL_NAMES", "build_model",
-           "load_weights", "load_monodepth2", "disp_to_depth", "check_image", "infer_depth"]
+__all__ = ["DepthNet", "DefaultDepthNet", "Monodepth2ResNet18", "Monodepth2ResNet50", "DepthAnythingV2",
+           "MODEL_NAMES", "MODEL_CHOICES", "build_model", "load_weights", "load_monodepth2",
+           "load_monodepth2_folder", "disp_to_depth", "check_image", "infer_depth", "OUTPUT_KINDS"]

@@ -4,11 +4,15 @@ A :class:`DepthNet` maps an RGB image to depth::
 
     net.eval();  depth = net(image)   # image (B,3,H,W) in [0,1] -> depth (B,1,H,W) metres
     net.train(); disps = net(image)   # list of sigmoid disparities, scales 0..3,
-                                      # disps[s] is (B,1,H/2^s,W/2^s)
+                                      # disps[s] is (B,1,H/2^s,W/2^s) (single-output
+                                      # networks such as Depth Anything V2 give scale 0 only)
     net.disp_to_depth(sigmoid)        # the one place sigmoid -> depth
 
-H and W must be multiples of 32 (five stride-2 stages). Input normalisation
-happens inside the model.
+H and W must be multiples of the class attribute ``size_multiple`` (32 for the
+U-Nets: five stride-2 stages; 14 for Depth Anything V2: its ViT patch). Input
+normalisation happens inside the model. ``output_kind`` says what the eval-mode
+output means (see :data:`OUTPUT_KINDS`), so callers can decide whether a scale
+(or scale and shift) has to be estimated.
 """
 from __future__ import annotations
 
@@ -16,9 +20,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DepthNet", "disp_to_depth", "check_image", "infer_depth"]
+__all__ = ["DepthNet", "disp_to_depth", "check_image", "infer_depth", "OUTPUT_KINDS"]
 
 NUM_SCALES = 4
+
+#: What a network's eval-mode output is:
+#:   ``metric``: depth in metres (the shipped net, stereo-trained monodepth2, metric DA-V2);
+#:   ``relative_scale``: depth up to one unknown global scale (monocular monodepth2);
+#:   ``relative_affine_disparity``: the network predicts a disparity known up to scale AND shift
+#:   (relative DA-V2); its "depth" is 1/disparity clamped to the depth range, not metres.
+OUTPUT_KINDS = ("metric", "relative_scale", "relative_affine_disparity")
 
 
 def disp_to_depth(disp: torch.Tensor, min_depth: float, max_depth: float) -> torch.Tensor:
@@ -39,17 +50,18 @@ def disp_to_depth(disp: torch.Tensor, min_depth: float, max_depth: float) -> tor
     return 1.0 / scaled
 
 
-def check_image(image: torch.Tensor) -> None:
-    """Raise ValueError unless ``image`` is (B,3,H,W) float with H, W multiples of 32."""
+def check_image(image: torch.Tensor, multiple: int = 32) -> None:
+    """Raise ValueError unless ``image`` is (B,3,H,W) float with H, W multiples of ``multiple``."""
     if not isinstance(image, torch.Tensor):
         raise TypeError(f"image must be a torch.Tensor, got {type(image).__name__}")
     if image.dim() != 4 or image.shape[1] != 3:
         raise ValueError(f"image must be (B,3,H,W) RGB, got shape {tuple(image.shape)}")
     h, w = int(image.shape[2]), int(image.shape[3])
-    if h % 32 or w % 32 or h == 0 or w == 0:
+    if h % multiple or w % multiple or h == 0 or w == 0:
         raise ValueError(
-            f"image height and width must be positive multiples of 32, got H={h}, W={w} "
-            f"(resize or crop the input, e.g. to 640x192, and scale K accordingly)")
+            f"image height and width must be positive multiples of {multiple}, got H={h}, W={w} "
+            f"(resize or crop the input, e.g. to {640 // multiple * multiple}x{192 // multiple * multiple}, "
+            f"and scale K accordingly)")
     if not image.is_floating_point():
         raise ValueError(f"image must be floating point in [0,1], got dtype {image.dtype}")
 
@@ -59,10 +71,14 @@ class DepthNet(nn.Module):
 
     Attributes:
         arch: registry name of the architecture.
+        size_multiple: input height and width must be multiples of it.
+        output_kind: one of :data:`OUTPUT_KINDS`, what the eval-mode output means.
         min_depth, max_depth: depth range in metres of :meth:`disp_to_depth`.
     """
 
     arch: str = ""
+    size_multiple: int = 32
+    output_kind: str = "metric"
 
     def __init__(self, min_depth: float = 0.1, max_depth: float = 100.0):
         super().__init__()
@@ -79,7 +95,7 @@ class DepthNet(nn.Module):
 
     def forward(self, image: torch.Tensor):
         """Train mode: list of 4 sigmoid disparities; eval mode: (B,1,H,W) depth in metres."""
-        check_image(image)
+        check_image(image, self.size_multiple)
         if self.training:
             return self.forward_disps(image)
         return self.disp_to_depth(self.forward_disps(image)[0])
@@ -87,6 +103,11 @@ class DepthNet(nn.Module):
     def disp_to_depth(self, disp: torch.Tensor) -> torch.Tensor:
         """(B,1,H,W) sigmoid -> (B,1,H,W) depth in [min_depth, max_depth] metres."""
         return disp_to_depth(disp, self.min_depth, self.max_depth)
+
+    def backend_options(self) -> dict:
+        """Constructor options beyond the depth range (plain types) that rebuild this network with
+        ``build_model(arch, min_depth, max_depth, **options)``; saved in checkpoints."""
+        return {}
 
     # -- batch norm handling for online fine-tuning with tiny batches --------
     def freeze_batchnorm(self, frozen: bool = True) -> "DepthNet":

@@ -1,4 +1,4 @@
-"""monodepth2's ResNet-18 depth U-Net, parameter-compatible with its releases.
+"""monodepth2's ResNet-18 / ResNet-50 depth U-Nets, parameter-compatible with its releases.
 
 The module tree reproduces nianticlabs/monodepth2 ``networks/resnet_encoder.py``
 and ``networks/depth_decoder.py`` so that ``state_dict()`` has EXACTLY the keys
@@ -7,6 +7,14 @@ and shapes of the released ``encoder.pth`` (``encoder.conv1.weight``,
 unused ``encoder.fc``) and ``depth.pth`` (``decoder.0.conv.conv.weight``, ...
 from its ModuleList). The ResNet is written here because torchvision is not a
 dependency of this package.
+
+A released folder (``mono_640x192/``, ``stereo_640x192/``, ``mono+stereo_1024x320/`` ...)
+loads with :func:`load_monodepth2_folder`. monodepth2 trains stereo with a 0.1 "baseline" in
+its own units, so its depth is metric after multiplying by ``STEREO_SCALE_FACTOR`` = 5.4
+(KITTI's 0.54 m baseline; evaluate_depth.py). The factor is applied exactly by widening the
+depth range 5.4x (``disp_to_depth`` with min 0.54, max 540 equals 5.4 x that with 0.1, 100), so
+every loss that uses the model's depth range sees metres. Monocular checkpoints are relative
+(unknown scale, ``output_kind = "relative_scale"``).
 """
 from __future__ import annotations
 
@@ -19,10 +27,17 @@ from torch import nn
 
 from .base import DepthNet
 
-__all__ = ["Monodepth2ResNet18", "load_monodepth2", "ENCODER_META_KEYS"]
+__all__ = ["Monodepth2ResNet18", "Monodepth2ResNet50", "load_monodepth2", "load_monodepth2_folder",
+           "ENCODER_META_KEYS", "STEREO_SCALE_FACTOR", "MONODEPTH2_KITTI_FX"]
 
 #: Non-tensor entries monodepth2 stores in encoder.pth besides the weights.
 ENCODER_META_KEYS = ("height", "width", "use_stereo")
+#: monodepth2 evaluate_depth.py: stereo-trained depth x 5.4 = metres (KITTI baseline 0.54 m / 0.1).
+STEREO_SCALE_FACTOR = 5.4
+#: monodepth2's KITTI intrinsics (kitti_dataset.py), normalised: fx = 0.58 W, fy = 1.92 H,
+#: principal point at the image centre. Its canonical camera at the network input size.
+MONODEPTH2_KITTI_FX = 0.58
+MONODEPTH2_KITTI_FY = 1.92
 
 NUM_CH_ENC = (64, 64, 128, 256, 512)
 NUM_CH_DEC = (16, 32, 64, 128, 256)
@@ -49,22 +64,51 @@ class BasicBlock(nn.Module):
         return self.relu(out + identity)
 
 
-class ResNet18(nn.Module):
-    """torchvision ``resnet18`` parameter layout (conv1, bn1, layer1..4, fc)."""
+class Bottleneck(nn.Module):
+    """torchvision's ResNet v1.5 Bottleneck (stride on the 3x3 conv; same attribute names)."""
 
-    def __init__(self):
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
         super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+#: depth -> (block, blocks per stage), torchvision's resnet18 / resnet50.
+_RESNETS = {18: (BasicBlock, (2, 2, 2, 2)), 50: (Bottleneck, (3, 4, 6, 3))}
+
+
+class ResNet(nn.Module):
+    """torchvision ``resnet18`` / ``resnet50`` parameter layout (conv1, bn1, layer1..4, fc)."""
+
+    def __init__(self, num_layers: int = 18):
+        super().__init__()
+        block, blocks = _RESNETS[num_layers]
         self.inplanes = 64
         self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        self.layer1 = self._make_layer(64, 2)
-        self.layer2 = self._make_layer(128, 2, stride=2)
-        self.layer3 = self._make_layer(256, 2, stride=2)
-        self.layer4 = self._make_layer(512, 2, stride=2)
+        self.layer1 = self._make_layer(block, 64, blocks[0])
+        self.layer2 = self._make_layer(block, 128, blocks[1], stride=2)
+        self.layer3 = self._make_layer(block, 256, blocks[2], stride=2)
+        self.layer4 = self._make_layer(block, 512, blocks[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(512, 1000)  # unused; kept for key compatibility
+        self.fc = nn.Linear(512 * block.expansion, 1000)  # unused; kept for key compatibility
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -72,14 +116,15 @@ class ResNet18(nn.Module):
                 nn.init.constant_(m.weight, 1)
                 nn.init.constant_(m.bias, 0)
 
-    def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+    def _make_layer(self, block, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
         downsample = None
-        if stride != 1 or self.inplanes != planes:
+        out = planes * block.expansion
+        if stride != 1 or self.inplanes != out:
             downsample = nn.Sequential(
-                nn.Conv2d(self.inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
-        layers = [BasicBlock(self.inplanes, planes, stride, downsample)]
-        self.inplanes = planes
-        layers += [BasicBlock(planes, planes) for _ in range(1, blocks)]
+                nn.Conv2d(self.inplanes, out, 1, stride, bias=False), nn.BatchNorm2d(out))
+        layers = [block(self.inplanes, planes, stride, downsample)]
+        self.inplanes = out
+        layers += [block(out, planes) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -121,24 +166,40 @@ class Monodepth2ResNet18(DepthNet):
 
     ``state_dict()`` is the union of monodepth2's ``encoder.pth`` (less its
     height/width/use_stereo entries) and ``depth.pth``.
+
+    Args:
+        stereo: the weights were trained with stereo pairs (``use_stereo``): metric through
+            :data:`STEREO_SCALE_FACTOR`; pass the depth range monodepth2 used (0.1, 100) and it
+            is widened by 5.4 here. Without it the output is relative (``relative_scale``).
     """
 
     arch = "monodepth2_resnet18"
+    num_layers = 18
 
-    def __init__(self, min_depth: float = 0.1, max_depth: float = 100.0):
+    def __init__(self, min_depth: float = 0.1, max_depth: float = 100.0, stereo: bool = False,
+                 metric: bool | None = None):
+        if stereo:
+            min_depth, max_depth = min_depth * STEREO_SCALE_FACTOR, max_depth * STEREO_SCALE_FACTOR
         super().__init__(min_depth, max_depth)
-        self.encoder = ResNet18()
+        # ``metric`` without ``stereo``: rebuilt from a checkpoint whose range already holds the factor
+        self.output_kind = "metric" if (stereo if metric is None else metric) else "relative_scale"
+        self.encoder = ResNet(self.num_layers)
+        num_ch_enc = NUM_CH_ENC[:1] + tuple(c * (4 if self.num_layers > 34 else 1) for c in NUM_CH_ENC[1:])
         convs: "OrderedDict[tuple, nn.Module]" = OrderedDict()
         for i in range(4, -1, -1):
-            ch_in = NUM_CH_ENC[-1] if i == 4 else NUM_CH_DEC[i + 1]
+            ch_in = num_ch_enc[-1] if i == 4 else NUM_CH_DEC[i + 1]
             convs[("upconv", i, 0)] = ConvBlock(ch_in, NUM_CH_DEC[i])
-            ch_in = NUM_CH_DEC[i] + (NUM_CH_ENC[i - 1] if i > 0 else 0)
+            ch_in = NUM_CH_DEC[i] + (num_ch_enc[i - 1] if i > 0 else 0)
             convs[("upconv", i, 1)] = ConvBlock(ch_in, NUM_CH_DEC[i])
         for s in range(4):
             convs[("dispconv", s)] = Conv3x3(NUM_CH_DEC[s], 1)
         # Same ModuleList order as monodepth2 -> keys decoder.<index>.*
         self.decoder = nn.ModuleList(list(convs.values()))
         self._index = {key: n for n, key in enumerate(convs)}
+
+    def backend_options(self) -> dict:
+        """``metric`` only: a checkpoint's min/max_depth already include the stereo factor."""
+        return {"metric": self.output_kind == "metric"}
 
     def _conv(self, key: tuple) -> nn.Module:
         return self.decoder[self._index[key]]
@@ -166,33 +227,73 @@ class Monodepth2ResNet18(DepthNet):
         return OrderedDict((k, v) for k, v in self.state_dict().items() if k.startswith("decoder."))
 
 
+class Monodepth2ResNet50(Monodepth2ResNet18):
+    """ResNet-50 encoder (channels 64, 256, 512, 1024, 2048) + monodepth2 depth decoder."""
+
+    arch = "monodepth2_resnet50"
+    num_layers = 50
+
+
+def _load_state(path: str | os.PathLike, what: str) -> dict:
+    try:
+        obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file (monodepth2 {what})") from None
+    except Exception as exc:
+        raise ValueError(f"{path}: cannot be read as a weights-only torch file (monodepth2 {what}): "
+                         f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from exc
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a state dict (monodepth2 {what}), got {type(obj).__name__}")
+    return obj
+
+
 def load_monodepth2(encoder_path: str | os.PathLike, depth_path: str | os.PathLike,
                     min_depth: float = 0.1, max_depth: float = 100.0
                     ) -> tuple[Monodepth2ResNet18, dict]:
-    """Build a :class:`Monodepth2ResNet18` from monodepth2's released files.
+    """Build a monodepth2 network (ResNet-18 or -50, from the encoder's keys) from its released files.
 
     Files are read with ``torch.load(weights_only=True)``. ``encoder.pth`` also
-    holds ``height``, ``width`` and ``use_stereo``; they are returned in the
-    meta dict (``input_size`` = (height, width)), not loaded as weights.
+    holds ``height``, ``width`` and ``use_stereo`` (monodepth2 trainer.save_model); they are
+    returned in the meta dict (``input_size`` = (height, width)), not loaded as weights. A
+    stereo-trained encoder (``use_stereo`` True) gives metric depth (:data:`STEREO_SCALE_FACTOR`);
+    ``min_depth``/``max_depth`` are monodepth2's own (0.1, 100) and are widened by the factor.
 
     Returns:
-        (model in eval mode, meta dict).
+        (model in eval mode, meta dict with ``input_size``, ``use_stereo``, ``num_layers``).
     Raises:
-        ValueError: keys or shapes do not match monodepth2's ResNet-18 layout.
+        ValueError: a file is unreadable, or its keys or shapes do not match monodepth2's layout.
     """
     from .registry import load_weights  # local import: registry imports this module
 
-    enc = torch.load(os.fspath(encoder_path), map_location="cpu", weights_only=True)
-    dec = torch.load(os.fspath(depth_path), map_location="cpu", weights_only=True)
-    if not isinstance(enc, dict) or not isinstance(dec, dict):
-        raise ValueError(f"{encoder_path} / {depth_path}: expected state dicts, got "
-                         f"{type(enc).__name__} / {type(dec).__name__}")
+    enc = _load_state(encoder_path, "encoder.pth")
+    dec = _load_state(depth_path, "depth.pth")
     meta = {k: enc[k] for k in ENCODER_META_KEYS if k in enc}
     state = {k: v for k, v in enc.items() if k not in ENCODER_META_KEYS}
     state.update(dec)
-    model = Monodepth2ResNet18(min_depth=min_depth, max_depth=max_depth)
+    cls = Monodepth2ResNet50 if "encoder.layer1.0.conv3.weight" in state else Monodepth2ResNet18
+    stereo = bool(meta.get("use_stereo", False))
+    model = cls(min_depth=min_depth, max_depth=max_depth, stereo=stereo)
+    # Files written before PyTorch 0.4.1 lack BatchNorm's num_batches_tracked (unused in eval): zero it.
+    for k in model.state_dict():
+        if k.endswith("num_batches_tracked") and k not in state and k.replace("num_batches_tracked",
+                                                                                "running_mean") in state:
+            state[k] = torch.tensor(0)
     load_weights(model, state, source=f"{encoder_path} + {depth_path}")
     if "height" in meta and "width" in meta:
         meta["input_size"] = (int(meta["height"]), int(meta["width"]))
+    meta["use_stereo"] = stereo
+    meta["num_layers"] = cls.num_layers
     model.eval()
     return model, meta
+
+
+def load_monodepth2_folder(folder: str | os.PathLike, min_depth: float = 0.1, max_depth: float = 100.0
+                           ) -> tuple[Monodepth2ResNet18, dict]:
+    """:func:`load_monodepth2` on a released folder holding ``encoder.pth`` and ``depth.pth``."""
+    folder = os.fspath(folder)
+    missing = [n for n in ("encoder.pth", "depth.pth") if not os.path.isfile(os.path.join(folder, n))]
+    if missing:
+        raise ValueError(f"{folder}: not a monodepth2 weights folder, missing {', '.join(missing)} "
+                         f"(expected encoder.pth + depth.pth as in mono_640x192/)")
+    return load_monodepth2(os.path.join(folder, "encoder.pth"), os.path.join(folder, "depth.pth"),
+                           min_depth, max_depth)

@@ -1,36 +1,57 @@
 """Name -> network registry and strict weight loading."""
 from __future__ import annotations
 
-from typing import Mapping
+import functools
+from typing import Any, Callable, Mapping
 
 import torch
 
 from .base import DepthNet
 from .default_net import DefaultDepthNet
-from .monodepth2 import Monodepth2ResNet18
+from .depth_anything import DepthAnythingV2
+from .monodepth2 import Monodepth2ResNet18, Monodepth2ResNet50
 
-__all__ = ["MODEL_NAMES", "build_model", "load_weights"]
+__all__ = ["MODEL_NAMES", "MODEL_CHOICES", "build_model", "load_weights"]
 
-_REGISTRY: dict[str, type[DepthNet]] = {
+_REGISTRY: dict[str, Callable[..., DepthNet]] = {
     DefaultDepthNet.arch: DefaultDepthNet,
     Monodepth2ResNet18.arch: Monodepth2ResNet18,
+    Monodepth2ResNet50.arch: Monodepth2ResNet50,
+    "depth_anything_v2_small": functools.partial(DepthAnythingV2, variant="small", metric=False),
+    "depth_anything_v2_base": functools.partial(DepthAnythingV2, variant="base", metric=False),
+    "depth_anything_v2_metric_small": functools.partial(DepthAnythingV2, variant="small", metric=True),
+    "depth_anything_v2_metric_base": functools.partial(DepthAnythingV2, variant="base", metric=True),
 }
 #: Architectures accepted by :func:`build_model`.
 MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
+#: Values of the node's / tools' ``model`` option: the architectures plus ``monodepth2``
+#: (a released folder; ResNet-18 or -50 is read from its encoder.pth).
+MODEL_CHOICES: tuple[str, ...] = MODEL_NAMES + ("monodepth2",)
 
 
-def build_model(name: str = "default", min_depth: float = 0.1, max_depth: float = 100.0) -> DepthNet:
-    """Build a depth network by name (one of :data:`MODEL_NAMES`), randomly initialised."""
+def build_model(name: str = "default", min_depth: float = 0.1, max_depth: float = 100.0,
+                **options: Any) -> DepthNet:
+    """Build a depth network by name (one of :data:`MODEL_NAMES`), randomly initialised.
+
+    ``options`` are the architecture's own (``DepthNet.backend_options()``, e.g. ``head_max_depth``).
+    """
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
-    return _REGISTRY[name](min_depth=min_depth, max_depth=max_depth)
+    try:
+        return _REGISTRY[name](min_depth=min_depth, max_depth=max_depth, **options)
+    except TypeError as exc:
+        raise ValueError(f"model {name!r}: bad options {sorted(options)}: {exc}") from exc
 
 
 def _guess_arch(keys) -> str:
     keys = set(keys)
-    for name, cls in _REGISTRY.items():
-        if keys == set(cls().state_dict().keys()):
+    for name in (DefaultDepthNet.arch, Monodepth2ResNet18.arch, Monodepth2ResNet50.arch):
+        if keys == set(_REGISTRY[name]().state_dict().keys()):
             return name
+    if any(k.startswith("pretrained.blocks.") for k in keys):
+        return "Depth Anything V2 (official layout)"
+    if any(k.startswith("backbone.encoder.layer.") for k in keys):
+        return "Depth Anything (transformers layout)"
     if any(k.startswith("encoder.layer") for k in keys) or any(k.startswith("decoder.") for k in keys):
         return "monodepth2-like"
     return "unknown"

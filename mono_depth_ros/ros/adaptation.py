@@ -71,6 +71,7 @@ class NodeAdaptation:
         cfg = node.cfg
         self.predictor = predictor
         h, w = predictor.input_size
+        mult = int(getattr(predictor.model, "size_multiple", 32))  # 14 for Depth Anything V2: crops rounded down
         th = cfg.adapt_train_height or h
         tw = cfg.adapt_train_width or w
         self.input_size = (h, w)
@@ -85,8 +86,9 @@ class NodeAdaptation:
         self.feed = AdaptationFeed(
             predictor.model,
             AdaptConfig(lr=cfg.adapt_lr, train_height=th, train_width=tw, replay_per_step=cfg.adapt_replay_per_step,
-                        anchor_weight=cfg.adapt_anchor_weight, step=cfg.adapt_step, crop_width=cfg.adapt_crop_width,
-                        crop_height=cfg.adapt_crop_height),
+                        anchor_weight=cfg.adapt_anchor_weight, step=cfg.adapt_step,
+                        crop_width=cfg.adapt_crop_width // mult * mult, crop_height=cfg.adapt_crop_height // mult * mult,
+                        size_multiple=mult),
             EgoMotionConfig(priority=tuple(s.strip() for s in cfg.egomotion_sources.split(",") if s.strip()),
                             odom_frame=cfg.odom_frame, base_frame=cfg.base_frame),
             GatingConfig(min_translation_m=cfg.adapt_min_translation,

@@ -109,7 +109,10 @@ class DepthNode(Node):
             else None
         configured, weights = DepthPredictor.from_config(
             self.cfg.model, self.cfg.checkpoint, size, self.cfg.min_depth, self.cfg.max_depth, self.cfg.device,
-            self.cfg.num_threads or (1 if self.cfg.adapt else 0), backend=self.cfg.inference_backend)
+            self.cfg.num_threads or (1 if self.cfg.adapt else 0), backend=self.cfg.inference_backend,
+            # The adaptation engine trains the raw network on this camera's frames, so the canonical
+            # camera conversion (for weights trained on another camera) applies only without it.
+            canonical_camera=not self.cfg.adapt)
         self.predictor = configured
         resumed = resume_state(self.cfg, self.get_logger())
         if resumed is not None:

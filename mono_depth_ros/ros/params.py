@@ -16,6 +16,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from mono_depth_ros.egomotion import GatingConfig
+from mono_depth_ros.models.registry import MODEL_CHOICES
 
 __all__ = ["NodeConfig", "ParamSpec", "PARAMS", "ConfigError", "declare", "validate", "install_runtime_validation",
            "CHECKPOINT_ROOT", "checkpoint_dir_for"]
@@ -101,14 +102,16 @@ class NodeConfig:
 
 
 PARAMS: tuple[ParamSpec, ...] = (
-    ParamSpec("model", "default", "network architecture", choices=("default", "monodepth2_resnet18"), read_only=True),
+    ParamSpec("model", "default", "network architecture; the checkpoint file decides where it can (see docs: "
+              "Use your own network)", choices=MODEL_CHOICES, read_only=True),
     ParamSpec("checkpoint", "", "checkpoint file to load; empty = the package's shipped weights", read_only=True),
     ParamSpec("device", "cpu", "torch device for inference: cpu, cuda or auto (cuda when available)",
               choices=("cpu", "cuda", "auto"), read_only=True),
-    ParamSpec("input_width", 0, "network input width in pixels (multiple of 32); 0 = the checkpoint's training "
-              "size (recommended: metric depth is learned at one scale)", range=(0, 2048), step=32, read_only=True),
-    ParamSpec("input_height", 0, "network input height in pixels (multiple of 32); 0 = the checkpoint's training "
-              "size", range=(0, 2048), step=32, read_only=True),
+    ParamSpec("input_width", 0, "network input width in pixels (multiple of 32, 14 for Depth Anything V2); 0 = "
+              "the checkpoint's training size (recommended: metric depth is learned at one scale)", range=(0, 2048),
+              step=2, read_only=True),
+    ParamSpec("input_height", 0, "network input height in pixels (multiple of 32, 14 for Depth Anything V2); 0 = "
+              "the checkpoint's training size", range=(0, 2048), step=2, read_only=True),
     ParamSpec("min_depth", 0.1, "smallest depth the network outputs [m]", range=(0.01, 10.0), read_only=True),
     ParamSpec("max_depth", 100.0, "largest depth the network outputs [m]", range=(1.0, 1000.0), read_only=True),
     ParamSpec("num_threads", 0, "CPU threads for inference; 0 = automatic (1 while adapting, so training "
@@ -134,10 +137,10 @@ PARAMS: tuple[ParamSpec, ...] = (
               range=(0.0, 16.0)),
     ParamSpec("adapt_replay_per_step", 3, "replayed samples mixed into each step (CoMoDA: 3)", range=(0, 16),
               read_only=True),
-    ParamSpec("adapt_train_width", 0, "training width (multiple of 32); 0 = the inference size", range=(0, 2048),
-              step=32, read_only=True),
-    ParamSpec("adapt_train_height", 0, "training height (multiple of 32); 0 = the inference size",
-              range=(0, 2048), step=32, read_only=True),
+    ParamSpec("adapt_train_width", 0, "training width (multiple of 32, 14 for Depth Anything V2); 0 = the "
+              "inference size", range=(0, 2048), step=2, read_only=True),
+    ParamSpec("adapt_train_height", 0, "training height (multiple of 32, 14 for Depth Anything V2); 0 = the "
+              "inference size", range=(0, 2048), step=2, read_only=True),
     ParamSpec("adapt_min_translation", 0.2, "minimum camera motion between training frames [m]", range=(0.0, 10.0),
               read_only=True),
     ParamSpec("adapt_max_rotation", _MAX_ROTATION_DEG, "largest camera rotation between training frames [deg]; "
@@ -147,11 +150,12 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("adapt_step", "fast", "training step: fast (random crops at full resolution, each loss scale at "
               "its own resolution; docs/learning.md) or reference (release 0.2's step: whole frames, every scale "
               "upsampled to full resolution, ~8x slower)", choices=("fast", "reference"), read_only=True),
-    ParamSpec("adapt_crop_width", 192, "fast step: width of the random training crop (multiple of 32; 0 or >= the "
-              "training width = whole width)", range=(0, 2048), step=32, read_only=True),
-    ParamSpec("adapt_crop_height", 0, "fast step: height of the random training crop (multiple of 32; 0 or >= "
-              "the training height = whole height, the default: depth is read from a pixel's row)",
-              range=(0, 2048), step=32, read_only=True),
+    ParamSpec("adapt_crop_width", 192, "fast step: width of the random training crop (multiple of 32; Depth "
+              "Anything V2: rounded down to 14s; 0 or >= the training width = whole width)", range=(0, 2048),
+              step=2, read_only=True),
+    ParamSpec("adapt_crop_height", 0, "fast step: height of the random training crop (multiple of 32; Depth "
+              "Anything V2: rounded down to 14s; 0 or >= the training height = whole height, the default: depth "
+              "is read from a pixel's row)", range=(0, 2048), step=2, read_only=True),
     ParamSpec("adapt_anchor", "auto", "source-domain anchor images that keep the starting depth there: auto "
               "(synthetic_A for the shipped weights, none for your own checkpoint), synthetic_A, none, or a folder "
               "of png/jpg images of your training data", read_only=True),
@@ -198,6 +202,7 @@ def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
 
 def validate(cfg: NodeConfig) -> NodeConfig:
     """Check every value; raise ConfigError naming the first bad one."""
+    mult = 14 if str(cfg.model).startswith("depth_anything") else 32  # the network's size_multiple
     for spec in PARAMS:
         v = getattr(cfg, spec.name)
         want = type(spec.default)
@@ -210,11 +215,11 @@ def validate(cfg: NodeConfig) -> NodeConfig:
             raise ConfigError(f"parameter {spec.name!r} = {v!r} is not one of {list(spec.choices)}")
         if spec.range is not None and not (spec.range[0] <= v <= spec.range[1]):
             raise ConfigError(f"parameter {spec.name!r} = {v!r} is outside [{spec.range[0]}, {spec.range[1]}]")
-        if spec.name.startswith(("input_", "adapt_train_")) and v and (v % 32 or v < 64):
-            raise ConfigError(f"parameter {spec.name!r} = {v} must be 0 (checkpoint's size) or a multiple of 32 "
-                              f">= 64")
+        if spec.name.startswith(("input_", "adapt_train_")) and v and (v % mult or v < 2 * mult):
+            raise ConfigError(f"parameter {spec.name!r} = {v} must be 0 (checkpoint's size) or a multiple of {mult} "
+                              f">= {2 * mult} for model {cfg.model!r}")
     for name in ("adapt_crop_width", "adapt_crop_height"):
-        if getattr(cfg, name) % 32:
+        if getattr(cfg, name) % 32 and mult == 32:  # Depth Anything V2: rounded down to 14s (ros/adaptation.py)
             raise ConfigError(f"parameter {name!r} = {getattr(cfg, name)} must be a multiple of 32 (0 = whole frames)")
     if cfg.min_depth >= cfg.max_depth:
         raise ConfigError(f"min_depth ({cfg.min_depth}) must be smaller than max_depth ({cfg.max_depth})")
