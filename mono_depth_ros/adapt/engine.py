@@ -88,6 +88,10 @@ class AdaptConfig:
     scale_mode: str = "native"           # losses.SCALE_MODES
     num_scales: int = 4
     size_multiple: int = 32              # the network's DepthNet.size_multiple (14 for Depth Anything V2)
+    # Fast step: what is served (and saved) is an exponential moving average of the trained weights
+    # (decay per step; 0 = the trained weights themselves, as the reference step does). Hundreds of
+    # small steps on crops move the weights noisily; their average is the better network.
+    ema_decay: float = 0.99
 
     def __post_init__(self):
         m = self.size_multiple
@@ -100,6 +104,8 @@ class AdaptConfig:
             raise ValueError(f"step must be one of {STEP_KINDS}, got {self.step!r}")
         if self.scale_mode not in SCALE_MODES:
             raise ValueError(f"scale_mode must be one of {SCALE_MODES}, got {self.scale_mode!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 1 <= self.num_scales <= 4:
             raise ValueError(f"num_scales must be in 1..4, got {self.num_scales}")
         if not (0 < self.lr <= 1.0):
@@ -174,7 +180,11 @@ class _Counters:
 
 
 def _state_copy(model: torch.nn.Module) -> "OrderedDict[str, torch.Tensor]":
-    return OrderedDict((k, v.detach().clone()) for k, v in model.state_dict().items())
+    return _state_copy_of(model.state_dict())
+
+
+def _state_copy_of(state) -> "OrderedDict[str, torch.Tensor]":
+    return OrderedDict((k, v.detach().clone()) for k, v in state.items())
 
 
 class AdaptationEngine:
@@ -212,6 +222,8 @@ class AdaptationEngine:
         self.last_good = _state_copy(self.model)
         self.served = _state_copy(self.model)    # what the serving network holds now
         self._shadow = copy.deepcopy(self.model).eval()
+        # Weight average served by the fast step (None: serve the trained weights, the reference step).
+        self._ema = _state_copy(self.model) if (cfg.step == "fast" and cfg.ema_decay > 0) else None
         self._start_params = [p.detach().clone() for p in self.model.parameters()] if self.cfg.regularization > 0 else None
         self.optimizer = self._new_optimizer()
         self.replay = ReplayBuffer(self.cfg.replay_capacity, self.cfg.seed)
@@ -385,6 +397,7 @@ class AdaptationEngine:
         disp_cv = [float("nan")]
         near = [0.0]
         swap_ok = [False]
+        candidate = [None]
         photo = [float("nan")]
         # Fast step: the anchor images ride in the training forward pass (BatchNorm is frozen, so
         # batching them changes no output); the reference step runs them in a pass of their own.
@@ -398,7 +411,14 @@ class AdaptationEngine:
                 served = self._served_loss(target, sources, T, K, K_src)
                 if photo[0] > cfg.regress_factor * served:
                     return "regressed"
-                swap_ok[0] = photo[0] <= (1.0 + cfg.swap_tolerance) * served
+                if self._ema is None:
+                    swap_ok[0] = photo[0] <= (1.0 + cfg.swap_tolerance) * served
+                else:  # the candidate is the weight average: its own loss, disparity checks on this batch
+                    cand, cv, nf = self._shadow_eval(self._ema, target, sources, T, K, K_src)
+                    swap_ok[0] = (cand <= (1.0 + cfg.swap_tolerance) * served
+                                  and self._check(cand, cv, nf, spike=False) is None)
+                    if swap_ok[0]:
+                        candidate[0] = _state_copy_of(self._ema)
             return reason
 
         def compute():
@@ -444,7 +464,9 @@ class AdaptationEngine:
             if pre_state is not None and due_good:
                 self.last_good = pre_state
             if pre_state is not None and due_swap and swap_ok[0]:
-                self._serve(pre_state)
+                self._serve(pre_state if candidate[0] is None else candidate[0])
+            if self._ema is not None:
+                self._ema_update()
         elif res.status.startswith("rejected_"):
             self._rollback(res.status.removeprefix("rejected_"))
             report.status = "rollback_" + res.status.removeprefix("rejected_")
@@ -464,18 +486,36 @@ class AdaptationEngine:
     @torch.no_grad()
     def _served_loss(self, target, sources, T, K, K_src=None) -> float:
         """Loss of the weights being served, on the given batch (no gradients)."""
-        self._shadow.load_state_dict(self.served)
+        return self._shadow_eval(self.served, target, sources, T, K, K_src)[0]
+
+    @torch.no_grad()
+    def _shadow_eval(self, state, target, sources, T, K, K_src=None) -> tuple[float, float, float]:
+        """(loss, disparity std/mean, near-limit fraction) of ``state`` on the given batch, no gradients."""
+        self._shadow.load_state_dict(state)
         self._shadow.train()
         self._shadow.freeze_batchnorm(True)
-        loss, _ = self._loss(target, sources, T, K, K_src, self._shadow(target))
-        return float(loss)
+        disps = self._shadow(target)
+        loss, _ = self._loss(target, sources, T, K, K_src, disps)
+        d0 = disps[0][:1]
+        near = float((self._shadow.disp_to_depth(d0) < 2 * self._shadow.min_depth).float().mean())
+        return float(loss), float(d0.std() / d0.mean().clamp_min(1e-8)), near
+
+    @torch.no_grad()
+    def _ema_update(self) -> None:
+        """ema <- decay * ema + (1 - decay) * trained weights (floating tensors; the rest copied)."""
+        cur = self.model.state_dict()
+        fl = [k for k, v in self._ema.items() if v.is_floating_point()]
+        torch._foreach_lerp_([self._ema[k] for k in fl], [cur[k].detach() for k in fl], 1.0 - self.cfg.ema_decay)
+        for k, v in self._ema.items():
+            if not v.is_floating_point():
+                v.copy_(cur[k])
 
     def _serve(self, state) -> None:
         self.served = state
         self.on_weights(state)
         self.counters.swaps += 1
 
-    def _check(self, loss: float, disp_cv: float, near_fraction: float) -> str | None:
+    def _check(self, loss: float, disp_cv: float, near_fraction: float, spike: bool = True) -> str | None:
         """None if healthy, else the reason to reject (and roll back).
 
         Flat maps (collapse) and maps newly saturated at the near limit (nothing on a road
@@ -491,13 +531,15 @@ class AdaptationEngine:
             return "collapse"
         if self.cv_avg is not None and disp_cv > self.cv_avg / cfg.collapse_ratio:
             return "exploded"
-        if (self.counters.steps >= cfg.warmup_steps and self.loss_avg is not None
+        if (spike and self.counters.steps >= cfg.warmup_steps and self.loss_avg is not None
                 and loss > cfg.spike_factor * self.loss_avg):
             return "spike"
         return None
 
     def _rollback(self, reason: str) -> None:
         self.model.load_state_dict(self.last_good)
+        if self._ema is not None:
+            self._ema = _state_copy_of(self.last_good)
         self.lr = max(self.lr * self.cfg.rollback_lr_factor, self.cfg.lr * self.cfg.min_lr_fraction)
         self.optimizer = self._new_optimizer()
         self.counters.rollbacks += 1
@@ -513,6 +555,8 @@ class AdaptationEngine:
         with self._train_lock:
             self.model.load_state_dict(self.initial)
             self.last_good = _state_copy(self.model)
+            if self._ema is not None:
+                self._ema = _state_copy(self.model)
             self.lr = self.cfg.lr
             self.optimizer = self._new_optimizer()
             self.loss_avg = self.cv_avg = self.near_avg = None
@@ -520,9 +564,10 @@ class AdaptationEngine:
             self._serve(_state_copy(self.model))
 
     def good_state(self) -> "OrderedDict[str, torch.Tensor]":
-        """The last verified weights (what a checkpoint should hold)."""
+        """The last verified weights (what a checkpoint should hold): the served weight average in the
+        fast step, the last good trained weights in the reference step."""
         with self._train_lock:
-            return copy.deepcopy(self.last_good)
+            return copy.deepcopy(self.served if self._ema is not None else self.last_good)
 
     def stats(self) -> dict:
         c = self.counters
