@@ -27,16 +27,18 @@ FIRST_EXPAND = 2
 class ConvBN(nn.Sequential):
     """Conv2d (no bias) -> BatchNorm2d [-> ReLU6], children named 0, 1, 2 as in ``nn.Sequential``.
 
-    While the BatchNorm uses its running statistics (eval mode, or frozen for online
-    fine-tuning), it is an affine map per channel: it is folded into the convolution's weight and
-    bias on every call, so no separate pass over the activations runs forward or backward. The
-    parameters stay the same tensors (conv weight, BN weight and bias), so gradients, optimiser
-    state and checkpoints are exactly those of the unfolded layers.
+    While training with frozen BatchNorm (online fine-tuning: the module trains, its BatchNorm
+    uses running statistics), the BatchNorm is an affine map per channel: it is folded into the
+    convolution's weight and bias on every call, so no separate pass over the activations runs
+    forward or backward. The parameters stay the same tensors (conv weight, BN weight and bias),
+    so gradients, optimiser state and checkpoints are exactly those of the unfolded layers. In eval
+    mode the layers run unfolded: exporters and inference runtimes fold BatchNorm themselves (and
+    an in-graph fold made ONNX Runtime refuse graphs whose BN tensors the exporter deduplicated).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv, bn = self[0], self[1]
-        if bn.training:
+        if bn.training or not self.training:
             return super().forward(x)
         scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
         x = F.conv2d(x, conv.weight * scale.view(-1, 1, 1, 1), bn.bias - bn.running_mean * scale,

@@ -367,6 +367,9 @@ def make_executor():
 def main(args: list[str] | None = None) -> int:
     from .domain import exit_if_invalid_domain_id
     exit_if_invalid_domain_id("depth_node")
+    # The adaptation thread dispatches thousands of small torch ops per step; with Python's default 5 ms
+    # GIL switch interval a frame's pre/post-processing could wait that long behind it (p95 latency).
+    sys.setswitchinterval(0.001)
     rclpy.init(args=args)
     try:
         node = DepthNode()
