@@ -19,6 +19,11 @@ network only ever receives *verified* weights: weights whose own loss on a fresh
 batch passed those checks and was no worse than the served weights' loss on
 that same batch (a paired test, far less noisy than a running average). So
 depth from a diverged network is never published.
+
+``AdaptConfig.step``: "fast" (the node's default) trains on random whole-height crops with the
+sources whole, scores each loss scale at its own resolution, batches the anchors into the training
+pass and serves a moving average of the trained weights (verified the same way); "reference" is
+release 0.2's step, kept for comparison (docs/learning.md, "Learning at camera pace").
 """
 from __future__ import annotations
 
@@ -250,8 +255,8 @@ class AdaptationEngine:
         trained on (CoMoDA replays past experience for that reason). Each step also asks the
         network to keep its *starting* depth on a couple of source-domain images: a
         distillation term in function space, cheaper and more direct than an L2 pull on weights.
-        When the step trains on crops, the anchors are fixed crops (3 across, 2 down, of every
-        image) with the starting depth of that same crop, so the term compares like with like.
+        When the step trains on crops, the anchors are fixed crops (3 across, and 2 down when the
+        crop is shorter than the frame, of every image) with the starting depth of that same crop, so the term compares like with like.
         """
         if anchors is None or len(anchors) == 0 or self.cfg.anchor_weight <= 0:
             return None, None
