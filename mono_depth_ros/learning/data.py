@@ -164,6 +164,9 @@ def load_bag(path: str | os.PathLike, size: tuple[int, int] | None = None, need_
         stamps = [s for s in stamps if s in depths]
     if need_pose:
         stamps = [s for s in stamps if s in poses]
+    if not stamps:   # no image has the ground truth asked for
+        _check_needs(BagFrames(np.zeros((0, 1, 1, 3), np.uint8), None, None, K, np.zeros(0, np.int64), str(bag)),
+                     need_depth, need_pose)
     img = np.stack([images[s] for s in stamps])
     dep = np.stack([depths[s] for s in stamps]) if depths and all(s in depths for s in stamps) else None
     pos = np.stack([poses[s] for s in stamps]) if poses and all(s in poses for s in stamps) else None

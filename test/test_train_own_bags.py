@@ -1,0 +1,170 @@
+"""`mono-depth train` on the user's own bags (issue 15 item 4, issue 13 point 8 "one pose path"):
+ego-motion poses without a ground-truth topic, --init / --resume, progress report, and torchrun/DDP."""
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from mono_depth_ros.checkpoint import load_checkpoint, read_checkpoint
+from mono_depth_ros.cli import main as cli_main
+from mono_depth_ros.conventions import Topics
+from mono_depth_ros.learning.data import BagFrames, SelfSupervisedSampler, load_bag
+from mono_depth_ros.learning.egoposes import EgoPairs, egomotion_pairs
+
+torch.set_num_threads(1)
+W, H = 192, 64
+ROOT = Path(__file__).resolve().parents[1]
+NO_GT = "camera,odom,imu,gps,tf,tf_static"        # what a real robot records: no ground-truth topics
+TINY = dict(preset="A", duration_s=3.0, width=W, height=H, rate_hz=10, progress=False, contact_sheet=False)
+
+
+@pytest.fixture(scope="module")
+def bags(tmp_path_factory):
+    synth = pytest.importorskip("mono_depth_ros.synth")
+    root = tmp_path_factory.mktemp("own_bags")
+    out = {
+        "drive1": synth.generate_bag(root / "drive1", seed=5, sensors=NO_GT, **TINY),
+        # The same drive (same seed: same images, same odometry noise) with the ground truth, to compare.
+        "drive1_gt": synth.generate_bag(root / "drive1_gt", seed=5, sensors=NO_GT + ",depth_gt,pose_gt", **TINY),
+        "drive2": synth.generate_bag(root / "drive2", seed=6, sensors=NO_GT, **TINY),
+    }
+    return out
+
+
+def _common(out, *extra):
+    return ["train", "--mode", "self-supervised", "--out", str(out), "--size", f"{W}x{H}", "--batch-size", "2",
+            "--threads", "1", "--quiet", "--val-frames", "2", *extra]
+
+
+def test_self_supervised_training_runs_on_a_bag_without_ground_truth_poses(bags, tmp_path, capsys):
+    assert Topics.BAG_POSE_GT not in _topics(bags["drive1"])
+    ck = tmp_path / "run" / "ck.pt"
+    assert cli_main(_common(ck, "--bag", str(bags["drive1"]), "--steps", "2")) == 0
+    out = capsys.readouterr().out
+    assert "poses from ego-motion" in out and "source odom" in out
+    model, meta = load_checkpoint(ck)
+    assert meta["training"]["steps"] == 2 and meta["meta"]["config"]["poses"] == "egomotion"
+    ego = meta["meta"]["egomotion"][str(bags["drive1"])]
+    assert ego["source"] == "odom" and ego["posed"] >= ego["frames"] - 3 > 20
+    report = json.loads((tmp_path / "run" / "ck.report.json").read_text())
+    assert report["end_step"] == 2 and len(report["train_loss_curve"]) == 2
+    assert (tmp_path / "run" / "ck.report.md").read_text().startswith("# Training report")
+    # Ground-truth poses stay an option, and say clearly when the bag has none.
+    assert cli_main(_common(tmp_path / "gt.pt", "--bag", str(bags["drive1"]), "--steps", "1",
+                            "--poses", "ground-truth")) == 2
+    msg = capsys.readouterr().out
+    assert str(bags["drive1"]) in msg and Topics.BAG_POSE_GT in msg
+    assert cli_main(_common(tmp_path / "gt.pt", "--bag", str(bags["drive1_gt"]), "--steps", "1",
+                            "--poses", "ground-truth")) == 0
+
+
+def test_egomotion_poses_agree_with_ground_truth_within_odometry_noise(bags):
+    """Preset A's odometry: 1 % scale error, 0.05 m/s speed noise, 0.002 rad/s yaw bias."""
+    d = load_bag(bags["drive1"])
+    gt = load_bag(bags["drive1_gt"], need_pose=True)
+    assert np.array_equal(d.stamps, gt.stamps) and np.array_equal(d.images, gt.images)
+    pairs = egomotion_pairs(bags["drive1"], d.stamps)
+    assert len(pairs) >= len(d) - 3 and set(pairs.source_used) == {"odom"}
+    t_err, r_err = [], []
+    for t, srcs, Ts in zip(pairs.target, pairs.sources, pairs.T_source_target):
+        assert srcs[0] < t < srcs[1]                       # an earlier and a later frame, chosen by motion
+        for s, T in zip(srcs, Ts):
+            T_gt = np.linalg.inv(gt.T_map_camera[s]) @ gt.T_map_camera[t]
+            assert np.linalg.norm(T_gt[:3, 3]) >= 0.2      # the gate's minimum motion
+            t_err.append(np.linalg.norm(T[:3, 3] - T_gt[:3, 3]) / np.linalg.norm(T_gt[:3, 3]))
+            r_err.append(np.degrees(Rotation.from_matrix(T_gt[:3, :3].T @ T[:3, :3]).magnitude()))
+    assert np.median(t_err) < 0.02 and np.max(t_err) < 0.04, (np.median(t_err), np.max(t_err))
+    assert np.max(r_err) < 0.5, np.max(r_err)
+
+
+def test_bag_without_motion_topics_is_a_clear_error(tmp_path):
+    synth = pytest.importorskip("mono_depth_ros.synth")
+    bag = synth.generate_bag(tmp_path / "camera_only", seed=1, sensors="camera", **dict(TINY, duration_s=0.5))
+    d = load_bag(bag)
+    with pytest.raises(ValueError, match="camera_only.*no training frame got an ego-motion pose"):
+        egomotion_pairs(bag, d.stamps)
+
+
+def test_sampler_uses_the_ego_motion_poses_and_shards_frames():
+    rng = np.random.default_rng(0)
+    n = 10
+    d = BagFrames(rng.integers(0, 255, (n, 32, 64, 3), dtype=np.uint8), None, None,
+                  np.array([[50.0, 0, 32], [0, 50, 16], [0, 0, 1]]), np.arange(n, dtype=np.int64), "mem")
+    T = np.tile(np.eye(4), (n - 2, 2, 1, 1))
+    T[:, 0, 2, 3], T[:, 1, 2, 3] = 0.5, -0.5
+    T[:, :, 0, 3] = np.arange(n - 2)[:, None]             # tells the rows apart
+    tgt_idx = np.arange(1, n - 1)
+    pairs = EgoPairs(tgt_idx, np.stack([tgt_idx - 1, tgt_idx + 1], 1), T, ("odom",) * (n - 2))
+    s = SelfSupervisedSampler([d], 4, seed=1, augment=False, pairs=[pairs])
+    tgt, srcs, poses, K = s.sample()
+    for b in range(4):
+        row = int(round(float(poses[0][b, 0, 3])))
+        k = tgt_idx[row]
+        assert torch.equal(tgt[b], torch.from_numpy(d.images[k]).permute(2, 0, 1).float() / 255)
+        assert torch.equal(srcs[0][b], torch.from_numpy(d.images[k - 1]).permute(2, 0, 1).float() / 255)
+        assert float(poses[0][b, 2, 3]) == 0.5 and float(poses[1][b, 2, 3]) == -0.5
+    a = SelfSupervisedSampler([d], 2, pairs=[pairs], shard=(0, 2))
+    b = SelfSupervisedSampler([d], 2, pairs=[pairs], shard=(1, 2))
+    assert len(a) + len(b) == len(pairs) and not set(a.index[:, 1]) & set(b.index[:, 1])
+    with pytest.raises(ValueError, match="ground-truth poses"):
+        SelfSupervisedSampler([d], 2)
+
+
+def test_init_and_resume_continue_from_the_saved_step(bags, tmp_path):
+    # A constant learning rate, so that a 2-step run and a 4-step run share their first two updates.
+    bag = ["--bag", str(bags["drive1"]), "--save-every", "2", "--lr", "1e-3", "--min-lr", "1e-3"]
+    straight = tmp_path / "straight.pt"
+    assert cli_main(_common(straight, *bag, "--steps", "4")) == 0
+    # A wall-time budget stops the run early and saves where it stopped.
+    ck = tmp_path / "resumed" / "ck.pt"
+    assert cli_main(_common(ck, *bag, "--steps", "4", "--max-seconds", "1e-9")) == 0
+    rep = json.loads(ck.with_suffix(".report.json").read_text())
+    assert rep["stopped_by"] == "max-seconds" and read_checkpoint(ck)["training"]["steps"] == rep["end_step"] < 4
+    # Stopped after 2 steps, then `--resume` (no path: the checkpoint last written at --out) to step 4.
+    ck.unlink()
+    assert cli_main(_common(ck, *bag, "--steps", "2")) == 0
+    first = read_checkpoint(ck)
+    assert first["training"]["steps"] == 2 and "optimizer" in first["training"] and "rng" in first["meta"]
+    assert cli_main(_common(ck, *bag, "--steps", "4", "--resume")) == 0
+    rep = json.loads(ck.with_suffix(".report.json").read_text())
+    assert (rep["start_step"], rep["end_step"], rep["steps_this_run"]) == (2, 4, 2)
+    assert [s for s, _ in rep["train_loss_curve"]] == [1, 2, 3, 4]
+    assert read_checkpoint(ck)["training"]["steps"] == 4
+    # Optimizer, step and the samplers' random state restored: the same batches and updates as one run.
+    a, b = read_checkpoint(straight), read_checkpoint(ck)
+    for k, v in a["state_dict"].items():
+        if v.is_floating_point():
+            assert torch.allclose(v, b["state_dict"][k], atol=1e-5), k
+    # --init: their weights as the start of a fresh run (step 0).
+    assert cli_main(_common(tmp_path / "ft.pt", "--bag", str(bags["drive1"]), "--steps", "1",
+                            "--init", str(straight))) == 0
+    assert read_checkpoint(tmp_path / "ft.pt")["training"]["steps"] == 1
+    assert cli_main(_common(tmp_path / "none.pt", "--bag", str(bags["drive1"]), "--resume")) == 2
+
+
+def test_train_help_lists_the_new_options(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli_main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0
+    for opt in ("--poses", "--egomotion", "--init", "--resume", "--max-seconds", "--device", "--report",
+                "--min-translation", "--max-rotation", "--val-bag"):
+        assert opt in out, opt
+
+
+def _topics(bag):
+    from mono_depth_ros import bagio
+    return bagio.bag_topics(bag)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
