@@ -34,6 +34,7 @@ def bags(tmp_path_factory):
         # The same drive (same seed: same images, same odometry noise) with the ground truth, to compare.
         "drive1_gt": synth.generate_bag(root / "drive1_gt", seed=5, sensors=NO_GT + ",depth_gt,pose_gt", **TINY),
         "drive2": synth.generate_bag(root / "drive2", seed=6, sensors=NO_GT, **TINY),
+        "val": synth.generate_bag(root / "val", seed=7, sensors=NO_GT, **TINY),
     }
     return out
 
@@ -53,9 +54,9 @@ def test_self_supervised_training_runs_on_a_bag_without_ground_truth_poses(bags,
     assert meta["training"]["steps"] == 2 and meta["meta"]["config"]["poses"] == "egomotion"
     ego = meta["meta"]["egomotion"][str(bags["drive1"])]
     assert ego["source"] == "odom" and ego["posed"] >= ego["frames"] - 3 > 20
-    report = json.loads((tmp_path / "run" / "ck.report.json").read_text())
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["end_step"] == 2 and len(report["train_loss_curve"]) == 2
-    assert (tmp_path / "run" / "ck.report.md").read_text().startswith("# Training report")
+    assert (tmp_path / "run" / "report.md").read_text().startswith("# Training report")
     # Ground-truth poses stay an option, and say clearly when the bag has none.
     assert cli_main(_common(tmp_path / "gt.pt", "--bag", str(bags["drive1"]), "--steps", "1",
                             "--poses", "ground-truth")) == 2
@@ -125,7 +126,7 @@ def test_init_and_resume_continue_from_the_saved_step(bags, tmp_path):
     # A wall-time budget stops the run early and saves where it stopped.
     ck = tmp_path / "resumed" / "ck.pt"
     assert cli_main(_common(ck, *bag, "--steps", "4", "--max-seconds", "1e-9")) == 0
-    rep = json.loads(ck.with_suffix(".report.json").read_text())
+    rep = json.loads((ck.parent / "report.json").read_text())
     assert rep["stopped_by"] == "max-seconds" and read_checkpoint(ck)["training"]["steps"] == rep["end_step"] < 4
     # Stopped after 2 steps, then `--resume` (no path: the checkpoint last written at --out) to step 4.
     ck.unlink()
@@ -133,7 +134,7 @@ def test_init_and_resume_continue_from_the_saved_step(bags, tmp_path):
     first = read_checkpoint(ck)
     assert first["training"]["steps"] == 2 and "optimizer" in first["training"] and "rng" in first["meta"]
     assert cli_main(_common(ck, *bag, "--steps", "4", "--resume")) == 0
-    rep = json.loads(ck.with_suffix(".report.json").read_text())
+    rep = json.loads((ck.parent / "report.json").read_text())
     assert (rep["start_step"], rep["end_step"], rep["steps_this_run"]) == (2, 4, 2)
     assert [s for s, _ in rep["train_loss_curve"]] == [1, 2, 3, 4]
     assert read_checkpoint(ck)["training"]["steps"] == 4
@@ -157,6 +158,57 @@ def test_train_help_lists_the_new_options(capsys):
     for opt in ("--poses", "--egomotion", "--init", "--resume", "--max-seconds", "--device", "--report",
                 "--min-translation", "--max-rotation", "--val-bag"):
         assert opt in out, opt
+
+
+#: Training wall time of each run in the DDP comparison (loading and process start-up excluded).
+BUDGET_S = float(os.environ.get("MONO_DEPTH_DDP_BUDGET_S", "12"))
+
+
+def _train_process(bags, out, nproc, budget_s):
+    """`mono-depth train` in a fresh process: plain python -m (nproc 0) or torchrun on loopback."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+                "--master_addr", "127.0.0.1", "--master_port", str(_free_port())] if nproc else [sys.executable]
+    args = ["-m", "mono_depth_ros", *_common(out, "--device", "cpu", "--steps", "100000", "--lr", "3e-4",
+                                             "--min-lr", "3e-4", "--save-every", "0", "--val-every", "0",
+                                             "--val-frames", "8", "--max-seconds", str(budget_s),
+                                             "--val-bag", str(bags["val"]), "--bag", str(bags["drive1"]),
+                                             "--bag", str(bags["drive2"]))]
+    res = subprocess.run(launcher + args, env=env, cwd=ROOT, capture_output=True, text=True,
+                         timeout=budget_s + 180)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return json.loads((Path(out).parent / "report.json").read_text()), res.stdout
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_same_checkpoint_format_and_twice_the_samples(bags, tmp_path):
+    """2 CPU ranks (gloo, loopback) vs 1 process for the same training wall time, on two bags.
+
+    Each rank trains on its own bag with the same per-rank batch; the gradient is averaged over ranks.
+    The figures are printed (see docs/learning.md for measured ones)."""
+    one, _ = _train_process(bags, tmp_path / "one" / "ck.pt", 0, BUDGET_S)
+    two, out2 = _train_process(bags, tmp_path / "two" / "ck.pt", 2, BUDGET_S)
+    assert "2 ranks (gloo on cpu)" in out2
+    assert (one["world_size"], two["world_size"], two["backend"]) == (1, 2, "gloo")
+    assert one["stopped_by"] == two["stopped_by"] == "max-seconds"
+    # The same checkpoint format: written once (rank 0), loadable by the package, identical structure.
+    a, b = read_checkpoint(tmp_path / "one" / "ck.pt"), read_checkpoint(tmp_path / "two" / "ck.pt")
+    assert set(a) == set(b) and set(a["training"]) == set(b["training"]) and set(a["meta"]) == set(b["meta"])
+    assert {k: tuple(v.shape) for k, v in a["state_dict"].items()} == \
+        {k: tuple(v.shape) for k, v in b["state_dict"].items()}
+    model, meta = load_checkpoint(tmp_path / "two" / "ck.pt")
+    assert meta["training"]["steps"] == two["end_step"] > 0 and meta["meta"]["distributed"]["world_size"] == 2
+    assert len(b["meta"]["rng"]["ranks"]) == 2
+    assert not list((tmp_path / "two").glob(".*.tmp"))                  # atomic writes leave no temp file
+    ratio = two["samples_per_second"] / one["samples_per_second"]
+    v1, v2 = one["validation"][-1]["val_loss"], two["validation"][-1]["val_loss"]
+    print(f"\n1 process: {one['end_step']} steps, {one['samples_per_second']} samples/s, val loss {v1:.4f}; "
+          f"2 processes: {two['end_step']} steps, {two['samples_per_second']} samples/s, val loss {v2:.4f}; "
+          f"ratio {ratio:.2f}")
+    # 2 ranks at the same per-rank batch see about twice the samples per wall second (2 free cores).
+    assert ratio > 1.4, (one, two)
 
 
 def _topics(bag):

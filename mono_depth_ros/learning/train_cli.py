@@ -81,8 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--init", metavar="CKPT", help="starting weights only (your checkpoint, to fine-tune)")
     parser.add_argument("--export", metavar="PATH", help="also write a weights-only checkpoint at the end")
     parser.add_argument("--export-half", action="store_true", help="store exported weights as fp16")
-    parser.add_argument("--report", default=None, metavar="PATH",
-                        help="JSON report to write (and a .md beside it); default: <out>.report.json")
+    parser.add_argument("--report", default=None, metavar="DIR",
+                        help="folder for report.json and report.md (steps, wall time, samples/s, train loss "
+                             "curve, validation losses); default: the folder of --out")
     parser.add_argument("--cache-dir", default=None, help="cache decoded frames as .npz here")
     parser.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (per process)")
     parser.add_argument("--device", choices=DEVICES, default=d.device,

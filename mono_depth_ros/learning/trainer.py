@@ -142,9 +142,10 @@ class TrainConfig:
 
 
 def report_paths(cfg: TrainConfig) -> tuple[Path, Path]:
-    """(JSON, markdown) report paths: ``--report`` or ``<out>.report.json`` / ``.md`` next to the checkpoint."""
-    base = Path(cfg.report) if cfg.report else Path(cfg.out).with_suffix(".report.json")
-    return base, base.with_suffix(".md")
+    """(JSON, markdown) report paths: ``report.json`` / ``report.md`` in ``--report`` or beside the checkpoint
+    (as ``mono-depth adapt``)."""
+    folder = Path(cfg.report) if cfg.report else Path(cfg.out).parent
+    return folder / "report.json", folder / "report.md"
 
 
 def _lr_at(cfg: TrainConfig, step: int) -> float:
@@ -323,7 +324,12 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> Pa
 
     net = model
     if ctx.enabled:
+        import warnings
+
         from torch.nn.parallel import DistributedDataParallel as DDP
+        # Depthwise-conv weight gradients (C,1,k,k) differ from their bucket views only in the stride of a
+        # size-1 dimension: the same memory layout, so DDP's "may impair performance" warning is moot.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
         loss_fn = _SyncedLoss(loss_fn, ctx)
 
