@@ -13,6 +13,7 @@ rather than one do-everything class; :func:`train` wires them together.
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -384,7 +385,9 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> Pa
         model.eval()
         entry = {"step": step, "val_loss": val_loss()}
         if all(d.depths is not None for d in val):
-            acc = evaluate_frames(model, val, stride=max(1, len(val[0]) // max(1, cfg.val_frames)),
+            # The metrics path runs on CPU tensors (as `mono-depth evaluate`): a CPU copy when training on GPU.
+            ev = model if device.type == "cpu" else copy.deepcopy(model).cpu()
+            acc = evaluate_frames(ev, val, stride=max(1, len(val[0]) // max(1, cfg.val_frames)),
                                   max_frames=cfg.val_frames)
             entry["metrics"] = acc.summary()
         meta["history"].append(entry)
