@@ -409,6 +409,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> Pa
             time_up = cfg.max_seconds is not None and time.monotonic() - t0 >= cfg.max_seconds
             for g in optimizer.param_groups:
                 g["lr"] = _lr_at(cfg, step)
+            before = _rng_state(sampler) if time_up or ctx.enabled else None
             if supervised:
                 batch = _to(sampler.sample(), device)
             else:
@@ -417,7 +418,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> Pa
             bad_input = not all_finite(*batch)
             if ctx.enabled:   # all ranks agree to stop, or to skip a step any rank cannot take
                 bad_input, time_up = (v > 0 for v in ctx.all_reduce([float(bad_input), float(time_up)], "max"))
-            if time_up:
+            if time_up:   # this batch is not used: put the random state back, so a resume draws it again
+                _set_rng_state(sampler, before)
                 stopped_by = "max-seconds"
                 break
             if bad_input:
