@@ -150,6 +150,19 @@ def test_init_and_resume_continue_from_the_saved_step(bags, tmp_path):
     assert cli_main(_common(tmp_path / "none.pt", "--bag", str(bags["drive1"]), "--resume")) == 2
 
 
+def test_bad_options_are_clear_errors_naming_the_option(bags, tmp_path, capsys):
+    base = _common(tmp_path / "x.pt", "--bag", str(bags["drive1"]))
+    for extra, words in ((["--egomotion", "odom,sonar"], ["--egomotion", "sonar"]),
+                         (["--max-rotation", "0"], ["--max-rotation"]),
+                         (["--max-seconds", "-1"], ["--max-seconds"]),
+                         (["--bag", str(tmp_path / "nope")], ["--bag", "nope", "no such bag"]),
+                         (["--init", str(tmp_path / "w.pt")], ["--init", "w.pt"]),
+                         (["--resume", str(tmp_path / "r.pt")], ["--resume", "r.pt"])):
+        assert cli_main(base + extra) == 2, extra
+        out = capsys.readouterr().out
+        assert all(w in out for w in words), (extra, out)
+
+
 def test_train_help_lists_the_new_options(capsys):
     with pytest.raises(SystemExit) as e:
         cli_main(["train", "--help"])
