@@ -29,8 +29,19 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
+EPILOG = """examples:
+  self-supervised on your own bags (poses from odometry/TF/IMU/GPS), from your weights:
+    mono-depth train --mode self-supervised --bag drive1 --bag drive2 --init their.pt --out runs/a/ck.pt
+  continue it where it stopped:
+    mono-depth train --mode self-supervised --bag drive1 --bag drive2 --out runs/a/ck.pt --resume
+  2 processes with DistributedDataParallel (gloo on CPU, nccl with one GPU per process):
+    torchrun --nproc_per_node 2 -m mono_depth_ros train --mode self-supervised --bag drive1 --bag drive2 ...
+"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = TrainConfig(bags=[], out="")
+    parser.epilog = EPILOG
     parser.add_argument("--bag", dest="bags", action="append", required=True, metavar="PATH",
                         help="training rosbag2 (repeat for several drives; under torchrun the bags are shared "
                              "out across processes, or the frames when there are fewer bags than processes)")
@@ -51,7 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--poses egomotion: source frames are the nearest that moved at least this far [m]")
     parser.add_argument("--max-rotation", type=float, default=d.max_rotation_deg,
                         help="--poses egomotion: largest rotation between target and source frame [deg]")
-    parser.add_argument("--arch", choices=MODEL_NAMES, default=d.arch, help="network")
+    parser.add_argument("--arch", choices=MODEL_NAMES, default=None,
+                        help="network (default: the --init / --resume checkpoint's, else 'default')")
     parser.add_argument("--size", type=_size, default=(d.width, d.height), metavar="WxH",
                         help="training resolution (frames are resized, K scaled)")
     parser.add_argument("--batch-size", type=int, default=d.batch_size, help="frames per step")
@@ -78,7 +90,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--resume", metavar="CKPT", nargs="?", const=RESUME_LAST,
                        help="continue a run: weights, optimizer, step counter, random state and history; "
                             "without CKPT, from the checkpoint last written at --out")
-    group.add_argument("--init", metavar="CKPT", help="starting weights only (your checkpoint, to fine-tune)")
+    group.add_argument("--init", metavar="CKPT", help="starting weights only, to fine-tune: a mono_depth_ros "
+                       "checkpoint, a monodepth2 folder or Depth Anything V2 weights (see docs/backends.md)")
     parser.add_argument("--export", metavar="PATH", help="also write a weights-only checkpoint at the end")
     parser.add_argument("--export-half", action="store_true", help="store exported weights as fp16")
     parser.add_argument("--report", default=None, metavar="DIR",
@@ -112,9 +125,10 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"mono-depth train: {exc}")
         return 2
+    from ..checkpoint import CheckpointError
     try:
         train(cfg)
-    except ValueError as exc:   # e.g. a bag without the topics this mode needs, named in the message
+    except (ValueError, CheckpointError) as exc:   # e.g. a bag without the topics this mode needs, named in the message
         print(f"mono-depth train: error: {exc}")
         return 2
     return 0

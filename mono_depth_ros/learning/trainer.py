@@ -25,11 +25,11 @@ import numpy as np
 import torch
 
 from ..canonical import CanonicalCamera
-from ..checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from ..checkpoint import load_checkpoint, load_model, save_checkpoint
 from ..conventions import scale_intrinsics
 from ..losses import SelfSupervisedLoss, SupervisedSILogLoss, all_finite
 from ..metrics import format_markdown
-from ..models import build_model, load_weights
+from ..models import build_model
 from .data import BagFrames, SelfSupervisedSampler, SupervisedSampler, load_bag
 from .distributed import DEVICES, DistContext, init_distributed, shutdown
 from .evaluate import evaluate_frames
@@ -53,7 +53,7 @@ class TrainConfig:
     bags: list[str]
     out: str
     mode: str = "supervised"
-    arch: str = "default"
+    arch: str | None = None          # None: the --init / --resume checkpoint's, else "default"
     height: int = 192
     width: int = 640
     batch_size: int = 8
@@ -110,8 +110,8 @@ class TrainConfig:
             for b in paths:
                 if not Path(b).exists():
                     raise ValueError(f"{opt} {b}: no such bag")
-        if self.init and not Path(self.init).is_file():
-            raise ValueError(f"--init {self.init}: no such checkpoint file")
+        if self.init and not Path(self.init).exists():
+            raise ValueError(f"--init {self.init}: no such checkpoint file or folder")
         if self.resume:
             path = self.resume_path()
             if not path.is_file():
@@ -260,21 +260,22 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> Pa
     opt_state, old_meta = None, {}
     if cfg.resume:
         path = cfg.resume_path()
-        ck = read_checkpoint(path)
-        model = build_model(ck["arch"], ck["min_depth"], ck["max_depth"])
-        load_weights(model, ck["state_dict"], source=str(path))
+        model, ck = load_checkpoint(path)
+        if cfg.arch is not None and model.arch != cfg.arch:
+            raise ValueError(f"--resume {path} holds {model.arch!r}, not --arch {cfg.arch!r}")
         start_step = int(ck.get("training", {}).get("steps", 0))
         frames_seen = int(ck.get("training", {}).get("frames_seen", 0))
         opt_state = ck.get("training", {}).get("optimizer")
         old_meta = ck.get("meta", {}) or {}
         log(f"resuming {path} at step {start_step}")
     elif cfg.init:
-        model, info = load_checkpoint(cfg.init)
-        if model.arch != cfg.arch:
+        # Any weights the package opens: its checkpoints, monodepth2 folders, Depth Anything V2 files.
+        model, info = load_model(cfg.arch or "", cfg.init, cfg.min_depth, cfg.max_depth)
+        if cfg.arch is not None and model.arch != cfg.arch:
             raise ValueError(f"--init {cfg.init} holds {model.arch!r}, not --arch {cfg.arch!r}")
-        log(f"initialised from {cfg.init} (trained {info.get('training', {}).get('steps', '?')} steps)")
+        log(f"initialised {model.arch} from {cfg.init} (trained {info.get('training', {}).get('steps', '?')} steps)")
     else:
-        model = build_model(cfg.arch, cfg.min_depth, cfg.max_depth)
+        model = build_model(cfg.arch or "default", cfg.min_depth, cfg.max_depth)
     device = ctx.device
     model.to(device)
     model.train()
