@@ -312,6 +312,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> Pa
         sampler = SelfSupervisedSampler(drives, cfg.batch_size, cfg.frame_gap, sampler_seed, cfg.augment,
                                         cfg.stereo, pairs=pairs, shard=frame_shard)
         loss_fn = SelfSupervisedLoss(model.min_depth, model.max_depth, cfg.smoothness_weight)
+    if isinstance(loss_fn, torch.nn.Module):
+        loss_fn.to(device)
     rng = (old_meta.get("rng") or {})
     if rng.get("world") == ctx.world and len(rng.get("ranks", ())) == ctx.world:
         _set_rng_state(sampler, rng["ranks"][ctx.rank])
