@@ -201,6 +201,7 @@ def test_torchrun_two_processes_same_checkpoint_format_and_twice_the_samples(bag
 
     Each rank trains on its own bag with the same per-rank batch; the gradient is averaged over ranks.
     The figures are printed (see docs/learning.md for measured ones)."""
+    load_before = os.getloadavg()[0]
     one, _ = _train_process(bags, tmp_path / "one" / "ck.pt", 0, BUDGET_S)
     two, out2 = _train_process(bags, tmp_path / "two" / "ck.pt", 2, BUDGET_S)
     assert "2 ranks (gloo on cpu)" in out2
@@ -220,7 +221,10 @@ def test_torchrun_two_processes_same_checkpoint_format_and_twice_the_samples(bag
     print(f"\n1 process: {one['end_step']} steps, {one['samples_per_second']} samples/s, val loss {v1:.4f}; "
           f"2 processes: {two['end_step']} steps, {two['samples_per_second']} samples/s, val loss {v2:.4f}; "
           f"ratio {ratio:.2f}")
-    # 2 ranks at the same per-rank batch see about twice the samples per wall second (2 free cores).
+    # 2 ranks at the same per-rank batch see about twice the samples per wall second, given 2 free cores.
+    if load_before > (os.cpu_count() or 1) - 1.5:
+        pytest.skip(f"checkpoint format checked; throughput not asserted: load {load_before:.1f} on "
+                    f"{os.cpu_count()} cores leaves no 2 free cores (measured ratio {ratio:.2f})")
     assert ratio > 1.4, (one, two)
 
 
