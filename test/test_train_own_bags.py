@@ -177,22 +177,43 @@ def test_train_help_lists_the_new_options(capsys):
 BUDGET_S = float(os.environ.get("MONO_DEPTH_DDP_BUDGET_S", "12"))
 
 
-def _train_process(bags, out, nproc, budget_s):
-    """`mono-depth train` in a fresh process: plain python -m (nproc 0) or torchrun on loopback."""
+def _train_cmd(bags, out, nproc, budget_s, train_bags=("drive1", "drive2")):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+                "--master_addr", "127.0.0.1", "--master_port", str(_free_port())] if nproc else [sys.executable]
+    bag_args = [a for b in train_bags for a in ("--bag", str(bags[b]))]
+    return launcher + ["-m", "mono_depth_ros", *_common(
+        out, "--device", "cpu", "--steps", "100000", "--lr", "3e-4", "--min-lr", "3e-4", "--save-every", "0",
+        "--val-every", "0", "--val-frames", "8", "--max-seconds", str(budget_s), "--val-bag", str(bags["val"]),
+        *bag_args)]
+
+
+def _env():
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-                "--master_addr", "127.0.0.1", "--master_port", str(_free_port())] if nproc else [sys.executable]
-    args = ["-m", "mono_depth_ros", *_common(out, "--device", "cpu", "--steps", "100000", "--lr", "3e-4",
-                                             "--min-lr", "3e-4", "--save-every", "0", "--val-every", "0",
-                                             "--val-frames", "8", "--max-seconds", str(budget_s),
-                                             "--val-bag", str(bags["val"]), "--bag", str(bags["drive1"]),
-                                             "--bag", str(bags["drive2"]))]
-    res = subprocess.run(launcher + args, env=env, cwd=ROOT, capture_output=True, text=True,
-                         timeout=budget_s + 180)
+    return env
+
+
+def _train_process(bags, out, nproc, budget_s):
+    """`mono-depth train` in a fresh process: plain python -m (nproc 0) or torchrun on loopback."""
+    res = subprocess.run(_train_cmd(bags, out, nproc, budget_s), env=_env(), cwd=ROOT, capture_output=True,
+                         text=True, timeout=budget_s + 180)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return json.loads((Path(out).parent / "report.json").read_text()), res.stdout
+
+
+def _two_independent(bags, tmp_path, budget_s) -> float:
+    """Samples/s of two plain single processes run side by side (one bag each): what this machine gives two
+    processes right now, whatever else it runs."""
+    procs = [subprocess.Popen(_train_cmd(bags, tmp_path / f"ind{i}" / "ck.pt", 0, budget_s, (b,)), env=_env(),
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for i, b in enumerate(("drive1", "drive2"))]
+    total = 0.0
+    for i, p in enumerate(procs):
+        _, err = p.communicate(timeout=budget_s + 180)
+        assert p.returncode == 0, err[-3000:]
+        total += json.loads((tmp_path / f"ind{i}" / "report.json").read_text())["samples_per_second"]
+    return total
 
 
 @pytest.mark.slow
@@ -200,10 +221,12 @@ def test_torchrun_two_processes_same_checkpoint_format_and_twice_the_samples(bag
     """2 CPU ranks (gloo, loopback) vs 1 process for the same training wall time, on two bags.
 
     Each rank trains on its own bag with the same per-rank batch; the gradient is averaged over ranks.
-    The figures are printed (see docs/learning.md for measured ones)."""
-    load_before = os.getloadavg()[0]
+    Two plain processes side by side measure what the machine gives two processes at the moment (on a
+    shared 2-core VM, often one core's worth): DDP must deliver most of that, and on 2 free cores about
+    twice one process's samples/s. The figures are printed (measured ones: docs/learning.md)."""
     one, _ = _train_process(bags, tmp_path / "one" / "ck.pt", 0, BUDGET_S)
     two, out2 = _train_process(bags, tmp_path / "two" / "ck.pt", 2, BUDGET_S)
+    pair = _two_independent(bags, tmp_path, BUDGET_S)
     assert "2 ranks (gloo on cpu)" in out2
     assert (one["world_size"], two["world_size"], two["backend"]) == (1, 2, "gloo")
     assert one["stopped_by"] == two["stopped_by"] == "max-seconds"
@@ -216,16 +239,16 @@ def test_torchrun_two_processes_same_checkpoint_format_and_twice_the_samples(bag
     assert meta["training"]["steps"] == two["end_step"] > 0 and meta["meta"]["distributed"]["world_size"] == 2
     assert len(b["meta"]["rng"]["ranks"]) == 2
     assert not list((tmp_path / "two").glob(".*.tmp"))                  # atomic writes leave no temp file
-    ratio = two["samples_per_second"] / one["samples_per_second"]
+    s1, s2 = one["samples_per_second"], two["samples_per_second"]
     v1, v2 = one["validation"][-1]["val_loss"], two["validation"][-1]["val_loss"]
-    print(f"\n1 process: {one['end_step']} steps, {one['samples_per_second']} samples/s, val loss {v1:.4f}; "
-          f"2 processes: {two['end_step']} steps, {two['samples_per_second']} samples/s, val loss {v2:.4f}; "
-          f"ratio {ratio:.2f}")
-    # 2 ranks at the same per-rank batch see about twice the samples per wall second, given 2 free cores.
-    if load_before > (os.cpu_count() or 1) - 1.5:
-        pytest.skip(f"checkpoint format checked; throughput not asserted: load {load_before:.1f} on "
-                    f"{os.cpu_count()} cores leaves no 2 free cores (measured ratio {ratio:.2f})")
-    assert ratio > 1.4, (one, two)
+    print(f"\n{BUDGET_S:g} s each: 1 process {one['end_step']} steps, {s1} samples/s, val loss {v1:.4f}; "
+          f"2 ranks {two['end_step']} steps, {s2} samples/s, val loss {v2:.4f}; 2 plain processes side by side "
+          f"{pair:.1f} samples/s; load before {os.getloadavg()[0]:.1f}")
+    # DDP's own cost (gradient all-reduce over loopback, the per-step agreement) stays small ...
+    assert s2 > 0.75 * pair, (s2, pair)
+    # ... so where the machine has two cores to give, 2 ranks see about twice the samples per wall second.
+    if pair > 1.6 * s1:
+        assert s2 > 1.4 * s1, (s1, s2, pair)
 
 
 def _topics(bag):
