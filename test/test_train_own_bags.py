@@ -150,6 +150,17 @@ def test_init_and_resume_continue_from_the_saved_step(bags, tmp_path):
     assert cli_main(_common(tmp_path / "none.pt", "--bag", str(bags["drive1"]), "--resume")) == 2
 
 
+def test_init_from_a_released_monodepth2_folder(bags, tmp_path):
+    """`--init` takes the user's weights as the package opens them (here monodepth2's released layout)."""
+    from test.test_backends import _save_monodepth2
+    _save_monodepth2(tmp_path / "mono_640x192", 18, use_stereo=False)
+    ck = tmp_path / "m2" / "ck.pt"
+    assert cli_main(_common(ck, "--bag", str(bags["drive1"]), "--steps", "1", "--init",
+                            str(tmp_path / "mono_640x192"))) == 0
+    model, meta = load_checkpoint(ck)
+    assert model.arch == "monodepth2_resnet18" and meta["training"]["steps"] == 1
+
+
 def test_bad_options_are_clear_errors_naming_the_option(bags, tmp_path, capsys):
     base = _common(tmp_path / "x.pt", "--bag", str(bags["drive1"]))
     for extra, words in ((["--egomotion", "odom,sonar"], ["--egomotion", "sonar"]),
