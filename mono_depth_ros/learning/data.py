@@ -268,7 +268,8 @@ class SelfSupervisedSampler:
     ``T_source_target = inv(T_map_cam_source) @ T_map_cam_target``. With
     ``stereo``, the right image is a third source with the known
     ``T_right_left`` of the rectified pair. Horizontal flips mirror the images,
-    the poses (S T S with S = diag(-1,1,1,1)) and cx.
+    the poses (S T S with S = diag(-1,1,1,1)) and cx. ``shard=(rank, world)`` keeps
+    every ``world``-th training tuple from ``rank`` (distributed training).
     """
 
     def __init__(self, drives: Sequence[BagFrames], batch_size: int, frame_gap: int = 1, seed: int = 0,
