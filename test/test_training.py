@@ -91,7 +91,8 @@ def test_train_resume_evaluate_cli(bag, tmp_path, capsys):
     c = read_checkpoint(ck)
     assert c["training"]["steps"] == 2 and "optimizer" in c["training"]
     assert c["meta"]["history"][0]["step"] == 2
-    assert cli_main(["train", *common, "--steps", "3", "--mode", "self-supervised", "--resume", str(ck),
+    assert cli_main(["train", *common, "--steps", "3", "--mode", "self-supervised", "--poses", "ground-truth",
+                     "--resume", str(ck),
                      "--export", str(tmp_path / "w.pt"), "--export-half"]) == 0
     assert read_checkpoint(ck)["training"]["steps"] == 3
     assert "optimizer" not in read_checkpoint(tmp_path / "w.pt")["training"]

@@ -164,6 +164,9 @@ def load_bag(path: str | os.PathLike, size: tuple[int, int] | None = None, need_
         stamps = [s for s in stamps if s in depths]
     if need_pose:
         stamps = [s for s in stamps if s in poses]
+    if not stamps:   # no image has the ground truth asked for
+        _check_needs(BagFrames(np.zeros((0, 1, 1, 3), np.uint8), None, None, K, np.zeros(0, np.int64), str(bag)),
+                     need_depth, need_pose)
     img = np.stack([images[s] for s in stamps])
     dep = np.stack([depths[s] for s in stamps]) if depths and all(s in depths for s in stamps) else None
     pos = np.stack([poses[s] for s in stamps]) if poses and all(s in poses for s in stamps) else None
@@ -216,9 +219,12 @@ def color_augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 class SupervisedSampler:
-    """Random batches (image (B,3,H,W), gt depth (B,1,H,W) with +inf sky) over several drives."""
+    """Random batches (image (B,3,H,W), gt depth (B,1,H,W) with +inf sky) over several drives.
 
-    def __init__(self, drives: Sequence[BagFrames], batch_size: int, seed: int = 0, augment: bool = True):
+    ``shard=(rank, world)`` keeps every ``world``-th frame from ``rank`` (distributed training)."""
+
+    def __init__(self, drives: Sequence[BagFrames], batch_size: int, seed: int = 0, augment: bool = True,
+                 shard: tuple[int, int] = (0, 1)):
         if not drives:
             raise ValueError("no drives")
         for d in drives:
@@ -227,6 +233,11 @@ class SupervisedSampler:
         self.batch_size = int(batch_size)
         self.augment = augment
         self.index = np.array([(i, k) for i, d in enumerate(self.drives) for k in range(len(d))])
+        rank, world = shard
+        if world > 1:   # frames of the drives split across ranks (distributed training)
+            self.index = self.index[rank::world]
+            if len(self.index) == 0:
+                raise ValueError(f"rank {rank} of {world} got no training frames (too few frames)")
         self.gen = torch.Generator().manual_seed(seed)
         self.rng = np.random.default_rng(seed)
 
@@ -248,20 +259,29 @@ class SupervisedSampler:
 
 
 class SelfSupervisedSampler:
-    """Random (target, sources [prev, next(, right)], T_source_target, K) batches from drives with GT poses.
+    """Random (target, sources [prev, next(, right)], T_source_target, K) batches.
 
+    Poses come from ``pairs`` (one :class:`~mono_depth_ros.learning.egoposes.EgoPairs`
+    per drive: source frames chosen by motion, poses from the ego-motion provider),
+    or, without ``pairs``, from the drives' ground-truth poses with sources at
+    target +/- ``frame_gap``. Either way
     ``T_source_target = inv(T_map_cam_source) @ T_map_cam_target``. With
     ``stereo``, the right image is a third source with the known
     ``T_right_left`` of the rectified pair. Horizontal flips mirror the images,
-    the poses (S T S with S = diag(-1,1,1,1)) and cx.
+    the poses (S T S with S = diag(-1,1,1,1)) and cx. ``shard=(rank, world)`` keeps
+    every ``world``-th training tuple from ``rank`` (distributed training).
     """
 
     def __init__(self, drives: Sequence[BagFrames], batch_size: int, frame_gap: int = 1, seed: int = 0,
-                 augment: bool = True, stereo: bool = False):
+                 augment: bool = True, stereo: bool = False, pairs: Sequence | None = None,
+                 shard: tuple[int, int] = (0, 1)):
         if not drives:
             raise ValueError("no drives")
+        if pairs is not None and len(pairs) != len(drives):
+            raise ValueError(f"one EgoPairs per drive needed, got {len(pairs)} for {len(drives)} drives")
         for d in drives:
-            _check_needs(d, False, True)
+            if pairs is None:
+                _check_needs(d, False, True)
             if stereo and (d.right_images is None or d.baseline is None):
                 raise ValueError(f"{d.source}: no right camera ({Topics.BAG_RIGHT_IMAGE} + "
                                  f"{Topics.BAG_RIGHT_CAMERA_INFO}) for stereo training")
@@ -270,10 +290,28 @@ class SelfSupervisedSampler:
         self.batch_size = int(batch_size)
         self.gap = int(frame_gap)
         self.augment = augment
-        self.index = np.array([(i, k) for i, d in enumerate(self.drives)
-                               for k in range(self.gap, len(d) - self.gap)])
-        if len(self.index) == 0:
-            raise ValueError("drives too short for the frame gap")
+        # Rows (drive, target, source_0, source_1); poses[(drive, row)] from pairs or ground truth.
+        if pairs is None:
+            self.pairs = None
+            self.index = np.array([(i, k, k - self.gap, k + self.gap) for i, d in enumerate(self.drives)
+                                   for k in range(self.gap, len(d) - self.gap)], dtype=np.int64).reshape(-1, 4)
+            if len(self.index) == 0:
+                raise ValueError("drives too short for the frame gap")
+        else:
+            self.pairs = list(pairs)
+            rows = [(i, p.target[r], *p.sources[r], r) for i, p in enumerate(self.pairs) for r in range(len(p))]
+            if rows and any(p.sources.shape[1] != 2 for p in self.pairs):
+                raise ValueError("ego-motion pairs need an earlier and a later source frame (directions -1, 1)")
+            self.index = np.array(rows, dtype=np.int64).reshape(-1, 5)
+            if len(self.index) == 0:
+                raise ValueError("no frame of the drives has ego-motion poses")
+        rank, world = shard
+        if not 0 <= rank < world:
+            raise ValueError(f"shard rank {rank} out of range for world size {world}")
+        if world > 1:   # frames of the drives split across ranks (distributed training)
+            self.index = self.index[rank::world]
+            if len(self.index) == 0:
+                raise ValueError(f"rank {rank} of {world} got no training frames (too few frames)")
         self.gen = torch.Generator().manual_seed(seed)
         self.rng = np.random.default_rng(seed)
 
@@ -281,13 +319,17 @@ class SelfSupervisedSampler:
         return len(self.index)
 
     def sample(self) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
-        pick = self.index[self.rng.integers(0, len(self.index), self.batch_size)]
+        rows = self.index[self.rng.integers(0, len(self.index), self.batch_size)]
+        pick = rows[:, :2]
         tgt = _to_tensor_images(np.stack([self.drives[i].images[k] for i, k in pick]))
         sources, poses = [], []
-        for off in (-self.gap, self.gap):
-            sources.append(_to_tensor_images(np.stack([self.drives[i].images[k + off] for i, k in pick])))
-            T = np.stack([np.linalg.inv(self.drives[i].T_map_camera[k + off]) @ self.drives[i].T_map_camera[k]
-                          for i, k in pick])
+        for j in range(2):
+            sources.append(_to_tensor_images(np.stack([self.drives[r[0]].images[r[2 + j]] for r in rows])))
+            if self.pairs is None:
+                T = np.stack([np.linalg.inv(self.drives[r[0]].T_map_camera[r[2 + j]])
+                              @ self.drives[r[0]].T_map_camera[r[1]] for r in rows])
+            else:
+                T = np.stack([self.pairs[r[0]].T_source_target[r[4], j] for r in rows])
             poses.append(torch.from_numpy(T).float())
         if self.stereo:
             sources.append(_to_tensor_images(np.stack([self.drives[i].right_images[k] for i, k in pick])))

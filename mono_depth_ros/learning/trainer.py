@@ -1,10 +1,19 @@
-"""Offline trainer: supervised (SILog on GT depth) or self-supervised (monodepth2 with GT poses).
+"""Offline trainer: supervised (SILog on GT depth) or self-supervised (monodepth2 with known metric poses).
+
+Self-supervised poses come from the ego-motion provider (odometry / TF / IMU /
+GPS, :mod:`mono_depth_ros.learning.egoposes`, the path ``mono-depth adapt`` and
+the node use) or, for synthetic experiments, from the bag's ground-truth poses.
+Under ``torchrun`` the same function trains with DistributedDataParallel
+(:mod:`mono_depth_ros.learning.distributed`): bags (or the frames of fewer bags)
+are sharded across ranks, each rank seeds its own sampler, and rank 0 alone
+validates and writes checkpoints and the report.
 
 Kept as small pieces (config, data, step functions, evaluation, checkpoint)
 rather than one do-everything class; :func:`train` wires them together.
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -16,18 +25,25 @@ import numpy as np
 import torch
 
 from ..canonical import CanonicalCamera
-from ..checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from ..checkpoint import load_checkpoint, load_model, save_checkpoint
 from ..conventions import scale_intrinsics
-from ..losses import SelfSupervisedLoss, SupervisedSILogLoss
+from ..losses import SelfSupervisedLoss, SupervisedSILogLoss, all_finite
 from ..metrics import format_markdown
-from ..models import DepthNet, build_model, load_weights
+from ..models import build_model
 from .data import BagFrames, SelfSupervisedSampler, SupervisedSampler, load_bag
+from .distributed import DEVICES, DistContext, init_distributed, shutdown
 from .evaluate import evaluate_frames
-from .step import StepStats, self_supervised_step, supervised_step
+from .step import StepResult, StepStats, StepStatus, self_supervised_step, supervised_step
 
-__all__ = ["TrainConfig", "train", "MODES"]
+__all__ = ["TrainConfig", "train", "MODES", "POSES", "RESUME_LAST", "report_paths"]
 
 MODES = ("supervised", "self-supervised")
+#: Where self-supervised training takes its poses from.
+POSES = ("egomotion", "ground-truth")
+#: ``TrainConfig.resume`` value meaning "the checkpoint last written at ``out``".
+RESUME_LAST = "last"
+#: Points kept in the report's train-loss curve.
+CURVE_POINTS = 100
 
 
 @dataclass
@@ -37,7 +53,7 @@ class TrainConfig:
     bags: list[str]
     out: str
     mode: str = "supervised"
-    arch: str = "default"
+    arch: str | None = None          # None: the --init / --resume checkpoint's, else "default"
     height: int = 192
     width: int = 640
     batch_size: int = 8
@@ -51,16 +67,23 @@ class TrainConfig:
     smoothness_weight: float = 1e-3
     frame_gap: int = 1
     stereo: bool = False
+    poses: str = "egomotion"
+    egomotion: str = "odom,tf,imu_gps,imu_speed"
+    min_translation: float = 0.2
+    max_rotation_deg: float = 15.0
     val_bags: list[str] = field(default_factory=list)
     val_every: int = 500
     val_frames: int = 40
     save_every: int = 250
+    max_seconds: float | None = None
     init: str | None = None
     resume: str | None = None
     export: str | None = None
     export_half: bool = False
+    report: str | None = None
     cache_dir: str | None = None
     threads: int = 2
+    device: str = "auto"
     seed: int = 0
     augment: bool = True
     grad_clip: float | None = 5.0
@@ -69,12 +92,61 @@ class TrainConfig:
     def validate(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.poses not in POSES:
+            raise ValueError(f"--poses must be one of {POSES}, got {self.poses!r}")
         if self.height % 32 or self.width % 32:
             raise ValueError(f"height/width must be multiples of 32, got {self.height}x{self.width}")
         if not self.bags:
             raise ValueError("at least one training bag is needed")
         if self.steps < 0 or self.batch_size < 1:
             raise ValueError("steps must be >= 0 and batch_size >= 1")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ValueError(f"--max-seconds must be > 0, got {self.max_seconds}")
+        if self.device not in DEVICES:
+            raise ValueError(f"--device must be one of {DEVICES}, got {self.device!r}")
+        if self.init and self.resume:
+            raise ValueError("--init and --resume exclude each other (resume restores the weights)")
+        for opt, paths in (("--bag", self.bags), ("--val-bag", self.val_bags)):
+            for b in paths:
+                if not Path(b).exists():
+                    raise ValueError(f"{opt} {b}: no such bag")
+        if self.init and not Path(self.init).exists():
+            raise ValueError(f"--init {self.init}: no such checkpoint file or folder")
+        if self.resume:
+            path = self.resume_path()
+            if not path.is_file():
+                raise ValueError(f"--resume: no checkpoint at {path} to resume from"
+                                 + (" (--out names the checkpoint a run writes)" if self.resume == RESUME_LAST
+                                    else ""))
+        if self.mode == "self-supervised" and self.poses == "egomotion":
+            self.ego_config()
+            self.gating_config()
+
+    def resume_path(self) -> Path:
+        """The checkpoint ``--resume`` continues: the one last written at ``out``, or the one named."""
+        return Path(self.out if self.resume == RESUME_LAST else self.resume)
+
+    def ego_config(self):
+        from ..egomotion import EgoMotionConfig
+        try:
+            return EgoMotionConfig(priority=tuple(s.strip() for s in self.egomotion.split(",") if s.strip()))
+        except ValueError as exc:
+            raise ValueError(f"--egomotion {self.egomotion!r}: {exc}") from None
+
+    def gating_config(self):
+        from ..egomotion import GatingConfig
+        if not 0 < self.max_rotation_deg <= 180:
+            raise ValueError(f"--max-rotation must be in (0, 180] degrees, got {self.max_rotation_deg}")
+        if self.min_translation < 0:
+            raise ValueError(f"--min-translation must be >= 0 m, got {self.min_translation}")
+        return GatingConfig(min_translation_m=self.min_translation, max_rotation_rad=math.radians(self.max_rotation_deg))
+
+
+def report_paths(cfg: TrainConfig) -> tuple[Path, Path]:
+    """(JSON, markdown) report paths: ``report.json`` / ``report.md`` in ``--report`` or beside the checkpoint
+    (as ``mono-depth adapt``)."""
+    folder = Path(cfg.report) if cfg.report else Path(cfg.out).parent
+    return folder / "report.json", folder / "report.md"
 
 
 def _lr_at(cfg: TrainConfig, step: int) -> float:
@@ -97,6 +169,21 @@ def _load_drives(paths: list[str], cfg: TrainConfig, need_depth: bool, need_pose
     return drives
 
 
+def _ego_pairs(drives: list[BagFrames], cfg: TrainConfig, log) -> list:
+    """Ego-motion poses for every drive (the provider/selector path of ``mono-depth adapt``)."""
+    from .egoposes import egomotion_pairs
+
+    out = []
+    ego, gating = cfg.ego_config(), cfg.gating_config()
+    for d in drives:
+        p = egomotion_pairs(d.source, d.stamps, ego, gating)
+        dropped = ", ".join(f"{k}: {v}" for k, v in sorted(p.dropped.items())) or "none"
+        log(f"ego-motion poses for {d.source}: {len(p)} of {len(d)} frames (source {p.stats['egomotion_source']}; "
+            f"dropped {dropped})")
+        out.append(p)
+    return out
+
+
 def _training_camera(drives: list[BagFrames], size: tuple[int, int]) -> CanonicalCamera | None:
     """The training camera at the network size (``canonical_camera`` of the checkpoint), or None
     when the drives were recorded with different intrinsics (no single canonical camera)."""
@@ -106,111 +193,320 @@ def _training_camera(drives: list[BagFrames], size: tuple[int, int]) -> Canonica
     return CanonicalCamera.from_K(Ks[0], size)
 
 
+class _SyncedLoss:
+    """Loss wrapper for DDP: every rank learns whether any rank's loss is non-finite (then all skip the
+    step, so no rank waits in an all-reduce that others never join) and the mean loss over ranks."""
+
+    def __init__(self, loss_fn, ctx: DistContext):
+        self.loss_fn, self.ctx, self.mean = loss_fn, ctx, None
+
+    def __call__(self, *args):
+        loss, parts = self.loss_fn(*args)
+        finite = bool(torch.isfinite(loss.detach()))
+        bad, total = self.ctx.all_reduce([0.0 if finite else 1.0, float(loss.detach()) if finite else 0.0])
+        self.mean = total / self.ctx.world if bad == 0 else None
+        if bad:
+            loss = loss * float("nan")
+        return loss, parts
+
+
+def _rng_state(sampler) -> dict:
+    return {"numpy": sampler.rng.bit_generator.state, "sampler_torch": sampler.gen.get_state(),
+            "torch": torch.get_rng_state()}
+
+
+def _set_rng_state(sampler, state: dict) -> None:
+    sampler.rng.bit_generator.state = state["numpy"]
+    sampler.gen.set_state(state["sampler_torch"])
+    torch.set_rng_state(state["torch"])
+
+
+def _curve(losses: list[tuple[int, float]], points: int = CURVE_POINTS) -> list[list[float]]:
+    """(step, loss) pairs averaged into at most ``points`` buckets: [[last step, mean loss], ...]."""
+    if not losses:
+        return []
+    k = max(1, math.ceil(len(losses) / points))
+    return [[int(losses[min(i + k, len(losses)) - 1][0]), round(float(np.mean([v for _, v in losses[i:i + k]])), 6)]
+            for i in range(0, len(losses), k)]
+
+
+def _to(x, device):
+    if isinstance(x, (list, tuple)):
+        return [t.to(device, non_blocking=True) for t in x]
+    return x.to(device, non_blocking=True)
+
+
 def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     """Train per ``cfg``; returns the checkpoint path (``cfg.out``).
 
-    Resuming (``cfg.resume``) restores weights, optimizer state, step and
-    frame counters; ``cfg.init`` only initialises the weights.
+    Resuming (``cfg.resume``: a path, or :data:`RESUME_LAST` for the checkpoint at
+    ``cfg.out``) restores weights, optimizer state, step and frame counters, the
+    samplers' random state and the loss/validation history; ``cfg.init`` only
+    initialises the weights. Launched by torchrun, it trains with
+    DistributedDataParallel; otherwise in this process, as before.
     """
     cfg.validate()
+    ctx = init_distributed(cfg.device)
+    try:
+        return _train(cfg, ctx, log if ctx.is_main else (lambda *_: None))
+    finally:
+        shutdown(ctx)
+
+
+def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> Path:
     torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed + ctx.rank)          # per-rank seeds (DDP broadcasts rank 0's weights)
     start_step, frames_seen = 0, 0
-    opt_state = None
+    opt_state, old_meta = None, {}
     if cfg.resume:
-        ck = read_checkpoint(cfg.resume)
-        model = build_model(ck["arch"], ck["min_depth"], ck["max_depth"])
-        load_weights(model, ck["state_dict"], source=cfg.resume)
+        path = cfg.resume_path()
+        model, ck = load_checkpoint(path)
+        if cfg.arch is not None and model.arch != cfg.arch:
+            raise ValueError(f"--resume {path} holds {model.arch!r}, not --arch {cfg.arch!r}")
         start_step = int(ck.get("training", {}).get("steps", 0))
         frames_seen = int(ck.get("training", {}).get("frames_seen", 0))
         opt_state = ck.get("training", {}).get("optimizer")
-        log(f"resuming {cfg.resume} at step {start_step}")
+        old_meta = ck.get("meta", {}) or {}
+        log(f"resuming {path} at step {start_step}")
     elif cfg.init:
-        model, info = load_checkpoint(cfg.init)
-        if model.arch != cfg.arch:
+        # Any weights the package opens: its checkpoints, monodepth2 folders, Depth Anything V2 files.
+        model, info = load_model(cfg.arch or "", cfg.init, cfg.min_depth, cfg.max_depth)
+        if cfg.arch is not None and model.arch != cfg.arch:
             raise ValueError(f"--init {cfg.init} holds {model.arch!r}, not --arch {cfg.arch!r}")
-        log(f"initialised from {cfg.init} (trained {info.get('training', {}).get('steps', '?')} steps)")
+        log(f"initialised {model.arch} from {cfg.init} (trained {info.get('training', {}).get('steps', '?')} steps)")
     else:
-        model = build_model(cfg.arch, cfg.min_depth, cfg.max_depth)
+        model = build_model(cfg.arch or "default", cfg.min_depth, cfg.max_depth)
+    device = ctx.device
+    model.to(device)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if opt_state is not None:
         optimizer.load_state_dict(opt_state)
 
     supervised = cfg.mode == "supervised"
-    drives = _load_drives(cfg.bags, cfg, need_depth=supervised, need_pose=not supervised, log=log)
-    val = _load_drives(cfg.val_bags, cfg, need_depth=True, need_pose=False, log=log) if cfg.val_bags else []
+    gt_poses = not supervised and cfg.poses == "ground-truth"
+    # Shard whole bags across ranks when there are enough; otherwise every rank reads every bag and takes
+    # every world-th frame. With a shared cache, rank 0 decodes first so that no two ranks write one file.
+    if len(cfg.bags) >= ctx.world:
+        my_bags, frame_shard = cfg.bags[ctx.rank::ctx.world], (0, 1)
+    else:
+        my_bags, frame_shard = list(cfg.bags), (ctx.rank, ctx.world)
+    serial = ctx.enabled and frame_shard[1] > 1 and cfg.cache_dir is not None
+    if serial and not ctx.is_main:
+        ctx.barrier()
+    t_load = time.monotonic()
+    drives = _load_drives(my_bags, cfg, need_depth=supervised, need_pose=gt_poses, log=log)
+    if serial and ctx.is_main:
+        ctx.barrier()
+    pairs = _ego_pairs(drives, cfg, log) if not supervised and not gt_poses else None
+    val, val_pairs = [], None
+    if cfg.val_bags and ctx.is_main:
+        val = _load_drives(cfg.val_bags, cfg, need_depth=supervised, need_pose=gt_poses, log=log)
+        val_pairs = _ego_pairs(val, cfg, log) if not supervised and not gt_poses else None
+    load_seconds = time.monotonic() - t_load
+    sampler_seed = cfg.seed + start_step + 7919 * ctx.rank
     if supervised:
-        sampler = SupervisedSampler(drives, cfg.batch_size, cfg.seed + start_step, cfg.augment)
+        sampler = SupervisedSampler(drives, cfg.batch_size, sampler_seed, cfg.augment, shard=frame_shard)
         loss_fn = SupervisedSILogLoss(model.min_depth, model.max_depth, cfg.silog_lambda)
     else:
-        sampler = SelfSupervisedSampler(drives, cfg.batch_size, cfg.frame_gap, cfg.seed + start_step, cfg.augment,
-                                        cfg.stereo)
+        sampler = SelfSupervisedSampler(drives, cfg.batch_size, cfg.frame_gap, sampler_seed, cfg.augment,
+                                        cfg.stereo, pairs=pairs, shard=frame_shard)
         loss_fn = SelfSupervisedLoss(model.min_depth, model.max_depth, cfg.smoothness_weight)
-    log(f"{cfg.mode} training of {model.arch} on {len(sampler)} samples, steps {start_step}..{cfg.steps}")
+    if isinstance(loss_fn, torch.nn.Module):
+        loss_fn.to(device)
+    rng = (old_meta.get("rng") or {})
+    if rng.get("world") == ctx.world and len(rng.get("ranks", ())) == ctx.world:
+        _set_rng_state(sampler, rng["ranks"][ctx.rank])
+        log("restored the samplers' random state")
+    elif cfg.resume and rng:
+        log(f"random state saved by {rng.get('world')} process(es), now {ctx.world}: reseeded")
+    n_samples = int(round(sum(ctx.all_reduce([float(len(sampler))]))))
+    where = f", {ctx.world} ranks ({ctx.backend} on {device.type})" if ctx.enabled else f" on {device}"
+    poses = "" if supervised else f", poses from {'ground truth' if gt_poses else 'ego-motion ' + cfg.egomotion}"
+    log(f"{cfg.mode} training of {model.arch} on {n_samples} samples{poses}{where}, "
+        f"steps {start_step}..{cfg.steps}")
+
+    net = model
+    if ctx.enabled:
+        import warnings
+
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        # Depthwise-conv weight gradients (C,1,k,k) differ from their bucket views only in the stride of a
+        # size-1 dimension: the same memory layout, so DDP's "may impair performance" warning is moot.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        loss_fn = _SyncedLoss(loss_fn, ctx)
 
     stats = StepStats()
-    meta = {"config": asdict(cfg), "history": []}
-
+    meta = {"config": asdict(cfg), "history": list(old_meta.get("history", [])),
+            "loss_curve": list(old_meta.get("loss_curve", [])),
+            "distributed": {"world_size": ctx.world, "backend": ctx.backend, "device": device.type}}
+    if pairs is not None:
+        meta["egomotion"] = {d.source: {"frames": len(d), "posed": len(p), "dropped": p.dropped,
+                                        "source": p.stats.get("egomotion_source")} for d, p in zip(drives, pairs)}
     camera = _training_camera(drives, (cfg.height, cfg.width))
+    losses: list[tuple[int, float]] = []
 
-    def save(step: int, path: str, with_optimizer: bool = True, half: bool = False) -> None:
+    def save(step: int, path: str, with_optimizer: bool = True, half: bool = False, collective: bool = True) -> None:
+        states = ctx.gather_objects(_rng_state(sampler)) if collective else [_rng_state(sampler)]
+        if not ctx.is_main:
+            return
+        meta["rng"] = {"world": len(states), "ranks": states}
+        meta["loss_curve"] = list(old_meta.get("loss_curve", [])) + _curve(losses)
         save_checkpoint(path, model, (cfg.height, cfg.width), optimizer if with_optimizer else None,
                         steps=step, frames_seen=frames_seen, meta=meta, half=half, canonical_camera=camera)
 
+    def val_loss() -> float | None:
+        """Mean training loss on fixed, unaugmented validation samples (same every time)."""
+        if supervised:
+            drv = [d for d in val if d.depths is not None]
+            vs = SupervisedSampler(drv, cfg.batch_size, seed=12345, augment=False) if drv else None
+            raw = loss_fn.loss_fn if isinstance(loss_fn, _SyncedLoss) else loss_fn
+        else:
+            vs = SelfSupervisedSampler(val, cfg.batch_size, cfg.frame_gap, seed=12345, augment=False,
+                                       stereo=cfg.stereo, pairs=val_pairs)
+            raw = loss_fn.loss_fn if isinstance(loss_fn, _SyncedLoss) else loss_fn
+        if vs is None:
+            return None
+        vals = []
+        with torch.no_grad():
+            for _ in range(max(1, math.ceil(cfg.val_frames / cfg.batch_size))):
+                if supervised:
+                    x, gt = _to(vs.sample(), device)
+                    loss, _ = raw(gt, model.forward_disps(x))
+                else:
+                    tgt, srcs, T, K = vs.sample()
+                    tgt, srcs, T, K = _to(tgt, device), _to(srcs, device), _to(T, device), _to(K, device)
+                    loss, _ = raw(tgt, srcs, T, K, model.forward_disps(tgt))
+                if bool(torch.isfinite(loss)):
+                    vals.append(float(loss))
+        return float(np.mean(vals)) if vals else None
+
     def validate(step: int) -> None:
-        if not val:
+        if not val or not ctx.is_main:
             return
-        acc = evaluate_frames(model, val, stride=max(1, len(val[0]) // max(1, cfg.val_frames)),
-                              max_frames=cfg.val_frames)
-        summary = acc.summary()
-        meta["history"].append({"step": step, "metrics": summary})
-        log(f"\nvalidation at step {step}:\n{format_markdown(summary)}")
+        model.eval()
+        entry = {"step": step, "val_loss": val_loss()}
+        if all(d.depths is not None for d in val):
+            # The metrics path runs on CPU tensors (as `mono-depth evaluate`): a CPU copy when training on GPU.
+            ev = model if device.type == "cpu" else copy.deepcopy(model).cpu()
+            acc = evaluate_frames(ev, val, stride=max(1, len(val[0]) // max(1, cfg.val_frames)),
+                                  max_frames=cfg.val_frames)
+            entry["metrics"] = acc.summary()
+        meta["history"].append(entry)
+        model.train()
+        vl = f"{entry['val_loss']:.4f}" if entry["val_loss"] is not None else "-"
+        log(f"\nvalidation at step {step}: loss {vl}"
+            + (f"\n{format_markdown(entry['metrics'])}" if "metrics" in entry else ""))
 
     bar = None
-    if cfg.progress:
+    if cfg.progress and ctx.is_main:
         from tqdm import tqdm
         bar = tqdm(total=cfg.steps, initial=start_step, desc=cfg.mode, dynamic_ncols=True)
     t0 = time.monotonic()
     ema = None
     step = start_step
+    stopped_by = "steps"
     try:
-        for step in range(start_step, cfg.steps):
+        while step < cfg.steps:
+            time_up = cfg.max_seconds is not None and time.monotonic() - t0 >= cfg.max_seconds
             for g in optimizer.param_groups:
                 g["lr"] = _lr_at(cfg, step)
+            before = _rng_state(sampler) if time_up or ctx.enabled else None
             if supervised:
-                image, gt = sampler.sample()
-                r = supervised_step(model, optimizer, loss_fn, image, gt, stats, cfg.grad_clip)
+                batch = _to(sampler.sample(), device)
             else:
-                tgt, srcs, poses, K = sampler.sample()
-                r = self_supervised_step(model, optimizer, loss_fn, tgt, srcs, poses, K, stats, cfg.grad_clip)
-            frames_seen += cfg.batch_size
-            if r.ok:
-                ema = r.loss if ema is None else 0.98 * ema + 0.02 * r.loss
+                tgt, srcs, T, K = sampler.sample()
+                batch = (_to(tgt, device), _to(srcs, device), _to(T, device), _to(K, device))
+            bad_input = not all_finite(*batch)
+            if ctx.enabled:   # all ranks agree to stop, or to skip a step any rank cannot take
+                bad_input, time_up = (v > 0 for v in ctx.all_reduce([float(bad_input), float(time_up)], "max"))
+            if time_up:   # this batch is not used: put the random state back, so a resume draws it again
+                _set_rng_state(sampler, before)
+                stopped_by = "max-seconds"
+                break
+            if bad_input:
+                r = StepResult(StepStatus.SKIPPED_NONFINITE_INPUT)
+                stats.add(r)
+            elif supervised:
+                r = supervised_step(net, optimizer, loss_fn, *batch, stats, cfg.grad_clip)
+            else:
+                r = self_supervised_step(net, optimizer, loss_fn, *batch, stats, cfg.grad_clip)
+            frames_seen += cfg.batch_size * ctx.world
+            step += 1
+            loss = loss_fn.mean if isinstance(loss_fn, _SyncedLoss) else r.loss
+            if r.ok and loss is not None:
+                losses.append((step, loss))
+                ema = loss if ema is None else 0.98 * ema + 0.02 * loss
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{ema:.4f}" if ema is not None else "-", skipped=stats.skipped)
-            done = step + 1
-            if cfg.val_every and done % cfg.val_every == 0:
-                validate(done)
-                model.train()
-            if cfg.save_every and done % cfg.save_every == 0:
-                save(done, cfg.out)
-        step = cfg.steps
+            if cfg.val_every and step % cfg.val_every == 0:
+                validate(step)
+            if cfg.save_every and step % cfg.save_every == 0:
+                save(step, cfg.out)
     except KeyboardInterrupt:
         log(f"interrupted at step {step}; saving {cfg.out}")
-        save(step, cfg.out)
+        save(step, cfg.out, collective=False)
         raise
     finally:
         if bar is not None:
             bar.close()
-    meta["train_seconds"] = round(time.monotonic() - t0, 1)
+    wall = time.monotonic() - t0
+    meta["train_seconds"] = round(wall, 1)
     meta["step_stats"] = dict(stats.counts)
-    if not cfg.val_every or cfg.steps % cfg.val_every:
-        validate(cfg.steps)
-    save(cfg.steps, cfg.out)
-    log(f"saved {cfg.out} after {cfg.steps} steps ({meta['train_seconds']}s, step outcomes {json.dumps(stats.counts)})")
-    if cfg.export:
-        save(cfg.steps, cfg.export, with_optimizer=False, half=cfg.export_half)
+    if not meta["history"] or meta["history"][-1]["step"] != step:
+        validate(step)
+    save(step, cfg.out)
+    done = step - start_step
+    log(f"saved {cfg.out} after {step} steps ({meta['train_seconds']}s, step outcomes {json.dumps(stats.counts)})")
+    if cfg.export and ctx.is_main:
+        save(step, cfg.export, with_optimizer=False, half=cfg.export_half, collective=False)
         log(f"exported weights-only checkpoint {cfg.export}")
+    if ctx.is_main:
+        report = {
+            "checkpoint": str(cfg.out), "mode": cfg.mode, "arch": model.arch,
+            "poses": None if supervised else cfg.poses, "bags": list(cfg.bags), "val_bags": list(cfg.val_bags),
+            "start_step": start_step, "end_step": step, "steps_this_run": done, "stopped_by": stopped_by,
+            "world_size": ctx.world, "backend": ctx.backend, "device": device.type, "batch_size_per_rank":
+            cfg.batch_size, "load_seconds": round(load_seconds, 2), "wall_seconds": round(wall, 2),
+            "steps_per_second": round(done / wall, 3) if wall > 0 else None,
+            "samples_per_second": round(done * cfg.batch_size * ctx.world / wall, 2) if wall > 0 else None,
+            "train_loss_final_ema": ema,
+            "train_loss_curve": list(old_meta.get("loss_curve", [])) + _curve(losses),
+            "validation": meta["history"], "step_outcomes": dict(stats.counts),
+            "egomotion": meta.get("egomotion"),
+        }
+        jpath, mpath = report_paths(cfg)
+        jpath.parent.mkdir(parents=True, exist_ok=True)
+        jpath.write_text(json.dumps(report, indent=1, default=float))
+        mpath.write_text(_markdown(report))
+        log(f"report: {jpath} and {mpath}")
     return Path(cfg.out)
+
+
+def _markdown(r: dict) -> str:
+    fmt = lambda v, f=".4f": format(v, f) if isinstance(v, (int, float)) else "-"
+    lines = [f"# Training report: {Path(r['checkpoint']).name}", "",
+             f"- mode: {r['mode']}" + (f", poses from {r['poses']}" if r["poses"] else "") + f"; network {r['arch']}",
+             f"- steps {r['start_step']} -> {r['end_step']} ({r['steps_this_run']} this run, stopped by {r['stopped_by']})",
+             f"- {r['world_size']} process(es), {r['backend'] or 'no process group'}, {r['device']}; "
+             f"batch {r['batch_size_per_rank']} per process",
+             f"- wall time {r['wall_seconds']} s training + {r['load_seconds']} s loading; "
+             f"{fmt(r['steps_per_second'], '.2f')} steps/s, {fmt(r['samples_per_second'], '.1f')} samples/s",
+             f"- final train loss (EMA): {fmt(r['train_loss_final_ema'])}",
+             f"- step outcomes: {', '.join(f'{k} {v}' for k, v in r['step_outcomes'].items())}"]
+    if r.get("egomotion"):
+        for bag, e in r["egomotion"].items():
+            lines.append(f"- ego-motion poses, {bag}: {e['posed']} of {e['frames']} frames (source {e['source']})")
+    curve = r["train_loss_curve"]
+    if curve:
+        k = max(1, len(curve) // 10)
+        lines += ["", "| step | train loss |", "|---:|---:|"] + [f"| {s} | {v:.4f} |" for s, v in curve[::k]]
+    if r["validation"]:
+        lines += ["", "| step | validation loss | AbsRel | a1 |", "|---:|---:|---:|---:|"]
+        for h in r["validation"]:
+            m = (h.get("metrics") or {}).get("raw", {}) if isinstance(h.get("metrics"), dict) else {}
+            lines.append(f"| {h['step']} | {fmt(h.get('val_loss'))} | {fmt(m.get('abs_rel'), '.3f')} | "
+                         f"{fmt(m.get('a1'), '.3f')} |")
+    return "\n".join(lines) + "\n"
