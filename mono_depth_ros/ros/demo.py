@@ -215,27 +215,19 @@ def _summary(args, out: Path, results: list[dict]) -> dict:
          "start": {d: results[0]["before"][d]["raw"]["abs_rel"] for d in ("A", "B")}}
     (out / "summary.json").write_text(json.dumps(s, indent=2))
 
-    def pm(key, fmt="{:.3f}"):
-        return f"{fmt.format(s[key]['mean'])} ± {fmt.format(s[key]['std'])}"
-
+    rows = ((f"held-out B AbsRel (start {s['start']['B']:.3f})", "B_abs_rel", "{:.3f}"),
+            ("held-out B scale median(gt/pred)", "B_scale", "{:.3f}"),
+            (f"held-out A AbsRel (start {s['start']['A']:.3f})", "A_abs_rel", "{:.3f}"),
+            ("held-out A change", "A_change", "{:+.1%}"),
+            ("adaptation steps", "adapt_steps", "{:.0f}"),
+            ("steps/s over the drive", "adapt_steps_per_s", "{:.2f}"),
+            ("share of moving frames learned from", "learned_share", "{:.0%}"),
+            ("frames dropped", "frames_dropped", "{:.0f}"))
     lines = [f"## {s['runs']} runs, {s['step']} step (SYNTHETIC drives, metric depth: no median scaling)", "",
-             "| | mean ± std over runs | runs |", "|---|---|---|",
-             f"| held-out B AbsRel (start {s['start']['B']:.3f}) | {pm('B_abs_rel')} | "
-             + ", ".join(f"{v:.3f}" for v in s["B_abs_rel"]["runs"]) + " |",
-             f"| held-out B scale median(gt/pred) | {pm('B_scale')} | "
-             + ", ".join(f"{v:.3f}" for v in s["B_scale"]["runs"]) + " |",
-             f"| held-out A AbsRel (start {s['start']['A']:.3f}) | {pm('A_abs_rel')} | "
-             + ", ".join(f"{v:.3f}" for v in s["A_abs_rel"]["runs"]) + " |",
-             f"| held-out A change | {pm('A_change', '{:+.1%}')} | "
-             + ", ".join(f"{v:+.1%}" for v in s["A_change"]["runs"]) + " |",
-             f"| adaptation steps | {pm('adapt_steps', '{:.0f}')} | "
-             + ", ".join(f"{v:.0f}" for v in s["adapt_steps"]["runs"]) + " |",
-             f"| steps/s over the drive | {pm('adapt_steps_per_s', '{:.2f}')} | "
-             + ", ".join(f"{v:.2f}" for v in s["adapt_steps_per_s"]["runs"]) + " |",
-             f"| share of moving frames learned from | {pm('learned_share', '{:.0%}')} | "
-             + ", ".join(f"{v:.0%}" for v in s["learned_share"]["runs"]) + " |",
-             f"| frames dropped | {pm('frames_dropped', '{:.0f}')} | "
-             + ", ".join(f"{v:.0f}" for v in s["frames_dropped"]["runs"]) + " |"]
+             "| | mean ± std over runs | runs |", "|---|---|---|"]
+    for label, key, fmt in rows:
+        lines.append(f"| {label} | {fmt.format(s[key]['mean'])} ± {fmt.format(s[key]['std'])} | "
+                     + ", ".join(fmt.format(v) for v in s[key]["runs"]) + " |")
     text = "\n".join(lines)
     (out / "summary.md").write_text("# mono_depth_ros demo, repeated (SYNTHETIC data)\n\n" + text + "\n")
     print("\n" + text)
