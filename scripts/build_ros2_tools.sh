@@ -16,6 +16,8 @@
 # them builds anew; nothing else does. It is built in place under a lock (flock); env.sh, written last, marks
 # a complete build, and an incomplete one is built again.
 set -euo pipefail
+# It only builds; anything it starts stays on loopback like every script of the project.
+export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 src="${MONO_DEPTH_ROS2_SRC:-$root/../shared/ros2-src}"
 log() { printf '[ros2-tools] %s\n' "$*" >&2; }
