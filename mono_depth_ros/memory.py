@@ -17,11 +17,10 @@ import ctypes
 import ctypes.util
 import functools
 import os
-import threading
 import time
 from typing import Callable
 
-__all__ = ["release_free_heap", "resident_mb", "HeapTrimPolicy", "lower_thread_priority"]
+__all__ = ["release_free_heap", "resident_mb", "HeapTrimPolicy"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -99,14 +98,3 @@ class HeapTrimPolicy:
         self.level_mb = max(self.level_mb, self._rss())
         return True
 
-
-def lower_thread_priority(nice: int = 10) -> bool:
-    """Raise the calling thread's nice value (Linux threads have their own): background work such as
-    the adaptation steps then yields the CPU to serving threads when both want it. False where the
-    OS has no per-thread priority or refuses."""
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
-    except (AttributeError, OSError):
-        return False
-    return True

@@ -30,7 +30,7 @@ from mono_depth_ros.conventions import Topics
 from mono_depth_ros.egomotion import EgoMotionConfig, GatingConfig
 from mono_depth_ros.egomotion.samples import stamp_to_ns
 from mono_depth_ros.metrics import compute_depth_metrics
-from mono_depth_ros.memory import HeapTrimPolicy, lower_thread_priority
+from mono_depth_ros.memory import HeapTrimPolicy
 from mono_depth_ros.tf_buffer import TfError
 
 from .tf import TF_QOS
@@ -197,7 +197,6 @@ class NodeAdaptation:
     # ------------------------------------------------------------ thread
     def _run(self) -> None:
         torch.set_num_threads(self.node.cfg.adapt_threads)
-        lower_thread_priority()  # serving first: the scheduler prefers inference and the executor
         while not self._stop.is_set():
             with self._cv:
                 if self._credits < 1.0:

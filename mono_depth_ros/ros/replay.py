@@ -26,7 +26,7 @@ log = logging.getLogger("mono_depth_ros.replay")
 CLOCK_SOURCES = ("record", "header")
 
 #: Pause after the first subscriber appears, before the first message (see --wait-subscribers).
-DISCOVERY_SETTLE_S = 0.5
+DISCOVERY_SETTLE_S = 1.5   # loopback discovery took > 0.5 s on a loaded 2-core machine (first messages lost)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
