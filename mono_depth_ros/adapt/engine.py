@@ -33,7 +33,7 @@ import random
 import threading
 import time
 from collections import OrderedDict, deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 import cv2
@@ -44,6 +44,7 @@ from mono_depth_ros.conventions import scale_intrinsics
 from mono_depth_ros.learning.step import StepStatus, guarded_step
 from mono_depth_ros.losses import SCALE_MODES, FastSelfSupervisedLoss, SelfSupervisedLoss
 from mono_depth_ros.models import DepthNet
+from mono_depth_ros.options import option
 
 __all__ = ["AdaptConfig", "Triplet", "ReplayBuffer", "AdaptationEngine", "StepReport", "STEP_KINDS"]
 
@@ -55,15 +56,20 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class AdaptConfig:
-    """Adaptation settings (the node maps its ``adapt_*`` parameters onto these)."""
+    """Adaptation settings. Fields with an :func:`~mono_depth_ros.options.option` are node parameters
+    (``adapt_*``) and ``mono-depth adapt`` options, derived in :mod:`mono_depth_ros.settings`."""
 
-    lr: float = 3e-4
+    lr: float = option(3e-4, "adapt_lr", "adaptation learning rate (Adam)", range=(1e-7, 1.0), cli="--lr")
     train_height: int = 96
     train_width: int = 320
     replay_capacity: int = 300
-    replay_per_step: int = 3
+    replay_per_step: int = option(3, "adapt_replay_per_step", "replayed samples mixed into each step (CoMoDA: 3)",
+                                  range=(0, 16), read_only="sets the training batch size", cli="--replay-per-step")
     regularization: float = 0.0          # L2 pull toward the starting weights (parameter space)
-    anchor_weight: float = 0.3           # keep the starting depth on source-domain anchor images (function space)
+    # Keep the starting depth on source-domain anchor images (function space).
+    anchor_weight: float = option(0.3, "adapt_anchor_weight", "weight of the anchor (distillation) term; 0 = off",
+                                  range=(0.0, 100.0), read_only="anchor images are loaded (or not) at start",
+                                  cli="--anchor-weight")
     anchor_per_step: int = 2             # anchor images per step
     swap_every: int = 5                  # serving weights refreshed every N healthy steps
     good_every: int = 5                  # last-good snapshot every N healthy steps
@@ -87,11 +93,20 @@ class AdaptConfig:
     # frames, every scale upsampled to full resolution, anchors in a forward of their own).
     # Crops keep the full height by default: a monocular network reads depth from a pixel's row
     # (the ground plane), and random vertical offsets taught it wrong rows (docs/learning.md).
-    step: str = "fast"
-    crop_width: int = 192                # 0 or >= train_width: whole width
-    crop_height: int = 0                 # 0 or >= train_height: whole height
-    scale_mode: str = "native"           # losses.SCALE_MODES
-    num_scales: int = 4
+    step: str = option("fast", "adapt_step", "training step: fast (random crops at full resolution, each loss "
+                       "scale at its own resolution; docs/learning.md) or reference (release 0.2's step: whole "
+                       "frames, every scale upsampled to full resolution, ~8x slower)", choices=STEP_KINDS,
+                       read_only="the loss and the served weight average are built at start", cli="--step")
+    crop_width: int = option(192, "adapt_crop_width", "fast step: width of the random training crop (multiple of 32; "
+                             "Depth Anything V2: rounded down to 14s; 0 or >= the training width = whole width)",
+                             range=(0, 2048), step=2, read_only="sets the training tensor shape")
+    crop_height: int = option(0, "adapt_crop_height", "fast step: height of the random training crop (multiple of 32; "
+                              "Depth Anything V2: rounded down to 14s; 0 or >= the training height = whole height, "
+                              "the default: depth is read from a pixel's row)", range=(0, 2048), step=2,
+                              read_only="sets the training tensor shape")
+    scale_mode: str = option("native", None, "fast step: score each scale at its own resolution (native) or "
+                             "upsampled (monodepth2)", choices=SCALE_MODES, cli="--scale-mode")
+    num_scales: int = option(4, None, "loss scales used", choices=(1, 2, 3, 4), cli="--scales")
     size_multiple: int = 32              # the network's DepthNet.size_multiple (14 for Depth Anything V2)
     # Fast step: what is served (and saved) is an exponential moving average of the trained weights
     # (decay per step; 0 = the trained weights themselves, as the reference step does). Hundreds of
@@ -555,6 +570,16 @@ class AdaptationEngine:
                     "learning rate now %.2g", reason, self.counters.rollbacks, self.lr)
 
     # --------------------------------------------------------------- control
+    def set_lr(self, lr: float) -> None:
+        """New base learning rate (the node's ``adapt_lr`` at runtime): used from the next step on, and the
+        base that rollbacks halve from and ``reset_to_initial`` returns to. Any thread."""
+        cfg = replace(self.cfg, lr=float(lr))    # AdaptConfig checks the range
+        with self._train_lock:
+            self.cfg = cfg
+            self.lr = cfg.lr
+            for group in self.optimizer.param_groups:
+                group["lr"] = cfg.lr
+
     def reset_to_initial(self) -> None:
         """Forget everything learned: initial weights for training and serving."""
         with self._train_lock:
