@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -24,34 +23,20 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from mono_depth_ros.egomotion import GatingConfig
+    """The options; those shared with the node (``--lr`` = ``adapt_lr``, ...) are derived from the settings
+    dataclasses (defaults, ranges, choices, help: :func:`mono_depth_ros.settings.add_cli_arguments`)."""
+    from mono_depth_ros.adapt import AdaptConfig
+    from mono_depth_ros.egomotion import EgoMotionConfig, GatingConfig
+    from mono_depth_ros.settings import AdaptationSettings, add_cli_arguments
     p.add_argument("bag", type=Path, nargs="+", help="rosbag2 drive(s) with images, camera_info and motion")
     p.add_argument("--out", type=Path, required=True, help="adapted checkpoint to write (.pt)")
     p.add_argument("--checkpoint", default="", help="starting weights (default: the shipped weights)")
-    p.add_argument("--lr", type=float, default=3e-4, help="learning rate")
-    p.add_argument("--steps-per-frame", type=float, default=1.0,
-                   help="training steps per camera frame; fractions spread steps over frames (0.1 = one step "
-                        "every 10 frames), like the node's adapt_steps_per_frame")
-    p.add_argument("--replay-per-step", type=int, default=3, help="replayed samples mixed into each step")
     p.add_argument("--train-size", default="", help="training resolution HxW (multiples of 32); default: the "
                                                       "checkpoint's input size, like the node")
-    p.add_argument("--step", choices=("fast", "reference"), default="fast",
-                   help="training step: fast (random crops, native-resolution scales; the node's default) or "
-                        "reference (release 0.2's step: whole frames, every scale upsampled)")
-    p.add_argument("--crop", default="0x192", help="fast step: random crop HxW of the training frames "
-                   "(multiples of 32; 0 = whole height / width; default: whole height, 192 wide, like the node)")
-    p.add_argument("--scales", type=int, default=4, choices=(1, 2, 3, 4), help="loss scales used")
-    p.add_argument("--scale-mode", choices=("native", "upsampled"), default="native",
-                   help="fast step: score each scale at its own resolution (native) or upsampled (monodepth2)")
-    p.add_argument("--min-translation", type=float, default=GatingConfig.min_translation_m,
-                   help="minimum motion between frames [m]")
-    p.add_argument("--max-rotation", type=float, default=round(math.degrees(GatingConfig.max_rotation_rad), 6),
-                   help="largest rotation between frames [deg] (raise it for hand-held or slowly turning cameras)")
-    p.add_argument("--egomotion", default="odom,tf,imu_gps,imu_speed", help="ego-motion source priority")
-    p.add_argument("--anchor", default="auto", help="source-domain anchor images: auto (synthetic_A for the "
-                   "shipped weights, none for your own --checkpoint), synthetic_A, none, or a folder of png/jpg "
-                   "images of your training data")
-    p.add_argument("--anchor-weight", type=float, default=0.3, help="weight of the anchor (distillation) term")
+    p.add_argument("--crop", default=f"{AdaptConfig.crop_height}x{AdaptConfig.crop_width}",
+                   help="fast step: random crop HxW of the training frames (multiples of 32; 0 = whole height / "
+                        "width; default: the node's adapt_crop_height x adapt_crop_width)")
+    add_cli_arguments(p, AdaptationSettings, AdaptConfig, GatingConfig, EgoMotionConfig)
     p.add_argument("--eval-every", type=int, default=5, help="prequential metric every N frames (0 = off)")
     p.add_argument("--report", type=Path, default=None, help="folder for report.json and curves.png "
                                                               "(default: next to --out)")
@@ -195,23 +180,21 @@ def main(args: argparse.Namespace) -> int:
     from mono_depth_ros.adapt import AdaptConfig, CheckpointStore
     from mono_depth_ros.checkpoint import CheckpointError
     from mono_depth_ros.egomotion import EgoMotionConfig, GatingConfig
+    from mono_depth_ros.settings import AdaptationSettings, from_cli
 
     logging.basicConfig(level=logging.WARNING, format="[adapt] %(message)s")
     try:
         model, input_size, start = load_start(args.checkpoint)
         h, w = parse_size(args.train_size) if args.train_size else input_size
         ch, cw = parse_size(args.crop) if args.crop not in ("", "0") else (0, 0)
-        adapt_cfg = AdaptConfig(lr=args.lr, train_height=h, train_width=w, replay_per_step=args.replay_per_step,
-                                anchor_weight=args.anchor_weight, step=args.step, crop_height=ch, crop_width=cw,
-                                scale_mode=args.scale_mode, num_scales=args.scales)
+        adapt_cfg = from_cli(AdaptConfig, args, train_height=h, train_width=w, crop_height=ch, crop_width=cw)
+        run = from_cli(AdaptationSettings, args)        # --steps-per-frame, --anchor
+        ego_cfg = from_cli(EgoMotionConfig, args)
+        gating = from_cli(GatingConfig, args)
         from .anchors import load_anchor_images, resolve_anchor
-        anchor, why = resolve_anchor(args.anchor, args.checkpoint)
+        anchor, why = resolve_anchor(run.anchor, args.checkpoint)
         print(f"anchor: {anchor} ({why})")
         anchors = load_anchor_images(anchor)
-        ego_cfg = EgoMotionConfig(priority=tuple(s.strip() for s in args.egomotion.split(",") if s.strip()))
-        if not 0 < args.max_rotation <= 180:
-            raise ValueError(f"--max-rotation must be in (0, 180] degrees, got {args.max_rotation}")
-        gating = GatingConfig(min_translation_m=args.min_translation, max_rotation_rad=math.radians(args.max_rotation))
         for b in args.bag:
             if not Path(b).exists():
                 raise FileNotFoundError(f"bag not found: {b}")
@@ -219,7 +202,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"mono-depth adapt: error: {exc}")
         return 2
     t0 = time.monotonic()
-    feed, curve = adapt_bag(args.bag, model, input_size, adapt_cfg, ego_cfg, gating, args.steps_per_frame,
+    feed, curve = adapt_bag(args.bag, model, input_size, adapt_cfg, ego_cfg, gating, run.steps_per_frame,
                             args.eval_every, not args.quiet, anchors)
     wall = time.monotonic() - t0
     stats = feed.stats()
