@@ -8,10 +8,10 @@ serving network, and persists them.
 """
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import OrderedDict, deque
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -22,12 +22,11 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, Imu, NavSatFix
 from std_srvs.srv import SetBool, Trigger
 
-from mono_depth_ros.adapt import AdaptConfig, CheckpointStore
+from mono_depth_ros.adapt import CheckpointStore
 from mono_depth_ros.adapt.anchors import load_anchor_images, resolve_anchor
 from mono_depth_ros.adapt.feed import AdaptationFeed
 from mono_depth_ros.checkpoint import CheckpointError
 from mono_depth_ros.conventions import Topics
-from mono_depth_ros.egomotion import EgoMotionConfig, GatingConfig
 from mono_depth_ros.egomotion.samples import stamp_to_ns
 from mono_depth_ros.metrics import compute_depth_metrics
 from mono_depth_ros.memory import HeapTrimPolicy
@@ -83,17 +82,12 @@ class NodeAdaptation:
                 anchors = load_anchor_images(anchor)
             except ValueError as exc:
                 raise ValueError(f"parameter 'adapt_anchor': {exc}") from None
-        self.feed = AdaptationFeed(
-            predictor.model,
-            AdaptConfig(lr=cfg.adapt_lr, train_height=th, train_width=tw, replay_per_step=cfg.adapt_replay_per_step,
-                        anchor_weight=cfg.adapt_anchor_weight, step=cfg.adapt_step,
-                        crop_width=cfg.adapt_crop_width // mult * mult, crop_height=cfg.adapt_crop_height // mult * mult,
-                        size_multiple=mult),
-            EgoMotionConfig(priority=tuple(s.strip() for s in cfg.egomotion_sources.split(",") if s.strip()),
-                            odom_frame=cfg.odom_frame, base_frame=cfg.base_frame),
-            GatingConfig(min_translation_m=cfg.adapt_min_translation,
-                         max_rotation_rad=math.radians(cfg.adapt_max_rotation)),
-            on_weights=predictor.swap_state, anchors=anchors)
+        settings = cfg.settings()   # parameters -> AdaptConfig, EgoMotionConfig, GatingConfig (mono_depth_ros.settings)
+        adapt_cfg = replace(settings.adapt, train_height=th, train_width=tw, size_multiple=mult,
+                            crop_width=settings.adapt.crop_width // mult * mult,
+                            crop_height=settings.adapt.crop_height // mult * mult)
+        self.feed = AdaptationFeed(predictor.model, adapt_cfg, settings.egomotion, settings.gating,
+                                   on_weights=predictor.swap_state, anchors=anchors)
         self.engine = self.feed.engine
         self.engine.initial = initial_state  # "reset" goes back to the configured weights, not a resumed state
         self.engine.enabled = cfg.adapt
@@ -247,6 +241,15 @@ class NodeAdaptation:
         self.last_save_path = str(path)
         self.node.get_logger().info(f"checkpoint saved ({reason}): {path}")
         return str(path)
+
+    # ------------------------------------------------------ runtime settings
+    def set_enabled(self, enabled: bool) -> None:
+        """Adapt (True) or only serve (False): the node's ``adapt`` parameter at runtime. Any thread."""
+        self.engine.enabled = bool(enabled)
+
+    def set_lr(self, lr: float) -> None:
+        """New base learning rate (the node's ``adapt_lr`` at runtime); ValueError outside (0, 1]."""
+        self.engine.set_lr(lr)
 
     def _srv_save(self, request, response):
         path = self.save(reason="requested")

@@ -167,6 +167,17 @@ class DepthNode(Node):
 
     # --------------------------------------------------------------- config
     def _set_cfg(self, cfg: P.NodeConfig) -> None:
+        """Apply a validated runtime parameter change (executor thread).
+
+        Read-only parameters never arrive here (rclpy refuses them, and their descriptions say why).
+        The output, throttle and pacing parameters are read from ``self.cfg`` at each use; the
+        adaptation's state is pushed to it. A ValueError refuses the change (``self.cfg`` unchanged).
+        """
+        old = self.cfg
+        if cfg.adapt_lr != old.adapt_lr:
+            self.adaptation.set_lr(cfg.adapt_lr)
+        if cfg.adapt != old.adapt:
+            self.adaptation.set_enabled(cfg.adapt)
         self.cfg = cfg
 
     # ------------------------------------------------------------ callbacks
