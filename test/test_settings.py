@@ -219,6 +219,11 @@ def test_every_parameter_changes_at_runtime_or_is_refused_as_read_only(tmp_path)
         assert (c.height, c.width) == (math.ceil(h / 4), math.ceil(w / 4))
         r = node.set_parameters([Parameter("adapt", value=True)])[0]
         assert r.successful and engine.enabled is True
+        # The ~/set_adaptation service and the `adapt` parameter are one switch.
+        from std_srvs.srv import SetBool
+        node.adaptation._srv_enable(SetBool.Request(data=False), SetBool.Response())
+        assert engine.enabled is False and node.get_parameter("adapt").value is False and not node.cfg.adapt
+        assert node.set_parameters([Parameter("adapt", value=True)])[0].successful and engine.enabled is True
         # Refused values leave everything as it was: the engine keeps its learning rate.
         r = node.set_parameters([Parameter("adapt_lr", value=2.0)])[0]
         assert not r.successful and "adapt_lr" in r.reason and engine.lr == 1e-4
@@ -231,3 +236,12 @@ def test_every_parameter_changes_at_runtime_or_is_refused_as_read_only(tmp_path)
         node.destroy_node()
         peer.destroy_node()
         rclpy.shutdown(context=ctx)
+
+
+def test_shipped_params_file_lists_every_parameter_at_its_default():
+    """config/mono_depth.yaml restates the defaults for users; it must not drift from the dataclasses."""
+    import yaml
+    values = yaml.safe_load((ROOT / "config" / "mono_depth.yaml").read_text())["/**"]["ros__parameters"]
+    assert set(values) == set(S.BY_NAME)
+    drift = {k: (v, S.BY_NAME[k].default) for k, v in values.items() if v != S.BY_NAME[k].default}
+    assert not drift, drift

@@ -258,7 +258,9 @@ class NodeAdaptation:
         return response
 
     def _srv_enable(self, request, response):
-        self.engine.enabled = bool(request.data)
+        # Through the `adapt` parameter (DepthNode._set_cfg calls set_enabled), so the two never disagree.
+        from rclpy.parameter import Parameter
+        self.node.set_parameters([Parameter("adapt", value=bool(request.data))])
         response.success = True
         response.message = f"adaptation {'enabled' if request.data else 'disabled'}"
         self.node.get_logger().info(response.message)
