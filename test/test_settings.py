@@ -245,3 +245,36 @@ def test_shipped_params_file_lists_every_parameter_at_its_default():
     assert set(values) == set(S.BY_NAME)
     drift = {k: (v, S.BY_NAME[k].default) for k, v in values.items() if v != S.BY_NAME[k].default}
     assert not drift, drift
+
+
+@pytest.mark.ros
+def test_adapt_cannot_be_switched_on_where_the_node_started_without_it(tmp_path):
+    """Started with adapt: false, the shipped weights serve through the canonical-camera conversion and no
+    anchors are loaded: switching adaptation on is refused with that reason, by parameter and by service."""
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.parameter import Parameter
+    from std_srvs.srv import SetBool
+
+    from mono_depth_ros.ros.depth_node import DepthNode
+
+    ctx = Context()
+    rclpy.init(context=ctx)
+    overrides = [Parameter("adapt", value=False), Parameter("input_width", value=320),
+                 Parameter("input_height", value=96), Parameter("inference_backend", value="eager"),
+                 Parameter("resume", value=False), Parameter("checkpoint_dir", value=str(tmp_path / "ck"))]
+    node = DepthNode("settings_probe_off", context=ctx, parameter_overrides=overrides)
+    try:
+        r = node.set_parameters([Parameter("adapt", value=True)])[0]
+        assert not r.successful and "started with adapt: false" in r.reason and "anchor" in r.reason, r.reason
+        assert node.adaptation.engine.enabled is False and node.cfg.adapt is False
+        assert node.get_parameter("adapt").value is False
+        resp = node.adaptation._srv_enable(SetBool.Request(data=True), SetBool.Response())
+        assert not resp.success and "started with adapt: false" in resp.message
+        assert node.adaptation.engine.enabled is False
+        # Everything else still changes at runtime.
+        assert node.set_parameters([Parameter("point_stride", value=3)])[0].successful and node.cfg.point_stride == 3
+    finally:
+        node.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)

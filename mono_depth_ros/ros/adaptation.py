@@ -82,6 +82,15 @@ class NodeAdaptation:
                 anchors = load_anchor_images(anchor)
             except ValueError as exc:
                 raise ValueError(f"parameter 'adapt_anchor': {exc}") from None
+        # What switching adaptation on later could not undo (the `adapt` parameter / ~/set_adaptation refuse it).
+        missing = []
+        if not cfg.adapt:
+            if cfg.adapt_anchor_weight > 0 and resolve_anchor(cfg.adapt_anchor, cfg.checkpoint)[0] != "none":
+                missing.append("no anchor images were loaded")
+            if getattr(predictor, "canonical", None) is not None:
+                missing.append("depth is served through the canonical-camera conversion")
+        self._cannot_enable = (f"parameter 'adapt': the node started with adapt: false, so {' and '.join(missing)}; "
+                               f"restart it with adapt: true to adapt") if missing else ""
         settings = cfg.settings()   # parameters -> AdaptConfig, EgoMotionConfig, GatingConfig (mono_depth_ros.settings)
         adapt_cfg = replace(settings.adapt, train_height=th, train_width=tw, size_multiple=mult,
                             crop_width=settings.adapt.crop_width // mult * mult,
@@ -244,7 +253,10 @@ class NodeAdaptation:
 
     # ------------------------------------------------------ runtime settings
     def set_enabled(self, enabled: bool) -> None:
-        """Adapt (True) or only serve (False): the node's ``adapt`` parameter at runtime. Any thread."""
+        """Adapt (True) or only serve (False): the node's ``adapt`` parameter at runtime. Any thread.
+        ValueError (the change is refused) when the node started without adaptation and cannot add it."""
+        if enabled and self._cannot_enable:
+            raise ValueError(self._cannot_enable)
         self.engine.enabled = bool(enabled)
 
     def set_lr(self, lr: float) -> None:
@@ -260,9 +272,10 @@ class NodeAdaptation:
     def _srv_enable(self, request, response):
         # Through the `adapt` parameter (DepthNode._set_cfg calls set_enabled), so the two never disagree.
         from rclpy.parameter import Parameter
-        self.node.set_parameters([Parameter("adapt", value=bool(request.data))])
-        response.success = True
-        response.message = f"adaptation {'enabled' if request.data else 'disabled'}"
+        result = self.node.set_parameters([Parameter("adapt", value=bool(request.data))])[0]
+        response.success = result.successful
+        response.message = (f"adaptation {'enabled' if request.data else 'disabled'}" if result.successful
+                            else result.reason)
         self.node.get_logger().info(response.message)
         return response
 
