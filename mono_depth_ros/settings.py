@@ -37,7 +37,6 @@ __all__ = ["InferenceSettings", "InputSettings", "OutputSettings", "AdaptationSe
 CHECKPOINT_ROOT = "~/.ros/mono_depth_ros"
 
 _SHAPE = "sets the network's tensor shapes"
-_START = "read once at start"
 
 
 def checkpoint_dir_for(fully_qualified_name: str) -> str:
@@ -62,7 +61,8 @@ class InferenceSettings:
     """The serving network."""
 
     model: str = option("default", "model", "network architecture; the checkpoint file decides where it can (see "
-                        "docs: Use your own network)", choices=MODEL_CHOICES, read_only="the network is loaded at start")
+                        "docs: Use your own network)", choices=MODEL_CHOICES,
+                        read_only="the network is loaded at start")
     checkpoint: str = option("", "checkpoint", "checkpoint file to load; empty = the package's shipped weights",
                              read_only="the network is loaded at start")
     device: str = option("cpu", "device", "torch device for inference: cpu, cuda or auto (cuda when available)",
@@ -208,6 +208,7 @@ def _walk(cls, path: tuple[str, ...] = ()) -> list[ParamSpec]:
 PARAMS: tuple[ParamSpec, ...] = tuple(_walk(NodeSettings))
 BY_NAME: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
 assert len(BY_NAME) == len(PARAMS), "two settings declare the same parameter name"
+assert all(len(p.path) == 2 for p in PARAMS), "parameters live one level down: NodeSettings.<part>.<field>"
 
 
 class ConfigError(ValueError):
