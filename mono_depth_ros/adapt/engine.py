@@ -572,7 +572,8 @@ class AdaptationEngine:
     # --------------------------------------------------------------- control
     def set_lr(self, lr: float) -> None:
         """New base learning rate (the node's ``adapt_lr`` at runtime): used from the next step on, and the
-        base that rollbacks halve from and ``reset_to_initial`` returns to. Any thread."""
+        base that rollbacks halve from and ``reset_to_initial`` returns to. Any thread; waits for the step in
+        progress (under the training lock, so a rollback cannot overwrite it). ValueError outside (0, 1]."""
         cfg = replace(self.cfg, lr=float(lr))    # AdaptConfig checks the range
         with self._train_lock:
             self.cfg = cfg
