@@ -85,7 +85,7 @@ class NodeAdaptation:
         # What switching adaptation on later could not undo (the `adapt` parameter / ~/set_adaptation refuse it).
         missing = []
         if not cfg.adapt:
-            if cfg.adapt_anchor_weight > 0 and resolve_anchor(cfg.adapt_anchor, cfg.checkpoint)[0] != "none":
+            if cfg.adapt_anchor_weight > 0 and resolve_anchor(cfg.adapt_anchor, cfg.checkpoint)[0] not in ("", "none"):
                 missing.append("no anchor images were loaded")
             if getattr(predictor, "canonical", None) is not None:
                 missing.append("depth is served through the canonical-camera conversion")

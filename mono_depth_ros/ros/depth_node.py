@@ -174,10 +174,10 @@ class DepthNode(Node):
         adaptation's state is pushed to it. A ValueError refuses the change (``self.cfg`` unchanged).
         """
         old = self.cfg
+        if cfg.adapt != old.adapt:
+            self.adaptation.set_enabled(cfg.adapt)     # may refuse: first, so nothing else has changed yet
         if cfg.adapt_lr != old.adapt_lr:
             self.adaptation.set_lr(cfg.adapt_lr)
-        if cfg.adapt != old.adapt:
-            self.adaptation.set_enabled(cfg.adapt)
         self.cfg = cfg
 
     # ------------------------------------------------------------ callbacks
