@@ -266,7 +266,7 @@ def test_adapt_cannot_be_switched_on_where_the_node_started_without_it(tmp_path)
     node = DepthNode("settings_probe_off", context=ctx, parameter_overrides=overrides)
     try:
         r = node.set_parameters([Parameter("adapt", value=True)])[0]
-        assert not r.successful and "started with adapt: false" in r.reason and "anchor" in r.reason, r.reason
+        assert not r.successful and "started with adapt: false" in r.reason and "canonical" in r.reason, r.reason
         assert node.adaptation.engine.enabled is False and node.cfg.adapt is False
         assert node.get_parameter("adapt").value is False
         resp = node.adaptation._srv_enable(SetBool.Request(data=True), SetBool.Response())
