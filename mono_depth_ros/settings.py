@@ -83,6 +83,9 @@ class InferenceSettings:
     inference_backend: str = option("auto", "inference_backend", "auto = onnxruntime if installed (fastest on "
                                     "CPU), else torchscript", choices=("auto", "onnxruntime", "torchscript", "eager"),
                                     read_only="the inference session is built at start")
+    metric_scale: str = option("auto", "metric_scale", "scale (and shift) of relative depth estimated online from "
+                               "the metric ego-motion: auto = for relative networks (output_kind), online = also "
+                               "for metric ones, off = never (docs/backends.md)", choices=("auto", "online", "off"))
 
 
 @dataclass(frozen=True)

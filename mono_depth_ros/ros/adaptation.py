@@ -126,6 +126,7 @@ class NodeAdaptation:
         self._step_times: deque[float] = deque(maxlen=50)
         self._group = MutuallyExclusiveCallbackGroup()
         self._subs: list = []
+        self._egomotion_wanted = False  # H4: another part (the metric scale) needs the poses, adapting or not
         node.create_service(Trigger, "~/save_checkpoint", self._srv_save, callback_group=self._group)
         node.create_service(SetBool, "~/set_adaptation", self._srv_enable, callback_group=self._group)
         node.create_service(Trigger, "~/reset_weights", self._srv_reset, callback_group=self._group)
@@ -140,12 +141,22 @@ class NodeAdaptation:
     # ------------------------------------------------------------ control
     def set_enabled(self, on: bool) -> None:
         """Adapt (True) or only serve (False): the ``adapt`` parameter at runtime (executor). The ego-motion
-        subscriptions exist only while adapting. ValueError (the change is refused) when the node started
+        subscriptions exist only while adapting (or while the metric scale needs them). ValueError (the change is refused) when the node started
         without adaptation and cannot add it."""
         on = bool(on)
         if on and self._cannot_enable:
             raise ValueError(self._cannot_enable)
         self.session.set_enabled(on)
+        self._subscribe(on or self._egomotion_wanted)  # H4
+
+    def want_egomotion(self, on: bool) -> None:
+        """H4: keep the ego-motion subscriptions while another part (the metric scale) needs the
+        poses, adapting or not (executor, or the constructor's thread)."""
+        self._egomotion_wanted = bool(on)
+        self._subscribe(self.engine.enabled or self._egomotion_wanted)
+
+    def _subscribe(self, on: bool) -> None:
+        """The ego-motion subscriptions into the session: made (on) or destroyed (off)."""
         if on and not self._subs:
             n, g = self._node, self._group
             self._subs = [

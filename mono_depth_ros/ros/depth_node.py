@@ -40,6 +40,7 @@ from . import params as P
 from .conversions import (InputError, camera_info_to_K, compressed_to_rgb, depth_to_msg, image_to_rgb,
                           points_to_cloud, rgb_to_msg, scaled_camera_info, stamp_to_ns)
 from .adaptation import NodeAdaptation, resume_state
+from .metric_scale import NodeMetricScale  # H4: relative -> metric online
 from .problems import ProblemReporter
 from .tf import TfSource
 
@@ -145,6 +146,7 @@ class DepthNode(Node):
         self.tf = TfSource(self)
         self.adaptation = NodeAdaptation(self, self.cfg, self.predictor, configured.model.state_dict(),
                                          self.problems, self.tf)
+        self.metric_scale = NodeMetricScale(self, self.predictor, self.adaptation)  # H4: relative -> metric
         # Wall-clock timer: diagnostics keep coming when sim time stops (bag paused / ended).
         self.create_timer(1.0, self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup(),
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
@@ -181,6 +183,7 @@ class DepthNode(Node):
             self.adaptation.set_lr(cfg.adapt_lr)
         self.cfg = cfg
         self.adaptation.apply(cfg)
+        self.metric_scale.update()  # H4: metric_scale at runtime (keeps the ego-motion subscribed while on)
 
     # ------------------------------------------------------------ callbacks
     def _on_image(self, msg) -> None:
@@ -243,7 +246,8 @@ class DepthNode(Node):
 
         self._check_time_jump(stamp_to_ns(msg.header.stamp))
         t0 = time.perf_counter()
-        pred = self.predictor.predict(rgb, K)
+        raw = self.predictor.predict(rgb, K)
+        pred = self.metric_scale.apply(raw)  # H4: metric depth for relative networks (unchanged otherwise)
         infer_ms = (time.perf_counter() - t0) * 1e3
         header = msg.header
         h, w = pred.depth.shape
@@ -254,6 +258,7 @@ class DepthNode(Node):
         if self.cfg.publish_points and self.pub_points.get_subscription_count() > 0:
             self._publish_cloud(pred, header)
         self.adaptation.on_frame(header, rgb, K)
+        self.metric_scale.on_frame(header, raw)  # H4: estimate the scale from this frame's raw output
         with self.stats.lock:
             self.stats.processed += 1
             self.stats.infer_ms.append(infer_ms)
@@ -326,7 +331,7 @@ class DepthNode(Node):
                 "tf_backend": self.tf.backend,
                 "inference_backend": self.predictor.backend,
                 "weights_version": str(self.predictor.version),
-            } | self.adaptation.diagnostics()
+            } | self.adaptation.diagnostics() | self.metric_scale.diagnostics()  # H4: metric_scale*
 
     def _publish_diagnostics(self) -> None:
         arr = DiagnosticArray()
