@@ -40,10 +40,9 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from mono_depth_ros.conventions import ALIGN_CORNERS, pixels_to_grid, scale_intrinsics
-from mono_depth_ros.geometry import MIN_Z, PinholeCamera, check_shape
+from mono_depth_ros.conventions import scale_intrinsics
+from mono_depth_ros.geometry import PinholeCamera, check_shape, warp
 from mono_depth_ros.losses import photometric_error
 
 __all__ = ["MetricScaleConfig", "ScaleEstimate", "MetricScaleEstimator", "RunningLogScale", "OnlineMetricScale",
@@ -195,21 +194,10 @@ class MetricScaleEstimator:
         """
         check_shape(target, "target", ["1", "3", "H", "W"])
         b = check_shape(depths, "depths", ["N", "1", "H", "W"], dict(H=target.shape[2], W=target.shape[3]))
-        N, h, w = b["N"], b["H"], b["W"]
-        T = torch.as_tensor(np.asarray(T_source_target), dtype=torch.float32)
-        rays = cam.rays()[0]                                    # (3, h*w)
-        R, t = T[:3, :3], T[:3, 3:4]
-        Rr = R @ rays                                           # (3, h*w)
-        p = Rr.unsqueeze(0) * depths.reshape(N, 1, -1) + t.unsqueeze(0)   # (N,3,h*w)
-        z = p[:, 2]
-        uvw = cam.K[0] @ p                                      # (N,3,h*w) via broadcasting
-        u = uvw[:, 0] / z.clamp(min=MIN_Z)
-        v = uvw[:, 1] / z.clamp(min=MIN_Z)
-        gx, gy = pixels_to_grid(u, v, w, h)
-        grid = torch.stack([gx, gy], -1).reshape(N, h, w, 2)
-        warped = F.grid_sample(source.expand(N, -1, -1, -1), grid, mode="bilinear", padding_mode="border",
-                               align_corners=ALIGN_CORNERS)
-        inside = ((u >= -0.5) & (u <= w - 0.5) & (v >= -0.5) & (v <= h - 0.5) & (z > MIN_Z)).reshape(N, 1, h, w)
+        N = b["N"]
+        T = torch.as_tensor(np.asarray(T_source_target), dtype=torch.float32).expand(N, 4, 4)
+        warped, valid = warp(source.expand(N, -1, -1, -1), depths, T, cam)   # the package's one view synthesis
+        inside = valid > 0
         err = photometric_error(warped, target.expand(N, -1, -1, -1))
         ident = photometric_error(source, target)               # (1,1,h,w)
         err = torch.where(inside, torch.minimum(err, ident), ident)
