@@ -32,7 +32,7 @@ def _adapt_parser() -> argparse.ArgumentParser:
 # ------------------------------------------------------------------ one source of defaults
 def test_ros_table_node_config_and_dataclasses_share_every_default():
     cfg = S.NodeConfig()
-    assert len(S.PARAMS) == len(fields(S.NodeConfig)) == 41
+    assert len(S.PARAMS) == len(fields(S.NodeConfig)) == 42  # 41 + metric_scale (H4)
     for spec in S.PARAMS:
         assert spec.default == spec.option.encode(_field_default(spec.path)), spec.name
         assert getattr(cfg, spec.name) == spec.default and type(getattr(cfg, spec.name)) is type(spec.default)
@@ -110,7 +110,7 @@ def test_settings_map_parameter_units_onto_the_engine_types():
 #: A new valid value for each runtime-changeable parameter; the test checks each one's effect.
 CHANGES = {"publish_colorized": False, "publish_points": False, "point_stride": 4, "voxel_size": 0.5,
            "target_frame": "camera_optical_frame", "tf_timeout": 0.3, "error_throttle": 7.5, "adapt": False,
-           "adapt_lr": 1e-4, "adapt_steps_per_frame": 0.5, "checkpoint_period": 120.0}
+           "adapt_lr": 1e-4, "adapt_steps_per_frame": 0.5, "checkpoint_period": 120.0, "metric_scale": "online"}
 
 
 def _another_value(spec, v):
@@ -205,6 +205,7 @@ def test_every_parameter_changes_at_runtime_or_is_refused_as_read_only(tmp_path)
         assert set(refused) | set(applied) == {s.name for s in S.PARAMS}
 
         # The effects beyond the config field.
+        assert node.metric_scale.active and "metric_scale_state" in node.diagnostics()   # metric_scale online
         assert engine.enabled is False                                   # adapt
         assert engine.lr == engine.cfg.lr == 1e-4                         # adapt_lr
         assert all(g["lr"] == 1e-4 for g in engine.optimizer.param_groups)
