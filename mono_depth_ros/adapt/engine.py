@@ -49,7 +49,7 @@ from .guard import Guard, Health, Verdict
 from .replay import ReplayBuffer
 from .serving import ServingPolicy, state_copy
 from .terms import (SMOOTHNESS_WEIGHT, AnchorTerm, LossTerm, RegularisationTerm, ReprojectionTerm, SmoothnessTerm,
-                    StepInputs, TermContext)
+                    StepInputs, StereoTerm, TermContext)
 from .triplets import Triplet, TripletBuilder
 
 __all__ = ["AdaptConfig", "Triplet", "ReplayBuffer", "AdaptationEngine", "StepReport", "STEP_KINDS"]
@@ -118,6 +118,18 @@ class AdaptConfig:
     # (decay per step; 0 = the trained weights themselves, as the reference step does). Hundreds of
     # small steps on crops move the weights noisily; their average is the better network.
     ema_decay: float = 0.99
+    # Stereo (docs/learning.md, "Stereo"): the right image of a rectified pair is one more source of the
+    # minimum reprojection (its pose the known baseline) and monodepth's left-right term is added.
+    stereo: bool = option(False, "adapt_stereo", "learn from a rectified stereo pair too: the right image (topic "
+                          "adapt_right_image_topic) is a source with the known baseline (right camera_info P, or "
+                          "TF), and monodepth's left-right consistency term is added; keeps the scale metric "
+                          "while the vehicle stands still", read_only="the stereo subscriptions and the loss "
+                          "terms are built at start")
+    lr_consistency_weight: float = option(1.0, "adapt_lr_consistency_weight", "stereo: weight of the left-right "
+                                          "disparity consistency (monodepth: 1.0) inside the stereo term",
+                                          range=(0.0, 100.0), read_only="the loss terms are built at start",
+                                          cli="--lr-consistency-weight")
+    stereo_sync_tolerance: float = 0.005   # s: largest stamp difference of a left and a right image that pair
 
     def __post_init__(self):
         m = self.size_multiple
@@ -136,6 +148,8 @@ class AdaptConfig:
             raise ValueError(f"num_scales must be in 1..4, got {self.num_scales}")
         if not (0 < self.lr <= 1.0):
             raise ValueError(f"lr must be in (0, 1], got {self.lr}")
+        if self.stereo_sync_tolerance < 0 or self.lr_consistency_weight < 0:
+            raise ValueError("stereo_sync_tolerance >= 0 and lr_consistency_weight >= 0 required")
         if self.replay_per_step < 0 or self.replay_capacity < 1:
             raise ValueError("replay_per_step >= 0 and replay_capacity >= 1 required")
 
@@ -201,7 +215,8 @@ class AdaptationEngine:
             smooth_scales = cfg.num_scales
         self.loss_fn = loss_fn
         self.initial = state_copy(self.model)
-        self.triplets = TripletBuilder(selector, (cfg.train_height, cfg.train_width), cfg.max_pending)
+        self.triplets = TripletBuilder(selector, (cfg.train_height, cfg.train_width), cfg.max_pending,
+                                       round(cfg.stereo_sync_tolerance * 1e9) if cfg.stereo else None)
         self.replay = ReplayBuffer(cfg.replay_capacity, cfg.seed)
         self._rng = random.Random(cfg.seed + 1)
         self.guard = Guard(cfg)
@@ -212,6 +227,8 @@ class AdaptationEngine:
         self.anchor_term = self._anchor_term(anchors)
         if self.anchor_term is not None:
             self.terms.append(self.anchor_term)
+        if cfg.stereo:
+            self.terms.append(StereoTerm(self.model.min_depth, self.model.max_depth, cfg.lr_consistency_weight))
         if cfg.regularization > 0:
             self.terms.append(RegularisationTerm(self.model, cfg.regularization))
         self.optimizer = self._new_optimizer()
@@ -283,6 +300,11 @@ class AdaptationEngine:
         """Offer one camera frame: (H,W,3) uint8 RGB and its (3,3) K at that size."""
         self.triplets.add_frame(stamp_ns, rgb, K)
 
+    def add_right_frame(self, stamp_ns: int, rgb: np.ndarray, T_right_left: np.ndarray) -> bool:
+        """Offer the right image of a rectified pair (H,W,3) uint8 and ``T_right_left`` (4,4); False when
+        stereo is off (see :meth:`~.triplets.TripletBuilder.add_right_frame`)."""
+        return self.triplets.add_right_frame(stamp_ns, rgb, T_right_left)
+
     def clear_frames(self) -> None:
         """Forget frame history and pending targets (time jumped: never pair frames across it).
 
@@ -313,24 +335,44 @@ class AdaptationEngine:
     def _inputs(self, batch: list[Triplet]) -> StepInputs:
         """Training tensors of a batch (crops of the targets in the fast step; sources whole)."""
         dev = self.device
-        n_src = min(len(b.sources) for b in batch)
-        sources = [torch.stack([b.sources[i] for b in batch]).to(dev).float().div_(255.0) for i in range(n_src)]
-        T = [torch.stack([b.T_source_target[i] for b in batch]).to(dev) for i in range(n_src)]
+        # Triplets may have different source counts (stereo-only, temporal, stereo + temporal): each is
+        # padded with repeats of its own first source (a repeat changes no per-pixel minimum).
+        n_src = max(len(b.sources) for b in batch)
+
+        def src(b: Triplet, i: int) -> int:
+            return i if i < len(b.sources) else 0
+        sources = [torch.stack([b.sources[src(b, i)] for b in batch]).to(dev).float().div_(255.0)
+                   for i in range(n_src)]
+        T = [torch.stack([b.T_source_target[src(b, i)] for b in batch]).to(dev) for i in range(n_src)]
         K = torch.stack([b.K for b in batch])
+        rows = [i for i, b in enumerate(batch) if b.right is not None]
+        stereo = {}
+        if rows and self.cfg.stereo:
+            stereo = dict(right_rows=torch.tensor(rows, device=dev),
+                          T_right_left=torch.stack([batch[i].T_right_left for i in rows]).to(dev),
+                          frame=torch.stack([batch[i].target for i in rows]).to(dev).float().div_(255.0))
         if self.crop is None:
+            if stereo:
+                stereo["right"] = torch.stack([batch[i].right for i in rows]).to(dev).float().div_(255.0)
             return StepInputs(torch.stack([b.target for b in batch]).to(dev).float().div_(255.0), sources, T,
-                              K.to(dev), None)
+                              K.to(dev), None, **stereo)
         # Random crops at full resolution: the focal length in pixels (metric scale) is kept; the
         # principal point moves with the crop. The sources stay whole (matches across the border).
+        # The right image of a pair is cropped at the same window (a rectified pair shares K).
         ch, cw = self.crop
         H, W = batch[0].target.shape[-2:]
-        crops, Kc = [], K.clone()
+        crops, right, Kc = [], [], K.clone()
         for i, b in enumerate(batch):
             y0, x0 = self._rng.randrange(H - ch + 1), self._rng.randrange(W - cw + 1)
             crops.append(b.target[:, y0:y0 + ch, x0:x0 + cw])
+            if stereo and b.right is not None:
+                right.append(b.right[:, y0:y0 + ch, x0:x0 + cw])
             Kc[i, 0, 2] -= x0
             Kc[i, 1, 2] -= y0
-        return StepInputs(torch.stack(crops).to(dev).float().div_(255.0), sources, T, Kc.to(dev), K.to(dev))
+        if stereo:
+            stereo["right"] = torch.stack(right).to(dev).float().div_(255.0)
+        return StepInputs(torch.stack(crops).to(dev).float().div_(255.0), sources, T, Kc.to(dev), K.to(dev),
+                          **stereo)
 
     def _health(self, model, disps, judged: float) -> Health:
         d0 = disps[0][:1].detach()
@@ -372,7 +414,7 @@ class AdaptationEngine:
         swap = {"candidate": None}
         extras, extra_imgs = [], []
         for term in self.terms:
-            x = term.extra_inputs()
+            x = term.extra_inputs(inputs)
             if x is not None:
                 extras.append((term, len(x)))
                 extra_imgs.append(x)
@@ -479,14 +521,16 @@ class AdaptationEngine:
                 "adapt_steps": c.steps,
                 "adapt_skipped": c.skipped, "adapt_rollbacks": c.rollbacks, "adapt_swaps": self.serving.swaps,
                 "adapt_no_motion": f.no_motion, "adapt_replay": len(self.replay),
+                "adapt_right_frames": f.right_frames, "adapt_stereo_only": f.stereo_only,
                 "adapt_learned_frames": c.learned, "adapt_learned_share": self.learned_share(),
                 "adapt_loss": self.last_loss, "adapt_loss_avg": self.guard.loss_avg, "adapt_lr": self.lr,
                 "rollback_reasons": dict(c.rollback_reasons)}
 
     def learned_share(self) -> float:
-        """Share of the moving frames (frames with enough motion to pair) that a step learned from."""
+        """Share of the learnable frames (frames with enough motion to pair, or a stereo pair) that a step
+        learned from."""
         f = self.triplets.counters
-        moving = f.frames - f.no_motion
+        moving = f.frames - f.no_motion + f.stereo_only
         return self.counters.learned / moving if moving > 0 else 0.0
 
     def config_dict(self) -> dict:

@@ -27,6 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     dataclasses (defaults, ranges, choices, help: :func:`mono_depth_ros.settings.add_cli_arguments`)."""
     from mono_depth_ros.adapt import AdaptConfig
     from mono_depth_ros.egomotion import EgoMotionConfig, GatingConfig
+    from mono_depth_ros.conventions import Topics
     from mono_depth_ros.settings import AdaptationSettings, add_cli_arguments
     p.add_argument("bag", type=Path, nargs="+", help="rosbag2 drive(s) with images, camera_info and motion")
     p.add_argument("--out", type=Path, required=True, help="adapted checkpoint to write (.pt)")
@@ -37,6 +38,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fast step: random crop HxW of the training frames (multiples of 32; 0 = whole height / "
                         "width; default: the node's adapt_crop_height x adapt_crop_width)")
     add_cli_arguments(p, AdaptationSettings, AdaptConfig, GatingConfig, EgoMotionConfig)
+    p.add_argument("--stereo", action="store_true",
+                   help=f"learn from the stereo pair too: {Topics.BAG_RIGHT_IMAGE} + {Topics.BAG_RIGHT_CAMERA_INFO} "
+                        "(baseline from its P, or /tf_static) as a source and monodepth's left-right term "
+                        "(node parameter: adapt_stereo)")
     p.add_argument("--eval-every", type=int, default=5, help="prequential metric every N frames (0 = off)")
     p.add_argument("--report", type=Path, default=None, help="folder for report.json and curves.png "
                                                               "(default: next to --out)")
@@ -78,11 +83,14 @@ def adapt_bag(bags, model, input_size, adapt_cfg, ego_cfg, gating, steps_per_fra
     curve = {"frame": [], "abs_rel": [], "a1": [], "step": [], "loss": [], "loss_frame": []}
     topics = [Topics.BAG_IMAGE, Topics.BAG_CAMERA_INFO, Topics.BAG_ODOM, Topics.BAG_IMU, Topics.BAG_GPS,
               Topics.BAG_TF, Topics.BAG_TF_STATIC, Topics.BAG_DEPTH_GT]
+    if adapt_cfg.stereo:
+        topics += [Topics.BAG_RIGHT_IMAGE, Topics.BAG_RIGHT_CAMERA_INFO]
     handlers = {Topics.BAG_ODOM: session.on_odometry, Topics.BAG_IMU: session.on_imu, Topics.BAG_GPS: session.on_gps,
                 Topics.BAG_TF: session.on_tf, Topics.BAG_TF_STATIC: session.on_tf_static}
     bar = tqdm(desc="adapt", unit="frame", disable=not progress)
     scorer = PrequentialScorer(keep=5)
     K = None
+    right_info = None    # (K, P) of the right camera
     frame_i = 0
 
     def scored(got) -> None:
@@ -104,6 +112,12 @@ def adapt_bag(bags, model, input_size, adapt_cfg, ego_cfg, gating, steps_per_fra
                 handlers[topic](msg)
             elif topic == Topics.BAG_CAMERA_INFO:
                 K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+            elif topic == Topics.BAG_RIGHT_CAMERA_INFO:
+                right_info = (np.asarray(msg.k, dtype=np.float64).reshape(3, 3),
+                              np.asarray(msg.p, dtype=np.float64).reshape(3, 4))
+            elif topic == Topics.BAG_RIGHT_IMAGE and right_info is not None:
+                session.on_right_frame(stamp_to_ns(msg.header.stamp), msg.header.frame_id, image_to_numpy(msg),
+                                       *right_info)
             elif topic == Topics.BAG_DEPTH_GT:
                 if eval_every:
                     scored(scorer.add_ground_truth(stamp_to_ns(msg.header.stamp), depth_to_numpy(msg)))
@@ -155,6 +169,7 @@ def plot_curves(curve: dict, path: Path, title: str) -> Path:
 def main(args: argparse.Namespace) -> int:
     from mono_depth_ros.adapt import AdaptConfig, CheckpointStore
     from mono_depth_ros.checkpoint import CheckpointError
+    from mono_depth_ros.conventions import Topics
     from mono_depth_ros.egomotion import EgoMotionConfig, GatingConfig
     from mono_depth_ros.settings import AdaptationSettings, from_cli
 
@@ -165,7 +180,7 @@ def main(args: argparse.Namespace) -> int:
         ch, cw = parse_size(args.crop) if args.crop not in ("", "0") else (0, 0)
         m = int(model.size_multiple)   # crops rounded down to the network's multiple, like the node
         adapt_cfg = from_cli(AdaptConfig, args, train_height=h, train_width=w, crop_height=ch // m * m,
-                             crop_width=cw // m * m, size_multiple=m)
+                             crop_width=cw // m * m, size_multiple=m, stereo=args.stereo)
         run = from_cli(AdaptationSettings, args)        # --steps-per-frame, --anchor
         ego_cfg = from_cli(EgoMotionConfig, args)
         gating = from_cli(GatingConfig, args)
@@ -176,6 +191,11 @@ def main(args: argparse.Namespace) -> int:
         for b in args.bag:
             if not Path(b).exists():
                 raise FileNotFoundError(f"bag not found: {b}")
+            if args.stereo:
+                from mono_depth_ros.bagio import bag_topics
+                if Topics.BAG_RIGHT_IMAGE not in bag_topics(b):
+                    raise ValueError(f"--stereo: {b} has no {Topics.BAG_RIGHT_IMAGE} (record the right camera, "
+                                     "or `mono-depth generate --stereo`)")
     except (ValueError, CheckpointError, FileNotFoundError) as exc:
         print(f"mono-depth adapt: error: {exc}")
         return 2

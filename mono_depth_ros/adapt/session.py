@@ -17,9 +17,11 @@ from dataclasses import asdict
 from typing import Callable
 
 import numpy as np
+import torch
 
 from mono_depth_ros.egomotion import EgoMotionConfig, GatingConfig
 from mono_depth_ros.egomotion.feed import EgoMotionFeed
+from mono_depth_ros.egomotion.static_tf import lookup_static
 
 from .engine import AdaptationEngine, AdaptConfig, StepReport
 
@@ -112,6 +114,8 @@ class AdaptationSession(EgoMotionFeed):
         self.pacer = StepPacer(steps_per_frame)
         self.transforms = transforms
         self._report = report or (lambda key, text: log.warning(text))
+        self.T_right_left: np.ndarray | None = None    # stereo: the known baseline, once found
+        self._K_left: np.ndarray | None = None
 
     # ------------------------------------------------------------- frames
     def on_frame(self, stamp_ns: int, frame_id: str, rgb: np.ndarray, K: np.ndarray) -> bool:
@@ -123,9 +127,55 @@ class AdaptationSession(EgoMotionFeed):
             self._lookup_extrinsics(frame_id)
         if not self.camera_ready(frame_id):
             return False
+        self._K_left = K
         self.engine.add_frame(stamp_ns, rgb, K)
         self.pacer.credit()
         return True
+
+    def on_right_frame(self, stamp_ns: int, frame_id: str, rgb: np.ndarray, K_right: np.ndarray,
+                       P_right: np.ndarray | None = None) -> bool:
+        """Offer the right image of a rectified stereo pair (H,W,3) uint8 (paired with the left frame of
+        the same stamp, within ``AdaptConfig.stereo_sync_tolerance``), its (3,3) K and its camera_info's
+        (3,4) P. The baseline comes from P (``Tx = -fx * B``), else from the transform lookup (the
+        node's TF) or ``/tf_static`` (the bag path): ``T_right_left`` = right frame <- left frame.
+        False (not added) while stereo or adaptation is off, the left camera or the baseline is not
+        known yet, or the pair is not rectified (K differs from the left's)."""
+        if not (self.engine.enabled and self.engine.cfg.stereo) or self.camera_frame is None:
+            return False
+        if self.T_right_left is None:
+            self.T_right_left = self._stereo_baseline(frame_id, P_right)
+            if self.T_right_left is None:
+                return False
+        if self._K_left is not None:
+            Kl, Kr = np.asarray(self._K_left, float), np.asarray(K_right, float)
+            if rgb.shape[1] > 0 and not np.allclose(Kl, Kr, rtol=0.01, atol=0.01 * rgb.shape[1]):
+                self._report("stereo_rectified", f"stereo: the right camera's K {np.round(Kr, 1).tolist()} differs "
+                                                  f"from the left's {np.round(Kl, 1).tolist()}: the pair must be "
+                                                  "rectified (image_proc's rectify); right frames are ignored")
+                return False
+        return self.engine.add_right_frame(stamp_ns, rgb, self.T_right_left)
+
+    def _stereo_baseline(self, right_frame: str, P_right: np.ndarray | None) -> np.ndarray | None:
+        """(4,4) ``T_right_left`` from the right camera_info's P, or from TF; None (reported) when unknown."""
+        from mono_depth_ros.geometry import stereo_T_source_target
+        if P_right is not None:
+            P = np.asarray(P_right, dtype=np.float64).reshape(3, 4)
+            if P[0, 0] > 0 and P[0, 3] != 0:
+                baseline = -P[0, 3] / P[0, 0]
+                log.info("adaptation: stereo baseline %.4f m from the right camera_info's P", baseline)
+                return stereo_T_source_target(baseline, dtype=torch.float64)[0].numpy()
+        left = self.camera_frame
+        try:
+            if self.transforms is not None:
+                T = np.asarray(self.transforms.lookup(right_frame, left, 0), dtype=np.float64)
+            else:
+                T = lookup_static(self._static, right_frame, left)
+        except Exception as exc:  # TfError / LookupError / tf2's: the text says which transform is missing
+            self._report("stereo_baseline", f"stereo: the right camera_info's P has no baseline (Tx = 0) and the "
+                                            f"transform {right_frame} <- {left} is unknown: {exc}")
+            return None
+        log.info("adaptation: stereo T_right_left from TF, t = %s", np.round(T[:3, 3], 4).tolist())
+        return T
 
     def _lookup_extrinsics(self, camera_frame: str) -> None:
         base = self.provider.config.base_frame
@@ -168,6 +218,7 @@ class AdaptationSession(EgoMotionFeed):
         super().reset_time(reason)
         self.engine.clear_frames()
         self.pacer.clear()
+        self.T_right_left = None   # looked up again (TF was cleared too)
 
     def stats(self) -> dict:
         out = self.engine.stats()

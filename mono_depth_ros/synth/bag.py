@@ -251,7 +251,7 @@ def _frame_messages(frame: SynthFrame, drive: Drive, sensors, M: _Msgs):
 def generate_bag(out_path, preset="A", seed=0, duration_s=60.0, width=640, height=192, rate_hz=10.0,
                  storage="mcap", sensors=DEFAULT_SENSORS, overwrite=False, progress=True,
                  contact_sheet=True, stereo=None, start_ns=DEFAULT_START_NS, camera_noise=True,
-                 workers=None, noise=None, frame_callback=None) -> Path:
+                 workers=None, noise=None, frame_callback=None, stand_still=False) -> Path:
     """Render a drive and write it as a rosbag2 directory at ``out_path``.
 
     Args:
@@ -269,6 +269,8 @@ def generate_bag(out_path, preset="A", seed=0, duration_s=60.0, width=640, heigh
         noise: overrides of the preset's :class:`SensorNoise` (dict, "key=value,..." or a
             SensorNoise), e.g. ``{"imu_rate_hz": 200, "odom_scale_error": 0.02}``.
         frame_callback: called as ``f(k, frame)`` after frame ``k`` is written (testing hook).
+        stand_still: the vehicle stands at its start for the whole drive (speed 0; same world and
+            traffic as the moving drive of the same seed).
     Returns:
         The bag directory.
     Raises:
@@ -281,7 +283,7 @@ def generate_bag(out_path, preset="A", seed=0, duration_s=60.0, width=640, heigh
     elif "right_camera" in sensors and not stereo:
         raise ValueError("sensors includes 'right_camera' but stereo=False")
     p = get_preset(preset)
-    p = p.replace(noise=noise_with(p.noise, noise))
+    p = p.replace(noise=noise_with(p.noise, noise), stand_still=bool(stand_still) or p.stand_still)
     cfg = DriveConfig.make(p, seed, duration_s, width, height, rate_hz, stereo, start_ns, camera_noise)
     if workers is None:
         n_frames = int(cfg.duration_s * cfg.rate_hz) + 1
@@ -403,7 +405,8 @@ def _info(drive: Drive, sensors) -> dict:
     return {
         "preset": cfg.preset.name, "preset_label": cfg.preset.label, "seed": cfg.seed,
         "duration_s": cfg.duration_s, "width": cfg.width, "height": cfg.height, "rate_hz": cfg.rate_hz,
-        "stereo": cfg.stereo, "sensors": list(sensors), "geodetic_origin": list(GEODETIC_ORIGIN),
+        "stereo": cfg.stereo, "stand_still": cfg.preset.stand_still, "sensors": list(sensors),
+        "geodetic_origin": list(GEODETIC_ORIGIN),
         "T_map_odom": od_T.round(12).tolist(), "T_base_camera": cfg.preset.T_base_camera().round(12).tolist(),
         "noise": {k: v for k, v in vars(cfg.preset.noise).items()},
     }

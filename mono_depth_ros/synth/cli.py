@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise", default=None, metavar="KEY=VALUE[,KEY=VALUE]",
                         help="override sensor noise/rates of the preset, e.g. imu_rate_hz=200,odom_scale_error=0.02,"
                              "imu_orientation=true (fields of SensorNoise; see docs/synthetic_world.md)")
+    parser.add_argument("--stand-still", action="store_true", help="the vehicle stands at its start for the whole "
+                        "drive (same world and traffic as the moving drive of the same seed)")
     parser.add_argument("--no-camera-noise", action="store_true", help="noise-free images")
     parser.add_argument("--no-contact-sheet", action="store_true", help="skip <out>/contact_sheet.png")
     parser.add_argument("--workers", type=int, default=None,
@@ -49,7 +51,7 @@ def main(args: argparse.Namespace) -> int:
                            width=args.width, height=args.height, rate_hz=args.rate, storage=args.storage,
                            sensors=sensors, overwrite=args.overwrite, progress=not args.quiet,
                            contact_sheet=not args.no_contact_sheet, camera_noise=not args.no_camera_noise,
-                           workers=args.workers, noise=args.noise)
+                           workers=args.workers, noise=args.noise, stand_still=args.stand_still)
     except (ValueError, FileExistsError, FileNotFoundError) as err:
         print(f"mono-depth generate: error: {err}", file=sys.stderr)
         return 2
