@@ -86,6 +86,8 @@ class Topics:
     IMAGE = "image"
     IMAGE_COMPRESSED = "image/compressed"
     CAMERA_INFO = "camera_info"
+    RIGHT_IMAGE = "right/image"               # stereo adaptation (adapt_stereo): a rectified right camera
+    RIGHT_CAMERA_INFO = "right/camera_info"
     DEPTH = "depth"
     DEPTH_INFO = "depth/camera_info"
     DEPTH_COLORIZED = "depth/colorized"

@@ -24,6 +24,7 @@ import argparse
 from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass, make_dataclass, replace
 
 from mono_depth_ros.adapt.engine import AdaptConfig
+from mono_depth_ros.conventions import Topics
 from mono_depth_ros.egomotion.provider import EgoMotionConfig
 from mono_depth_ros.egomotion.selector import GatingConfig
 from mono_depth_ros.models.registry import MODEL_CHOICES
@@ -148,6 +149,13 @@ class AdaptationSettings:
                                       "shutdown/service", range=(0.0, 86400.0))
     resume: bool = option(True, "resume", "start from the newest good checkpoint in checkpoint_dir",
                           read_only="checkpoints are resumed at start only")
+    right_image_topic: str = option(Topics.RIGHT_IMAGE, "adapt_right_image_topic", "adapt_stereo: the rectified "
+                                    "right image (subscribed only while adapting with adapt_stereo)",
+                                    read_only="the subscription's topic is set at start")
+    right_camera_info_topic: str = option(Topics.RIGHT_CAMERA_INFO, "adapt_right_camera_info_topic", "adapt_stereo: "
+                                          "the right camera_info; its P gives the baseline (Tx = -fx * B), else TF "
+                                          "right optical frame <- left optical frame",
+                                          read_only="the subscription's topic is set at start")
     evaluate_gt: bool = option(False, "evaluate_gt", "score every frame against a ground-truth depth topic "
                                "(depth_gt; synthetic bags) before learning from it",
                                read_only="the depth_gt subscription is made at start")

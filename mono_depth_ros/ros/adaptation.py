@@ -126,6 +126,8 @@ class NodeAdaptation:
         self._step_times: deque[float] = deque(maxlen=50)
         self._group = MutuallyExclusiveCallbackGroup()
         self._subs: list = []
+        self._stereo_subs: list = []
+        self._right_info = None    # (K, P) of the right camera, from its camera_info (executor)
         self._egomotion_wanted = False  # H4: another part (the metric scale) needs the poses, adapting or not
         node.create_service(Trigger, "~/save_checkpoint", self._srv_save, callback_group=self._group)
         node.create_service(SetBool, "~/set_adaptation", self._srv_enable, callback_group=self._group)
@@ -148,6 +150,7 @@ class NodeAdaptation:
             raise ValueError(self._cannot_enable)
         self.session.set_enabled(on)
         self._subscribe(on or self._egomotion_wanted)  # H4
+        self._subscribe_stereo(on and self.cfg.adapt_stereo)
 
     def want_egomotion(self, on: bool) -> None:
         """H4: keep the ego-motion subscriptions while another part (the metric scale) needs the
@@ -172,6 +175,47 @@ class NodeAdaptation:
             for sub in self._subs:
                 self._node.destroy_subscription(sub)
             self._subs = []
+
+    def _subscribe_stereo(self, on: bool) -> None:
+        """The right camera's image and camera_info subscriptions (adapt_stereo), made while adapting."""
+        if on and not self._stereo_subs:
+            from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+            from sensor_msgs.msg import CameraInfo, Image
+            c = self.cfg
+            qos = QoSProfile(depth=c.qos_depth, history=HistoryPolicy.KEEP_LAST,
+                             reliability=(ReliabilityPolicy.BEST_EFFORT if c.qos_reliability == "best_effort"
+                                          else ReliabilityPolicy.RELIABLE),
+                             durability=qos_profile_sensor_data.durability)
+            n, g = self._node, self._group
+            self._stereo_subs = [
+                n.create_subscription(CameraInfo, c.adapt_right_camera_info_topic, self._on_right_info, qos,
+                                      callback_group=g),
+                n.create_subscription(Image, c.adapt_right_image_topic, self._on_right_image, qos, callback_group=g),
+            ]
+        elif not on and self._stereo_subs:
+            for sub in self._stereo_subs:
+                self._node.destroy_subscription(sub)
+            self._stereo_subs = []
+
+    def _on_right_info(self, msg) -> None:
+        import numpy as np
+        self._right_info = (np.asarray(msg.k, dtype=np.float64).reshape(3, 3),
+                            np.asarray(msg.p, dtype=np.float64).reshape(3, 4))
+
+    def _on_right_image(self, msg) -> None:
+        """Executor: the right image of the pair into the session (paired with the left frame by stamp)."""
+        from .conversions import InputError, image_to_rgb
+        if self._right_info is None:
+            self.reporter.warn("stereo_info", "stereo: waiting for the right camera_info "
+                                              f"({self.cfg.adapt_right_camera_info_topic})")
+            return
+        try:
+            rgb = image_to_rgb(msg)
+        except InputError as exc:
+            self.reporter.warn("stereo_image", f"stereo: right image ignored: {exc}")
+            return
+        if self.session.on_right_frame(stamp_to_ns(msg.header.stamp), msg.header.frame_id, rgb, *self._right_info):
+            self.reporter.recovered(("stereo_info", "stereo_image", "stereo_baseline", "stereo_rectified"))
 
     @property
     def enabled(self) -> bool:
