@@ -20,8 +20,8 @@ WALL_Z = 12.0
 
 def _texture(X, Y, Z):
     """A smooth, rich grey-level texture of world points (a sum of sines), in [0,1], as 3 channels."""
-    t = (0.5 + 0.12 * np.sin(3.1 * X + 0.7 * Z) + 0.12 * np.sin(2.3 * Z - 1.3 * Y) + 0.1 * np.sin(7.9 * X - 5.3 * Y + 2.1 * Z)
-         + 0.08 * np.sin(11.0 * Z + 4.0 * X))
+    t = (0.5 + 0.12 * np.sin(3.1 * X + 0.7 * Z) + 0.12 * np.sin(2.3 * Z - 1.3 * Y)
+         + 0.1 * np.sin(7.9 * X - 5.3 * Y + 2.1 * Z) + 0.08 * np.sin(11.0 * Z + 4.0 * X))
     return np.stack([t, 0.8 * t + 0.1, 1.0 - 0.6 * t], 0).clip(0, 1)
 
 
@@ -259,3 +259,47 @@ def test_node_learns_from_a_stereo_pair_over_dds_while_standing(tmp_path, standi
         ex.shutdown()
         node.destroy_node()
         rclpy.shutdown(context=ctx)
+
+
+# ----------------------------------------------------------------------------- the baseline
+class TestBaseline:
+    """Where the session finds ``T_right_left``: the right camera_info's P, else the transform lookup."""
+
+    K = np.array([[100.0, 0, 79.5], [0, 100.0, 31.5], [0, 0, 1]])
+
+    def _session(self, transforms=None):
+        from mono_depth_ros.adapt.offline import load_start
+        from mono_depth_ros.adapt.session import AdaptationSession, fit_to_model
+        model, _, _ = load_start("")
+        s = AdaptationSession(model, fit_to_model(model, train_height=64, train_width=160, stereo=True,
+                                                  anchor_weight=0.0), transforms=transforms)
+        s.set_extrinsics(np.eye(4))
+        rgb = np.zeros((64, 160, 3), np.uint8)
+        assert s.on_frame(0, "cam_left", rgb, self.K)
+        return s, rgb
+
+    def test_from_the_right_camera_info_P(self):
+        s, rgb = self._session()
+        P = np.hstack([self.K, [[-100.0 * 0.3], [0], [0]]])      # Tx = -fx * B, B = 0.3 m
+        assert s.on_right_frame(0, "cam_right", rgb, self.K, P)
+        assert np.allclose(s.T_right_left, stereo_T_source_target(0.3, dtype=torch.float64)[0].numpy())
+        assert s.engine.triplets.counters.right_frames == 1
+
+    def test_from_tf_when_P_has_no_baseline(self):
+        from mono_depth_ros.egomotion.samples import TransformSample
+        from mono_depth_ros.tf_buffer import TfBuffer
+        tf = TfBuffer()
+        s, rgb = self._session(tf)
+        P = np.hstack([self.K, np.zeros((3, 1))])
+        assert not s.on_right_frame(0, "cam_right", rgb, self.K, P)    # no transform yet: refused
+        tf.set_transform(TransformSample(0, "cam_left", "cam_right", np.array([0.25, 0.0, 0.0]),
+                                         np.array([0.0, 0.0, 0.0, 1.0])), static=True)
+        assert s.on_right_frame(0, "cam_right", rgb, self.K, P)
+        assert np.allclose(s.T_right_left[:3, 3], [-0.25, 0, 0]) and np.allclose(s.T_right_left[:3, :3], np.eye(3))
+
+    def test_an_unrectified_pair_is_refused(self):
+        s, rgb = self._session()
+        P = np.hstack([self.K, [[-30.0], [0], [0]]])
+        K_other = self.K * np.array([[1.2], [1.2], [1.0]])
+        assert not s.on_right_frame(0, "cam_right", rgb, K_other, P)
+        assert s.engine.triplets.counters.right_frames == 0
