@@ -303,3 +303,12 @@ class TestBaseline:
         K_other = self.K * np.array([[1.2], [1.2], [1.0]])
         assert not s.on_right_frame(0, "cam_right", rgb, K_other, P)
         assert s.engine.triplets.counters.right_frames == 0
+
+
+def test_a_standing_drive_never_moves_and_starts_where_the_moving_one_does():
+    from mono_depth_ros.synth.presets import get_preset
+    from mono_depth_ros.synth.world import build_world
+    moving = build_world(get_preset("B"), 3, 5.0).trajectory
+    standing = build_world(get_preset("B").replace(stand_still=True), 3, 5.0).trajectory
+    assert np.all(standing.v == 0.0) and np.ptp(standing.pos[:, :2], axis=0).max() == 0.0
+    assert np.allclose(standing.pos[0], moving.pos[0]) and moving.v.max() > 3.0

@@ -269,8 +269,8 @@ def generate_bag(out_path, preset="A", seed=0, duration_s=60.0, width=640, heigh
         noise: overrides of the preset's :class:`SensorNoise` (dict, "key=value,..." or a
             SensorNoise), e.g. ``{"imu_rate_hz": 200, "odom_scale_error": 0.02}``.
         frame_callback: called as ``f(k, frame)`` after frame ``k`` is written (testing hook).
-        stand_still: the vehicle stands at its start for the whole drive (speed 0; same world and
-            traffic as the moving drive of the same seed).
+        stand_still: the vehicle stands at its start for the whole drive (speed 0; the road and
+            start of the moving drive of the same seed).
     Returns:
         The bag directory.
     Raises:

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override sensor noise/rates of the preset, e.g. imu_rate_hz=200,odom_scale_error=0.02,"
                              "imu_orientation=true (fields of SensorNoise; see docs/synthetic_world.md)")
     parser.add_argument("--stand-still", action="store_true", help="the vehicle stands at its start for the whole "
-                        "drive (same world and traffic as the moving drive of the same seed)")
+                        "drive (the road and start of the moving drive of the same seed)")
     parser.add_argument("--no-camera-noise", action="store_true", help="noise-free images")
     parser.add_argument("--no-contact-sheet", action="store_true", help="skip <out>/contact_sheet.png")
     parser.add_argument("--workers", type=int, default=None,

@@ -144,7 +144,7 @@ class DomainPreset:
     cy_fraction: float                      # cy / (H-1)
     stereo_baseline: float = 0.54
     shopfront_fraction: float = 0.0         # buildings with a shop window + sign on the ground floor
-    stand_still: bool = False               # the vehicle stands at its start for the whole drive (same world)
+    stand_still: bool = False               # the vehicle stands at its start for the whole drive
     noise: SensorNoise = field(default_factory=SensorNoise)
 
     def T_base_camera_link(self) -> np.ndarray:

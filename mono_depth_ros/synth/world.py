@@ -258,7 +258,7 @@ class Trajectory:
             i += k
             v_now = v_new
             next_stop = rng.uniform(*preset.stop_every_s)
-        if preset.stand_still:   # after the draws above: the same seed gives the same world and traffic
+        if preset.stand_still:   # after the draws above: the same road and start as the moving drive
             v[:] = 0.0
         # Jerk-limited: smooth the phases (a Gaussian of a non-negative signal stays >= 0).
         v = np.maximum(gaussian_filter1d(v, 0.3 / dt, mode="nearest"), 0.0)
