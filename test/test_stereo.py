@@ -312,3 +312,13 @@ def test_a_standing_drive_never_moves_and_starts_where_the_moving_one_does():
     standing = build_world(get_preset("B").replace(stand_still=True), 3, 5.0).trajectory
     assert np.all(standing.v == 0.0) and np.ptp(standing.pos[:, :2], axis=0).max() == 0.0
     assert np.allclose(standing.pos[0], moving.pos[0]) and moving.v.max() > 3.0
+
+
+def test_right_frames_are_bounded_without_left_frames():
+    from mono_depth_ros.adapt.triplets import TripletBuilder
+    from mono_depth_ros.egomotion import EgoMotionConfig, EgoMotionProvider, FrameSelector, GatingConfig
+    b = TripletBuilder(FrameSelector(EgoMotionProvider(EgoMotionConfig()), GatingConfig()), (32, 64), 30, 5_000_000)
+    T = stereo_T_source_target(BASELINE)[0].numpy()
+    for k in range(200):
+        b.add_right_frame(k * 33_000_000, _frame(k, 1), T)
+    assert len(b.right) == 60 and min(b.right) == 140 * 33_000_000

@@ -107,12 +107,13 @@ class TripletBuilder:
         return True
 
     def _prune_right(self) -> None:
-        """Right frames older than the oldest kept left frame (less the tolerance) are forgotten."""
-        if not self.frames:
-            limit = max(self.right) - 2 * self.max_pending * 10**9 if self.right else 0
-        else:
+        """Right frames older than the oldest kept left frame (less the tolerance) are forgotten, and
+        at most ``2 * max_pending`` are kept (a pair is wanted only for a pending target)."""
+        if self.frames:
             limit = min(self.frames) - self.stereo_tolerance_ns
-        for s in [s for s in self.right if s < limit]:
+            for s in [s for s in self.right if s < limit]:
+                del self.right[s]
+        for s in sorted(self.right)[: max(0, len(self.right) - 2 * self.max_pending)]:
             del self.right[s]
 
     def _pair(self, stamp_ns: int) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -147,9 +148,9 @@ class TripletBuilder:
         targets are superseded by a newer ready one (latest first, bounded work).
 
         Stereo: a target waits for its right frame (up to the selector's ``max_time_gap_s`` of newer
-        frames), which becomes its first source. When its temporal sources
-        cannot come (NEVER: no motion; or still NOT_YET once the newest frame is more than the
-        selector's ``max_time_gap_s`` later: no ego-motion at all) it trains on the pair alone.
+        frames), which becomes its first source. When its temporal sources cannot come (NEVER: no
+        motion; or still NOT_YET once the newest frame is more than ``max_time_gap_s`` later: no
+        ego-motion at all) it trains on the pair alone.
         """
         from mono_depth_ros.egomotion.timeseries import PoseStatus
         with self._lock:
