@@ -14,11 +14,12 @@ import threading
 import time
 from collections import OrderedDict, deque
 
+import numpy as np
 import torch
 from nav_msgs.msg import Odometry
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import Imu, NavSatFix
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image, Imu, NavSatFix
 from std_srvs.srv import SetBool, Trigger
 
 from mono_depth_ros.adapt import CheckpointStore
@@ -30,6 +31,7 @@ from mono_depth_ros.egomotion import EgoMotionConfig, GatingConfig
 from mono_depth_ros.egomotion.samples import stamp_to_ns
 from mono_depth_ros.memory import HeapTrimPolicy
 
+from .conversions import InputError, image_to_rgb
 from .tf import TF_QOS
 
 __all__ = ["NodeAdaptation", "resume_state"]
@@ -179,8 +181,6 @@ class NodeAdaptation:
     def _subscribe_stereo(self, on: bool) -> None:
         """The right camera's image and camera_info subscriptions (adapt_stereo), made while adapting."""
         if on and not self._stereo_subs:
-            from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-            from sensor_msgs.msg import CameraInfo, Image
             c = self.cfg
             qos = QoSProfile(depth=c.qos_depth, history=HistoryPolicy.KEEP_LAST,
                              reliability=(ReliabilityPolicy.BEST_EFFORT if c.qos_reliability == "best_effort"
@@ -198,13 +198,11 @@ class NodeAdaptation:
             self._stereo_subs = []
 
     def _on_right_info(self, msg) -> None:
-        import numpy as np
         self._right_info = (np.asarray(msg.k, dtype=np.float64).reshape(3, 3),
                             np.asarray(msg.p, dtype=np.float64).reshape(3, 4))
 
     def _on_right_image(self, msg) -> None:
         """Executor: the right image of the pair into the session (paired with the left frame by stamp)."""
-        from .conversions import InputError, image_to_rgb
         if self._right_info is None:
             self.reporter.warn("stereo_info", "stereo: waiting for the right camera_info "
                                               f"({self.cfg.adapt_right_camera_info_topic})")
