@@ -33,7 +33,7 @@ def abs_rel(model, frames) -> float:
     with torch.no_grad():
         for f in frames[::3]:
             x = torch.from_numpy(f.image).permute(2, 0, 1)[None].float() / 255
-            m = compute_depth_metrics(f.depth, model(x)[0, 0].numpy())
+            m = compute_depth_metrics(f.depth, model.predict_depth(x)[0, 0].numpy())
             vals.append(m["abs_rel"] if m else np.inf)
     return float(np.mean(vals))
 
@@ -76,7 +76,7 @@ def replay_loss(engine, state) -> float:
         for t in engine.replay.items:
             tg = t.target[None].float() / 255
             loss, _ = engine.loss_fn(tg, [s[None].float() / 255 for s in t.sources],
-                                     [x[None] for x in t.T_source_target], t.K[None], m(tg))
+                                     [x[None] for x in t.T_source_target], t.K[None], m.predict_disps(tg))
             losses.append(float(loss))
     m.load_state_dict(current)
     return float(np.mean(losses))

@@ -271,7 +271,7 @@ class AdaptationEngine:
             x = torch.stack([img[:, y0:y0 + ch, x0:x0 + cw] for img in x for y0 in ys for x0 in xs])
         ref = []
         for i in range(0, len(x), 4):
-            disp = self.model(x[i:i + 4].float() / 255.0)[0]
+            disp = self.model.predict_disps(x[i:i + 4].float() / 255.0)[0]
             ref.append(torch.log(self.model.disp_to_depth(disp)))
         return x, torch.cat(ref)
 
@@ -280,7 +280,7 @@ class AdaptationEngine:
 
     def _anchor_loss(self) -> torch.Tensor:
         idx = self._anchor_pick()
-        disp = self.model(self.anchors[idx].float() / 255.0)[0]
+        disp = self.model.predict_disps(self.anchors[idx].float() / 255.0)[0]
         return (torch.log(self.model.disp_to_depth(disp)) - self.anchor_logdepth[idx]).abs().mean()
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
@@ -427,7 +427,7 @@ class AdaptationEngine:
             return reason
 
         def compute():
-            out = self.model(net_in)
+            out = self.model.predict_disps(net_in)
             disps = [d[:B] for d in out] if anchor_idx is not None else out
             d0 = disps[0][:1].detach()
             disp_cv[0] = float(d0.std() / d0.mean().clamp_min(1e-8))

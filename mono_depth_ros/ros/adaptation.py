@@ -71,7 +71,7 @@ class NodeAdaptation:
         cfg = node.cfg
         self.predictor = predictor
         h, w = predictor.input_size
-        mult = int(getattr(predictor.model, "size_multiple", 32))  # 14 for Depth Anything V2: crops rounded down
+        mult = type(predictor.model).size_multiple  # 14 for Depth Anything V2: crops rounded down
         th = cfg.adapt_train_height or h
         tw = cfg.adapt_train_width or w
         self.input_size = (h, w)

@@ -66,9 +66,10 @@ def _drive(args, preset: str, seed: int, duration: float) -> Path:
 def _score(model, input_size, bag):
     """(summary dict, frames) of ``model`` on a held-out drive (metric: no median scaling)."""
     from mono_depth_ros.learning.data import load_bag
+    from mono_depth_ros.inference import DepthPredictor
     from mono_depth_ros.learning.evaluate import evaluate_frames
     frames = load_bag(bag, need_depth=True)
-    return evaluate_frames(model, [frames], input_size).summary(), frames
+    return evaluate_frames(DepthPredictor(model, input_size), [frames]).summary(), frames
 
 
 def _start_node(args, out: Path) -> tuple[subprocess.Popen, Path]:
@@ -249,7 +250,8 @@ def _table(before, after) -> str:
 def _report(args, out, adapt_bag, held, before, after, model0, model1, input_size, heard, meta1, t_begin) -> int:
     import cv2
 
-    from mono_depth_ros.learning.evaluate import predict_depth
+    from mono_depth_ros.inference import DepthPredictor
+    from mono_depth_ros.learning.evaluate import gt_at, predict_frames
     from mono_depth_ros.pointcloud import colorize_depth, voxel_downsample
 
     table = _table(before, after)
@@ -260,10 +262,11 @@ def _report(args, out, adapt_bag, held, before, after, model0, model1, input_siz
     frames = before["B"][1]
     idx = np.linspace(0, len(frames) - 1, 4).astype(int)
     imgs = frames.images[idx]
-    p0 = predict_depth(model0, imgs, input_size)
-    p1 = predict_depth(model1, imgs, input_size)
-    rows = [np.concatenate([imgs[i], colorize_depth(p0[i]), colorize_depth(p1[i]),
-                            colorize_depth(frames.depths[idx[i]])], axis=1) for i in range(len(idx))]
+    p0 = predict_frames(DepthPredictor(model0, input_size), imgs, frames.K)
+    p1 = predict_frames(DepthPredictor(model1, input_size), imgs, frames.K)
+    rows = [np.concatenate([p0[i].rgb, colorize_depth(p0[i].depth), colorize_depth(p1[i].depth),
+                            colorize_depth(gt_at(frames.depths[idx[i]], p0[i].depth.shape))], axis=1)
+            for i in range(len(idx))]
     strip_path = out / "depth_strip.png"
     cv2.imwrite(str(strip_path), cv2.cvtColor(np.concatenate(rows, 0), cv2.COLOR_RGB2BGR))
     # Curves: prequential AbsRel during the drive, adaptation steps.

@@ -16,7 +16,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from mono_depth_ros.egomotion import GatingConfig
-from mono_depth_ros.models.registry import MODEL_CHOICES
+from mono_depth_ros.models.registry import MODEL_CHOICES, size_multiple_of
 
 __all__ = ["NodeConfig", "ParamSpec", "PARAMS", "ConfigError", "declare", "validate", "install_runtime_validation",
            "CHECKPOINT_ROOT", "checkpoint_dir_for"]
@@ -202,7 +202,7 @@ def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
 
 def validate(cfg: NodeConfig) -> NodeConfig:
     """Check every value; raise ConfigError naming the first bad one."""
-    mult = 14 if str(cfg.model).startswith("depth_anything") else 32  # the network's size_multiple
+    mult = size_multiple_of(cfg.model) if cfg.model in MODEL_CHOICES else 32  # the network's size_multiple
     for spec in PARAMS:
         v = getattr(cfg, spec.name)
         want = type(spec.default)
