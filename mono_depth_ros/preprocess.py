@@ -5,6 +5,7 @@ Every path that feeds a network an image -- the node's :class:`~mono_depth_ros.i
 functions, so a frame gives the same tensor everywhere::
 
     small = resize_rgb(rgb, (h, w))       # (H,W,3) uint8 -> (h,w,3) uint8
+    gt = resize_depth(depth, (h, w))      # (H,W) metres -> (h,w), nearest
     x = to_tensor(small, device)          # (h,w,3) or (B,h,w,3) uint8 -> (B,3,h,w) float in [0,1]
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ import cv2
 import numpy as np
 import torch
 
-__all__ = ["resize_rgb", "resize_rgb_batch", "to_tensor"]
+__all__ = ["resize_rgb", "resize_rgb_batch", "resize_depth", "to_tensor"]
 
 
 def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -35,6 +36,15 @@ def resize_rgb_batch(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if images.shape[1:3] == tuple(size):
         return images
     return np.stack([resize_rgb(im, size) for im in images])
+
+
+def resize_depth(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H,W) depth (e.g. ground truth) -> (h,w) at ``size`` = (h, w), nearest neighbour: no depth is
+    averaged across an edge and +inf sky / NaN stay exact. The input itself when it has that size."""
+    h, w = int(size[0]), int(size[1])
+    if depth.shape[:2] == (h, w):
+        return depth
+    return cv2.resize(depth, (w, h), interpolation=cv2.INTER_NEAREST)
 
 
 def to_tensor(images: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -31,15 +31,13 @@ import threading
 import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
-from mono_depth_ros.conventions import to_sec
+from mono_depth_ros.conventions import to_sec, transform_matrix
 from mono_depth_ros.egomotion.samples import TransformSample
 
 __all__ = ["TransformSample", "TfBuffer", "TfError", "LookupError_", "ExtrapolationError", "quat_to_matrix"]
 
 log = logging.getLogger(__name__)
 
-#: tf2's QUATERNION_NORMALIZATION_TOLERANCE on |norm^2 - 1|.
-QUATERNION_NORM_TOLERANCE = 0.01
 
 
 class TfError(Exception):
@@ -55,19 +53,8 @@ class ExtrapolationError(TfError):
 
 
 def quat_to_matrix(translation, rotation_xyzw) -> np.ndarray:
-    """(3,), (4,) -> (4,4) homogeneous transform. Raises ValueError on bad input."""
-    t = np.asarray(translation, dtype=np.float64)
-    q = np.asarray(rotation_xyzw, dtype=np.float64)
-    if t.shape != (3,) or q.shape != (4,) or not (np.all(np.isfinite(t)) and np.all(np.isfinite(q))):
-        raise ValueError(f"non-finite or malformed transform: t={t}, q={q}")
-    n = np.linalg.norm(q)
-    if abs(n * n - 1.0) > QUATERNION_NORM_TOLERANCE:
-        raise ValueError(f"quaternion of norm {n:.4g} is not a rotation "
-                         f"(|norm^2 - 1| > {QUATERNION_NORM_TOLERANCE})")
-    T = np.eye(4)
-    T[:3, :3] = Rotation.from_quat(q / n).as_matrix()
-    T[:3, 3] = t
-    return T
+    """(3,), (4,) -> (4,4) homogeneous transform (tf2's quaternion tolerance). Raises ValueError on bad input."""
+    return transform_matrix(translation, rotation_xyzw)
 
 
 class _Link:

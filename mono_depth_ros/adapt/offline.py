@@ -79,7 +79,8 @@ def adapt_bag(bags, model, input_size, adapt_cfg, ego_cfg, gating, steps_per_fra
     """Run the engine over ``bags``. Returns (feed, curve dict)."""
     from tqdm import tqdm
 
-    from mono_depth_ros.bagio import depth_to_numpy, image_to_numpy, iter_messages
+    from mono_depth_ros.bagio import iter_messages
+    from mono_depth_ros.msgconv import depth_image_to_metres, image_to_rgb
     from mono_depth_ros.conventions import Topics
     from mono_depth_ros.egomotion import stamp_to_ns
     from mono_depth_ros.inference import DepthPredictor
@@ -122,13 +123,13 @@ def adapt_bag(bags, model, input_size, adapt_cfg, ego_cfg, gating, steps_per_fra
             elif topic == Topics.BAG_DEPTH_GT:
                 stamp = stamp_to_ns(msg.header.stamp)
                 if stamp in preds:
-                    score(stamp, depth_to_numpy(msg))
+                    score(stamp, depth_image_to_metres(msg))
                 elif eval_every:
-                    gts[stamp] = depth_to_numpy(msg)
+                    gts[stamp] = depth_image_to_metres(msg)
                     while len(gts) > 5:
                         gts.pop(next(iter(gts)))
             elif topic == Topics.BAG_IMAGE and K is not None:
-                rgb = image_to_numpy(msg)
+                rgb = image_to_rgb(msg)
                 stamp = stamp_to_ns(msg.header.stamp)
                 if eval_every and frame_i % eval_every == 0:
                     # Scored before any step has seen this frame (prequential).

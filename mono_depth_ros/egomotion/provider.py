@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from ..conventions import BASE_FRAME, NS_PER_S, ODOM_FRAME
+from ..conventions import BASE_FRAME, NS_PER_S, ODOM_FRAME, QUATERNION_NORM_TOLERANCE, quaternion_is_unit, to_ns
 from .samples import (GPS_COVARIANCE_TYPE_UNKNOWN, GpsFix, ImuSample, OdometrySample,
                       TransformSample)
 from .sources import (GpsTrack, ImuGpsSource, ImuRotation, ImuSpeedSource, OdomSource, PoseSource,
@@ -39,10 +39,6 @@ log = logging.getLogger(__name__)
 
 #: Source names accepted in ``EgoMotionConfig.priority``.
 SOURCES = ("odom", "odom_twist", "tf", "imu_gps", "imu_speed")
-
-
-def _ns(sec: float) -> int:
-    return int(round(sec * NS_PER_S))
 
 
 @dataclass(frozen=True)
@@ -104,7 +100,7 @@ class EgoMotionConfig:
     gps_min_fixes: int = 4
     gps_max_variance: float = 100.0
     gps_min_status: int = 0
-    quaternion_norm_tolerance: float = 0.01
+    quaternion_norm_tolerance: float = QUATERNION_NORM_TOLERANCE
     imu_max_angular_velocity: float = 35.0
     imu_max_acceleration: float = 160.0
 
@@ -173,12 +169,6 @@ def _finite(*arrays) -> bool:
     return all(np.all(np.isfinite(a)) for a in arrays)
 
 
-def _quat_ok(q: np.ndarray, tol: float) -> bool:
-    """Finite and unit within ``tol`` (|norm^2 - 1| <= tol, tf2's rule)."""
-    with np.errstate(over="ignore"):             # |q| ~ 1e200: norm^2 = inf, refused below
-        return bool(np.all(np.isfinite(q)) and abs(float(np.dot(q, q)) - 1.0) <= tol)
-
-
 class EgoMotionProvider:
     """Buffers odometry / TF / IMU / GPS samples and answers relative camera poses.
 
@@ -193,7 +183,7 @@ class EgoMotionProvider:
         c = self.config
         self._lock = threading.RLock()
         self._counters: Counter = Counter()
-        self._max_gap = _ns(c.max_gap_s)
+        self._max_gap = to_ns(c.max_gap_s)
         self._R_base_imu = Rotation.from_matrix(np.asarray(c.R_base_imu, dtype=np.float64))
         self._odom_pose = TimeSeries(7)
         self._odom_twist = TimeSeries(6)
@@ -201,7 +191,7 @@ class EgoMotionProvider:
         self._gyro = TimeSeries(3)
         self._imu_orientation = TimeSeries(4)
         self._accel = TimeSeries(3)
-        self._gps = GpsTrack(_ns(c.gps_window_s), c.gps_min_fixes, c.gps_origin, _ns(c.gps_imu_window_s))
+        self._gps = GpsTrack(to_ns(c.gps_window_s), c.gps_min_fixes, c.gps_origin, to_ns(c.gps_imu_window_s))
         self._streams = {"odom_pose": self._odom_pose, "odom_twist": self._odom_twist,
                          "tf": self._tf_pose, "imu_gyro": self._gyro,
                          "imu_orientation": self._imu_orientation, "imu_accel": self._accel,
@@ -266,7 +256,7 @@ class EgoMotionProvider:
         """
         c = self.config
         own = self._stream_newest.get(stream)
-        if own is not None and stamp_ns < own - _ns(c.time_jump_tolerance_s):
+        if own is not None and stamp_ns < own - to_ns(c.time_jump_tolerance_s):
             self._counters["time_jumps"] += 1
             self.reset(f"time jumped backwards by {(own - stamp_ns) / NS_PER_S:.3f} s "
                        f"on {stream} (bag loop or sim-time reset?)")
@@ -275,13 +265,13 @@ class EgoMotionProvider:
             self._stream_newest[stream] = stamp_ns
         if self._newest_ns is None or stamp_ns > self._newest_ns:
             self._newest_ns = stamp_ns
-            keep_from = stamp_ns - _ns(c.buffer_s)
+            keep_from = stamp_ns - to_ns(c.buffer_s)
             for s in self._streams.values():
                 s.prune(keep_from)
         return True
 
     def _insert(self, stream: str, series: TimeSeries, stamp_ns: int, value) -> bool:
-        if stamp_ns < self._newest_ns - _ns(self.config.buffer_s):
+        if stamp_ns < self._newest_ns - to_ns(self.config.buffer_s):
             self._counters[f"{stream}_too_old"] += 1
             return False
         result = series.insert(stamp_ns, value)
@@ -303,7 +293,7 @@ class EgoMotionProvider:
         with self._lock:
             self._counters["odom_received"] += 1
             qtol = self.config.quaternion_norm_tolerance
-            pose_finite = _finite(sample.position) and _quat_ok(sample.orientation, qtol)
+            pose_finite = _finite(sample.position) and quaternion_is_unit(sample.orientation, qtol)
             twist_finite = _finite(sample.linear_velocity, sample.angular_velocity)
             if not pose_finite:
                 self._counters["odom_rejected_bad_pose"] += 1
@@ -338,7 +328,7 @@ class EgoMotionProvider:
                 return False
             self._counters["tf_received"] += 1
             if not (_finite(sample.translation)
-                    and _quat_ok(sample.rotation, self.config.quaternion_norm_tolerance)):
+                    and quaternion_is_unit(sample.rotation, self.config.quaternion_norm_tolerance)):
                 self._counters["tf_rejected_bad_values"] += 1
                 return False
             self._admit("tf", sample.stamp_ns)
@@ -356,7 +346,7 @@ class EgoMotionProvider:
             c = self.config
             gyro_ok = _finite(sample.angular_velocity)
             accel_ok = _finite(sample.linear_acceleration)
-            orient_ok = sample.orientation is not None and _quat_ok(sample.orientation, c.quaternion_norm_tolerance)
+            orient_ok = sample.orientation is not None and quaternion_is_unit(sample.orientation, c.quaternion_norm_tolerance)
             if not gyro_ok:
                 self._counters["imu_rejected_bad_gyro"] += 1
             elif np.linalg.norm(sample.angular_velocity) > c.imu_max_angular_velocity:
@@ -403,7 +393,7 @@ class EgoMotionProvider:
                     self._counters["gps_rejected_covariance"] += 1
                     return False
             self._admit("gps", sample.stamp_ns)
-            if sample.stamp_ns < self._newest_ns - _ns(self.config.buffer_s):
+            if sample.stamp_ns < self._newest_ns - to_ns(self.config.buffer_s):
                 self._counters["gps_too_old"] += 1
                 return False
             result = self._gps.add_fix(sample.stamp_ns, sample.latitude, sample.longitude, sample.altitude)
@@ -419,7 +409,7 @@ class EgoMotionProvider:
         newest = [self._streams[s].newest for s in self._source_streams[name] if len(self._streams[s])]
         if not newest or self._newest_ns is None:
             return False
-        return max(newest) < self._newest_ns - _ns(self.config.stale_timeout_s)
+        return max(newest) < self._newest_ns - to_ns(self.config.stale_timeout_s)
 
     def _query_source(self, name: str, t_target: int, t_source: int):
         """(Coverage, T_bt_bs | None, reported source name)."""

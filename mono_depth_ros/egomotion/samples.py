@@ -19,6 +19,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# One home for message stamps and pose messages (shared with the node and the bag tools);
+# re-exported here under the names the ego-motion API has always had.
+from mono_depth_ros.msgconv import pose_to_matrix as pose_from_pose_msg  # noqa: F401
+from mono_depth_ros.msgconv import stamp_to_ns
+
 __all__ = [
     "OdometrySample", "TransformSample", "ImuSample", "GpsFix",
     "GPS_STATUS_NO_FIX", "GPS_STATUS_FIX", "GPS_COVARIANCE_TYPE_UNKNOWN",
@@ -160,11 +165,6 @@ class GpsFix:
 
 # ---------------------------------------------------------------- converters
 
-def stamp_to_ns(stamp) -> int:
-    """``builtin_interfaces/Time`` (``.sec``, ``.nanosec``) -> int ns."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-
-
 def _xyz(v) -> list[float]:
     return [float(v.x), float(v.y), float(v.z)]
 
@@ -238,13 +238,3 @@ def from_navsatfix_msg(msg) -> GpsFix:
         position_covariance_type=int(msg.position_covariance_type),
         frame_id=str(msg.header.frame_id),
     )
-
-
-def pose_from_pose_msg(pose) -> np.ndarray:
-    """``geometry_msgs/Pose`` -> (4,4) homogeneous T (e.g. T_map_camera from PoseStamped.pose)."""
-    from scipy.spatial.transform import Rotation
-
-    T = np.eye(4)
-    T[:3, :3] = Rotation.from_quat(_xyzw(pose.orientation)).as_matrix()
-    T[:3, 3] = _xyz(pose.position)
-    return T

@@ -3,26 +3,19 @@
 Every frame goes through :meth:`mono_depth_ros.inference.DepthPredictor.predict`, the call the
 node makes for each image: the same resize (:mod:`mono_depth_ros.preprocess`), backend and
 canonical-camera conversion. What is scored is exactly the depth the node publishes, at network
-resolution; the ground truth is brought to that grid by nearest neighbour (:func:`gt_at`), as the
+resolution; the ground truth is brought to that grid by nearest neighbour (:func:`mono_depth_ros.preprocess.resize_depth`), as the
 node's own prequential scoring does.
 """
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from ..inference import DepthPredictor, Prediction
 from ..metrics import DEFAULT_MAX_DEPTH, MetricAccumulator
+from ..preprocess import resize_depth
 from .data import BagFrames
 
-__all__ = ["gt_at", "predict_frames", "evaluate_frames"]
-
-
-def gt_at(gt: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """(H,W) ground-truth depth -> (h,w) on a prediction's grid (nearest: no depth is averaged across edges)."""
-    if gt.shape == tuple(shape):
-        return gt
-    return cv2.resize(gt, (int(shape[1]), int(shape[0])), interpolation=cv2.INTER_NEAREST)
+__all__ = ["predict_frames", "evaluate_frames"]
 
 
 def predict_frames(predictor: DepthPredictor, images: np.ndarray, K: np.ndarray) -> list[Prediction]:
@@ -45,5 +38,5 @@ def evaluate_frames(predictor: DepthPredictor, drives: list[BagFrames], stride: 
             idx = idx[:max_frames]
         for k in idx:
             depth = predictor.predict(drive.images[k], drive.K).depth
-            acc.add(gt_at(drive.depths[k].astype(np.float32), depth.shape), depth)
+            acc.add(resize_depth(drive.depths[k].astype(np.float32), depth.shape), depth)
     return acc

@@ -41,12 +41,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(predictions fused with the bag's camera poses)")
 
 
+def build_predictor(args: argparse.Namespace, drives, size: tuple[int, int] | None = None):
+    """The :class:`~mono_depth_ros.inference.DepthPredictor` that ``evaluate`` scores, built by
+    ``DepthPredictor.from_config`` -- the constructor the node's :func:`~mono_depth_ros.inference.node_predictor`
+    calls -- with the same weights, size, backend (``--backend``, default ``auto`` like the node's
+    ``inference_backend``) and canonical camera (``--no-canonical`` = the node with ``adapt: true``).
+
+    ``size`` (H, W): from ``--size WxH``; ``--size bag`` = the first bag's size; None = the checkpoint's.
+    """
+    from ..checkpoint import shipped_checkpoint_path
+    from ..inference import DepthPredictor
+
+    if args.size == "bag":
+        size = drives[0].size
+    path = args.checkpoint or shipped_checkpoint_path()
+    predictor, _ = DepthPredictor.from_config(args.model, str(path), size, 0.1, 100.0, "cpu", args.threads,
+                                              backend=args.backend, canonical_camera=args.canonical)
+    return predictor
+
+
 def main(args: argparse.Namespace) -> int:
     import torch
 
     from ..bagio import BagError
     from ..checkpoint import CheckpointError, shipped_checkpoint_path
-    from ..inference import DepthPredictor
     from ..metrics import format_markdown
     from .data import load_bag
     from .evaluate import evaluate_frames
@@ -63,11 +81,7 @@ def main(args: argparse.Namespace) -> int:
     path = args.checkpoint or shipped_checkpoint_path()
     try:
         drives = [load_bag(b, need_depth=True) for b in args.bags]
-        if args.size == "bag":
-            size = drives[0].size
-        # The node's constructor call (ros/depth_node.py): same weights, size, backend and canonical camera.
-        predictor, _ = DepthPredictor.from_config(args.model, str(path), size, 0.1, 100.0, "cpu", args.threads,
-                                                  backend=args.backend, canonical_camera=args.canonical)
+        predictor = build_predictor(args, drives, size)
     except (CheckpointError, BagError, ValueError) as exc:
         print(f"mono-depth evaluate: {exc}", file=sys.stderr)
         return 1
@@ -100,7 +114,8 @@ def _data_kind(bags) -> str:
 def _write_report(args, predictor, drives, summary, ckpt_path) -> None:
     """Tables, depth strip and 3-D outputs of the first bag into ``args.report`` (at network resolution)."""
     from ..metrics import format_markdown
-    from .evaluate import gt_at, predict_frames
+    from ..preprocess import resize_depth
+    from .evaluate import predict_frames
     from .report import depth_strip, fused_cloud
 
     out = args.report
@@ -110,7 +125,7 @@ def _write_report(args, predictor, drives, summary, ckpt_path) -> None:
     pr = predict_frames(predictor, d.images[idx], d.K)
     preds = np.stack([p.depth for p in pr])
     rgbs = np.stack([p.rgb for p in pr])
-    gts = np.stack([gt_at(d.depths[k].astype(np.float32), preds.shape[1:]) for k in idx])
+    gts = np.stack([resize_depth(d.depths[k].astype(np.float32), preds.shape[1:]) for k in idx])
     written = [out / "metrics.md", out / "metrics.json"]
     (out / "metrics.md").write_text(f"# Evaluation{_data_kind(args.bags)}\n\ncheckpoint `{ckpt_path}`, bags "
                                     f"{', '.join(args.bags)}\n\n{format_markdown(summary)}\n")

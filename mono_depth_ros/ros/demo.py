@@ -251,7 +251,8 @@ def _report(args, out, adapt_bag, held, before, after, model0, model1, input_siz
     import cv2
 
     from mono_depth_ros.inference import DepthPredictor
-    from mono_depth_ros.learning.evaluate import gt_at, predict_frames
+    from mono_depth_ros.learning.evaluate import predict_frames
+    from mono_depth_ros.preprocess import resize_depth
     from mono_depth_ros.pointcloud import colorize_depth, voxel_downsample
 
     table = _table(before, after)
@@ -265,7 +266,7 @@ def _report(args, out, adapt_bag, held, before, after, model0, model1, input_siz
     p0 = predict_frames(DepthPredictor(model0, input_size), imgs, frames.K)
     p1 = predict_frames(DepthPredictor(model1, input_size), imgs, frames.K)
     rows = [np.concatenate([p0[i].rgb, colorize_depth(p0[i].depth), colorize_depth(p1[i].depth),
-                            colorize_depth(gt_at(frames.depths[idx[i]], p0[i].depth.shape))], axis=1)
+                            colorize_depth(resize_depth(frames.depths[idx[i]], p0[i].depth.shape))], axis=1)
             for i in range(len(idx))]
     strip_path = out / "depth_strip.png"
     cv2.imwrite(str(strip_path), cv2.cvtColor(np.concatenate(rows, 0), cv2.COLOR_RGB2BGR))

@@ -105,10 +105,11 @@ class DepthNode(Node):
         self._info: CameraInfo | None = None
         self._rays = RayGrid()
 
-        self.predictor, weights = node_predictor(self.cfg)
+        configured, weights = node_predictor(self.cfg)
+        self.predictor = configured
         resumed = resume_state(self.cfg, self.get_logger())
         if resumed is not None:
-            self.predictor, weights = node_predictor(self.cfg, resumed, self.predictor.input_size)
+            self.predictor, weights = node_predictor(self.cfg, resumed, configured.input_size)
         self.weights_desc = weights
 
         sensor_group = MutuallyExclusiveCallbackGroup()

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mono_depth_ros.msgconv import ns_to_stamp, stamp_to_ns
 from mono_depth_ros.ros.process import stop_process
 
 __all__ = ["run_e2e", "PLAN_FULL", "PLAN_QUICK"]
@@ -46,8 +47,8 @@ def _bag_seconds(plan) -> float:
 def _restamp(msg, f) -> None:
     """Rewrite every header stamp in ``msg`` (also each transform of a TFMessage) with ``f(ns) -> ns``."""
     def fix(header):
-        ns = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
-        header.stamp.sec, header.stamp.nanosec = divmod(int(f(ns)), 1_000_000_000)
+        ns = stamp_to_ns(header.stamp)
+        header.stamp.sec, header.stamp.nanosec = ns_to_stamp(int(f(ns)))
 
     if hasattr(msg, "transforms"):
         for t in msg.transforms:

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mono_depth_ros.msgconv import ns_to_stamp, stamp_to_ns
 from mono_depth_ros.ros.process import stop_process
 
 __all__ = ["run", "main"]
@@ -153,7 +154,7 @@ def run(duration: float = 600.0, rate: float = 30.0, size: tuple[int, int] = (12
         def on_depth(m):
             now = time.time_ns()
             depth_t.append(time.monotonic())
-            depth_lat.append((now - (m.header.stamp.sec * 10**9 + m.header.stamp.nanosec)) / 1e9)
+            depth_lat.append((now - stamp_to_ns(m.header.stamp)) / 1e9)
         node.create_subscription(Image, "depth", on_depth, 10)
         node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
         end = time.monotonic() + 30
@@ -216,7 +217,7 @@ def run(duration: float = 600.0, rate: float = 30.0, size: tuple[int, int] = (12
             if now >= due:
                 stamp = time.time_ns()
                 msg = frames[published % len(frames)]
-                msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+                msg.header.stamp.sec, msg.header.stamp.nanosec = ns_to_stamp(stamp)
                 info.header.stamp = msg.header.stamp
                 odom.header.stamp = msg.header.stamp
                 odom.pose.pose.position.x = 8.0 * el

@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from mono_depth_ros.msgconv import ns_to_stamp, stamp_to_ns
+
 __all__ = ["add_arguments", "main", "replay"]
 
 log = logging.getLogger("mono_depth_ros.replay")
@@ -72,7 +74,7 @@ def _header_ns(msg, last_ns: int | None) -> int | None:
     stamp = getattr(getattr(msg, "header", None), "stamp", None)
     if stamp is None:
         return None
-    ns = int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+    ns = stamp_to_ns(stamp)
     return None if last_ns is not None and ns < last_ns else ns
 
 
@@ -155,7 +157,7 @@ def replay(node, bag: Path, rate: float = 1.0, loop: bool = False, topics=None, 
                                                                         last_clock)
                     if now is not None and (last_clock is None or now - last_clock >= clock_step):
                         msg = Clock()
-                        msg.clock.sec, msg.clock.nanosec = divmod(now, 1_000_000_000)
+                        msg.clock.sec, msg.clock.nanosec = ns_to_stamp(now)
                         clock_pub.publish(msg)
                         last_clock = now
                 pubs[conn.topic].publish(data)

@@ -19,6 +19,7 @@ from mono_depth_ros.conventions import (
     BASE_FRAME, CAMERA_LINK_FRAME, CAMERA_OPTICAL_FRAME, MAP_FRAME, NS_PER_S, ODOM_FRAME,
     RIGHT_CAMERA_OPTICAL_FRAME, Topics,
 )
+from mono_depth_ros.msgconv import ns_to_stamp
 from mono_depth_ros.synth.drive import DEFAULT_START_NS, Drive, DriveConfig, SynthFrame
 from mono_depth_ros.synth.presets import T_camera_link_optical, get_preset, noise_with
 from mono_depth_ros.synth.sensors import (
@@ -75,7 +76,7 @@ class _Msgs:
     def header(self, stamp_ns: int, frame: str):
         T = self.t
         return T["std_msgs/msg/Header"](
-            stamp=T["builtin_interfaces/msg/Time"](sec=int(stamp_ns // NS_PER_S), nanosec=int(stamp_ns % NS_PER_S)),
+            stamp=T["builtin_interfaces/msg/Time"](*ns_to_stamp(stamp_ns)),
             frame_id=frame)
 
     def vec3(self, v):
