@@ -114,7 +114,8 @@ def test_too_high_learning_rate_rolls_back_instead_of_publishing_garbage(tmp_pat
     import numpy as np
     from diagnostic_msgs.msg import DiagnosticArray
 
-    from mono_depth_ros.bagio import depth_to_numpy, image_to_numpy, iter_messages
+    from mono_depth_ros.bagio import iter_messages
+    from mono_depth_ros.msgconv import depth_image_to_metres, image_to_rgb
     from mono_depth_ros.checkpoint import load_checkpoint, shipped_checkpoint_path
     from mono_depth_ros.conventions import Topics
     from mono_depth_ros.inference import DepthPredictor
@@ -131,11 +132,11 @@ def test_too_high_learning_rate_rolls_back_instead_of_publishing_garbage(tmp_pat
         if topic == Topics.BAG_CAMERA_INFO:
             K = np.array(msg.k).reshape(3, 3)
         elif topic == Topics.BAG_IMAGE and K is not None:
-            frame[s] = pred.predict(image_to_numpy(msg), K).depth
+            frame[s] = pred.predict(image_to_rgb(msg), K).depth
         elif s in frame:
             import cv2
             d = frame.pop(s)
-            gt = cv2.resize(depth_to_numpy(msg), (d.shape[1], d.shape[0]), interpolation=cv2.INTER_NEAREST)
+            gt = cv2.resize(depth_image_to_metres(msg), (d.shape[1], d.shape[0]), interpolation=cv2.INTER_NEAREST)
             base[s] = compute_depth_metrics(gt, d)["abs_rel"]
     start = float(np.mean(list(base.values())))
 
