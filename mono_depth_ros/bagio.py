@@ -3,7 +3,7 @@
 >>> with open_reader("drive_A") as reader:                       # doctest: +SKIP
 ...     print(reader.topics.keys())
 >>> for topic, stamp_ns, msg in iter_messages("drive_A", ["/camera/image_raw"]):   # doctest: +SKIP
-...     rgb = image_to_numpy(msg)                                # (H,W,3) uint8
+...     rgb = msgconv.image_to_rgb(msg)                          # (H,W,3) uint8 (mono_depth_ros.msgconv)
 
 Errors about the bag itself (missing, truncated, corrupt, unreadable metadata)
 are raised as :class:`BagError` naming the file; nothing here waits on I/O

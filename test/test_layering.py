@@ -4,8 +4,8 @@ import sys
 
 from .rosutil import ROOT
 
-CORE = ["conventions", "geometry", "models", "losses", "metrics", "checkpoint", "inference", "pointcloud",
-        "tf_buffer", "egomotion", "adapt", "adapt.feed", "adapt.offline", "synth", "synth.bag", "bagio",
+CORE = ["conventions", "options", "settings", "geometry", "models", "losses", "metrics", "checkpoint", "inference",
+        "pointcloud", "tf_buffer", "egomotion", "adapt", "adapt.session", "adapt.offline", "synth", "synth.bag", "bagio",
         "learning.trainer", "learning.evaluate", "learning.report", "bench.core", "bench.peers", "bench.variants",
         "bench.cli"]
 

@@ -1,4 +1,4 @@
-"""Source-domain anchor images for adaptation (see AdaptationEngine._prepare_anchors).
+"""Source-domain anchor images for adaptation (see AdaptationEngine._anchor_term).
 
 ``synthetic_A``: frames of a domain-A drive rendered by the package's own generator (the
 domain the shipped weights were trained on). A folder: the user's own source-domain images
