@@ -230,14 +230,14 @@ def test_anchor_images_keep_the_starting_depth_there(drive, pretrained):
     anchors = np.stack([f.image for f in render_drive("A", seed=8, duration_s=1.0, width=192, height=64)])
     x = torch.from_numpy(anchors).permute(0, 3, 1, 2).float() / 255
     with torch.no_grad():
-        start = torch.log(pretrained.eval()(x))
+        start = torch.log(pretrained.eval().predict_depth(x))
 
     def drift(weight):
         engine, provider = make_engine(small(lr=2e-3, replay_per_step=1, anchor_weight=weight), model=pretrained,
                                        anchors=anchors if weight > 0 else None)
         feed(engine, provider, drive, steps=2)
         with torch.no_grad():
-            return float((torch.log(engine.model.eval()(x)) - start).abs().mean())
+            return float((torch.log(engine.model.eval().predict_depth(x)) - start).abs().mean())
 
     free, anchored = drift(0.0), drift(3.0)
     assert anchored < 0.7 * free, (free, anchored)
