@@ -37,11 +37,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from ..tf_buffer import TfBuffer, TfError
 from ..conventions import BASE_FRAME, CAMERA_OPTICAL_FRAME, NS_PER_S, ODOM_FRAME, Topics
 from .provider import SOURCES, EgoMotionConfig, EgoMotionProvider
 from .samples import (from_imu_msg, from_navsatfix_msg, from_odometry_msg, from_tf_message,
                       pose_from_pose_msg, stamp_to_ns)
-from .static_tf import lookup_static
 from .timeseries import PoseStatus
 
 __all__ = ["add_arguments", "main", "BagMotion", "load_bag", "feed_provider", "evaluate", "format_table",
@@ -89,7 +89,18 @@ class BagMotion:
     image_stamps_ns: list = field(default_factory=list)   # header stamps on the image topic (KITTI timing)
 
     def T_base_camera(self, base_frame: str = BASE_FRAME, camera_frame: str = CAMERA_OPTICAL_FRAME) -> np.ndarray:
-        return lookup_static(self.static, base_frame, camera_frame)
+        """(4,4) base <- camera from the bag's /tf_static, through the package's transform buffer.
+
+        Raises:
+            LookupError: the frames are not connected by static transforms.
+        """
+        buffer = TfBuffer()
+        for t in self.static:
+            buffer.set_transform(t, static=True)
+        try:
+            return buffer.lookup(base_frame, camera_frame)
+        except TfError as exc:
+            raise LookupError(f"no static transform chain from {camera_frame!r} to {base_frame!r}: {exc}") from None
 
 
 def load_bag(path, image_topic: str | None = None) -> BagMotion:
@@ -116,8 +127,10 @@ def load_bag(path, image_topic: str | None = None) -> BagMotion:
     return out
 
 
-def feed_provider(provider: EgoMotionProvider, events) -> None:
-    """Feed (kind, sample) events in order."""
+def feed_provider(provider: EgoMotionProvider, events, static=()) -> None:
+    """Feed the /tf_static samples ``static``, then (kind, sample) events in order."""
+    for t in static:
+        provider.add_transform(t, static=True)
     add = {"odometry": provider.add_odometry, "tf": provider.add_transform,
            "imu": provider.add_imu, "gps": provider.add_gps}
     for kind, sample in events:
@@ -219,7 +232,7 @@ def evaluate(motion: BagMotion, sources=SOURCES, dt_s: float = 0.1, min_travel_m
     # Offline: keep everything, feed everything, then query.
     cfg = dataclasses.replace(cfg, buffer_s=1e7)
     provider = EgoMotionProvider(cfg, motion.T_base_camera() if T_base_camera is None else T_base_camera)
-    feed_provider(provider, motion.events)
+    feed_provider(provider, motion.events, motion.static)
     if isinstance(reference, str):
         label = f"source {reference}"
         stamps = _grid_stamps(motion, dt_s)
@@ -380,7 +393,7 @@ def _pick_reference(motion: BagMotion, wanted: str, cfg, T_base_camera, dt_s: fl
                          "(odometry, /tf, IMU, GPS) to compare")
     candidates = REFERENCE_ORDER if wanted == "auto" else (wanted,)
     provider = EgoMotionProvider(dataclasses.replace(cfg, buffer_s=1e7), T_base_camera)
-    feed_provider(provider, motion.events)
+    feed_provider(provider, motion.events, motion.static)
     stamps = _grid_stamps(motion, dt_s)
     mid = len(stamps) // 2
     for name in candidates:
