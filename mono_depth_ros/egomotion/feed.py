@@ -17,13 +17,14 @@ unless :meth:`EgoMotionFeed.set_extrinsics` sets them.
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import numpy as np
 
 from .. import tf_buffer as _tf
-from ..conventions import BASE_FRAME
+from ..conventions import BASE_FRAME, Topics
 from .provider import EgoMotionConfig, EgoMotionProvider
-from .samples import from_imu_msg, from_navsatfix_msg, from_odometry_msg, from_tf_message
+from .samples import MOTION_INPUTS, from_tf_message
 from .selector import FrameSelector, GatingConfig
 
 __all__ = ["EgoMotionFeed"]
@@ -49,14 +50,27 @@ class EgoMotionFeed:
         self.have_extrinsics = False
 
     # ------------------------------------------------------------- motion
+    def on_message(self, kind: str, msg) -> None:
+        """One ego-motion message of ``kind`` (a key of :data:`~mono_depth_ros.egomotion.samples.MOTION_INPUTS`)."""
+        spec = MOTION_INPUTS[kind]
+        add = getattr(self.provider, spec.add)
+        for sample in spec.convert(msg):
+            add(sample)
+
     def on_odometry(self, msg) -> None:
-        self.provider.add_odometry(from_odometry_msg(msg))
+        self.on_message("odometry", msg)
 
     def on_imu(self, msg) -> None:
-        self.provider.add_imu(from_imu_msg(msg))
+        self.on_message("imu", msg)
 
     def on_gps(self, msg) -> None:
-        self.provider.add_gps(from_navsatfix_msg(msg))
+        self.on_message("gps", msg)
+
+    def bag_handlers(self) -> dict:
+        """Bag topic -> handler for every ego-motion input and ``/tf_static``: what a bag feeder dispatches."""
+        out = {spec.bag_topic: partial(self.on_message, kind) for kind, spec in MOTION_INPUTS.items()}
+        out[Topics.BAG_TF_STATIC] = self.on_tf_static
+        return out
 
     @property
     def transforms(self) -> "_tf.TransformLookup":
@@ -64,8 +78,7 @@ class EgoMotionFeed:
         return self.provider.transforms
 
     def on_tf(self, msg) -> None:
-        for t in from_tf_message(msg):
-            self.provider.add_transform(t)
+        self.on_message("tf", msg)
 
     def on_tf_static(self, msg) -> None:
         for t in from_tf_message(msg):

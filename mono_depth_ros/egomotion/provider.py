@@ -35,12 +35,15 @@ from .sources import (GpsTrack, ImuGpsSource, ImuRotation, ImuSpeedSource, OdomS
                       TransformSource, TwistSource)
 from .timeseries import Coverage, PoseStatus, TimeSeries, invert_T
 
-__all__ = ["SOURCES", "parse_sources", "EgoMotionConfig", "RelativePose", "EgoMotionProvider"]
+__all__ = ["SOURCES", "SOURCE_INPUTS", "parse_sources", "EgoMotionConfig", "RelativePose", "EgoMotionProvider"]
 
 log = logging.getLogger(__name__)
 
 #: Source names accepted in ``EgoMotionConfig.priority``.
 SOURCES = ("odom", "odom_twist", "tf", "imu_gps", "imu_speed")
+#: source -> the input kinds (keys of ``samples.MOTION_INPUTS``) it needs.
+SOURCE_INPUTS = {"odom": ("odometry",), "odom_twist": ("odometry",), "tf": ("tf",), "imu_gps": ("imu", "gps"),
+                 "imu_speed": ("imu", "odometry")}
 
 
 def parse_sources(text: str) -> tuple[str, ...]:
