@@ -29,7 +29,7 @@ from scipy.spatial.transform import Rotation
 from .. import tf_buffer as _tf   # module import: tf_buffer imports egomotion.samples (no cycle at import)
 from ..conventions import BASE_FRAME, NS_PER_S, ODOM_FRAME
 from ..options import option
-from .samples import (GPS_COVARIANCE_TYPE_UNKNOWN, GpsFix, ImuSample, OdometrySample,
+from .samples import (GPS_COVARIANCE_TYPE_UNKNOWN, GpsFix, ImuSample, OdometrySample, PoseSample,
                       TransformSample)
 from .sources import (GpsTrack, ImuGpsSource, ImuRotation, ImuSpeedSource, OdomSource, PoseSource,
                       TransformSource, TwistSource)
@@ -40,10 +40,10 @@ __all__ = ["SOURCES", "SOURCE_INPUTS", "parse_sources", "EgoMotionConfig", "Rela
 log = logging.getLogger(__name__)
 
 #: Source names accepted in ``EgoMotionConfig.priority``.
-SOURCES = ("odom", "odom_twist", "tf", "imu_gps", "imu_speed")
+SOURCES = ("odom", "odom_twist", "tf", "imu_gps", "imu_speed", "pose")
 #: source -> the input kinds (keys of ``samples.MOTION_INPUTS``) it needs.
 SOURCE_INPUTS = {"odom": ("odometry",), "odom_twist": ("odometry",), "tf": ("tf",), "imu_gps": ("imu", "gps"),
-                 "imu_speed": ("imu", "odometry")}
+                 "imu_speed": ("imu", "odometry"), "pose": ("pose",)}
 
 
 def parse_sources(text: str) -> tuple[str, ...]:
@@ -105,11 +105,14 @@ class EgoMotionConfig:
             2000 deg/s, the range of common MEMS gyros) are spikes: rejected, counted.
         imu_max_acceleration: accelerometer samples above this (m/s^2, 16 g) are
             spikes: rejected, counted.
+        pose_max_variance: a localiser pose (``pose`` source) whose x, y or yaw variance (m^2, rad^2)
+            is NaN, negative or above this is rejected (counted); like ``odom_max_pose_variance`` the
+            default only catches "unknown" markers. PoseStamped carries no covariance: always accepted.
     """
 
     priority: tuple[str, ...] = option(("odom", "tf", "imu_gps", "imu_speed"), "egomotion_sources",
                                        "ego-motion sources in priority order (odom, odom_twist, tf, imu_gps, "
-                                       "imu_speed)", read_only="the sources' subscriptions are made at start",
+                                       "imu_speed, pose)", read_only="the sources' subscriptions are made at start",
                                        cli="--egomotion", to_param=",".join, from_param=parse_sources)
     odom_frame: str = option(ODOM_FRAME, "odom_frame", "odometry frame of the tf ego-motion source (REP 105)",
                              read_only="the ego-motion provider is built at start")
@@ -132,6 +135,7 @@ class EgoMotionConfig:
     quaternion_norm_tolerance: float = 0.01
     imu_max_angular_velocity: float = 35.0
     imu_max_acceleration: float = 160.0
+    pose_max_variance: float = 1e6
 
     def __post_init__(self):
         object.__setattr__(self, "priority", tuple(self.priority))
@@ -160,7 +164,7 @@ class RelativePose:
         status: OK, NOT_YET (ask again later) or NEVER.
         stamp_target_ns / stamp_source_ns: the queried image stamps.
         source: the source that answered (``odom``, ``odom_twist``, ``tf``,
-            ``imu_gps``, ``imu_speed``), or the one waited for / last tried.
+            ``imu_gps``, ``imu_speed``, ``pose``), or the one waited for / last tried.
         T_target_source: (4,4) camera optical frame at target <- at source
             (``inv(T_odom_cam(t)) @ T_odom_cam(s)``), metres; None unless OK.
         T_base_target_source: (4,4) same motion in base_link; None unless OK.
@@ -232,11 +236,13 @@ class EgoMotionProvider:
         self._gyro = TimeSeries(3)
         self._imu_orientation = TimeSeries(4)
         self._accel = TimeSeries(3)
+        self._pose = TimeSeries(7)
+        self._pose_frame: str | None = None
         self._gps = GpsTrack(_ns(c.gps_window_s), c.gps_min_fixes, c.gps_origin, _ns(c.gps_imu_window_s))
         self._streams = {"odom_pose": self._odom_pose, "odom_twist": self._odom_twist,
                          "imu_gyro": self._gyro,
                          "imu_orientation": self._imu_orientation, "imu_accel": self._accel,
-                         "gps": self._gps.series}
+                         "gps": self._gps.series, "pose": self._pose}
         imu = ImuRotation(self._gyro, self._imu_orientation, self._max_gap, c.imu_rotation)
         twist = TwistSource(self._odom_twist, self._max_gap)
         self._sources = {
@@ -247,12 +253,13 @@ class EgoMotionProvider:
             # The GPS track is smoothed over a window, so fixes may be sparser
             # than max_gap; its own window check applies instead.
             "imu_gps": ImuGpsSource(imu, self._gps, self._accel, c.gps_fit),
+            "pose": PoseSource(self._pose, self._max_gap),
         }
         # Which streams each source reads (for the stale check).
         self._source_streams = {
             "odom": ("odom_pose", "odom_twist"), "odom_twist": ("odom_twist",), "tf": (),
             "imu_speed": ("imu_gyro", "imu_orientation", "odom_twist"),
-            "imu_gps": ("imu_gyro", "imu_orientation", "gps"),
+            "imu_gps": ("imu_gyro", "imu_orientation", "gps"), "pose": ("pose",),
         }
         self._newest_ns: int | None = None
         self._stream_newest: dict[str, int] = {}
@@ -282,6 +289,7 @@ class EgoMotionProvider:
             for s in self._streams.values():
                 s.clear()
             self.transforms.clear()
+            self._pose_frame = None
             self._newest_ns = None
             self._stream_newest.clear()
             self.epoch += 1
@@ -386,6 +394,32 @@ class EgoMotionProvider:
             if not self.owns_transforms:
                 return True
             return self.transforms.set_transform(sample, static=static)
+
+    def add_pose(self, sample: PoseSample) -> bool:
+        """Feed one localiser pose (T_frame_base; the ``pose`` source). Returns True when it entered the buffer.
+
+        Refused and counted: non-finite values or a non-unit quaternion (``pose_rejected_bad_values``), an
+        x/y/yaw variance that is NaN, negative or above ``pose_max_variance`` (``pose_rejected_covariance``),
+        and poses in another frame than the first one seen since the last reset (``pose_ignored_other_frame``:
+        relative motion needs one world frame).
+        """
+        with self._lock:
+            self._counters["pose_received"] += 1
+            if not (_finite(sample.position) and _quat_ok(sample.orientation, self.config.quaternion_norm_tolerance)):
+                self._counters["pose_rejected_bad_values"] += 1
+                return False
+            if sample.covariance is not None:
+                var = np.diag(sample.covariance)[[0, 1, 5]]
+                if not (np.all(np.isfinite(var)) and np.all(var >= 0) and np.all(var <= self.config.pose_max_variance)):
+                    self._counters["pose_rejected_covariance"] += 1
+                    return False
+            if self._pose_frame not in (None, sample.frame_id):
+                self._counters["pose_ignored_other_frame"] += 1
+                return False
+            self._admit("pose", sample.stamp_ns)
+            self._pose_frame = sample.frame_id
+            q = sample.orientation / np.linalg.norm(sample.orientation)
+            return self._insert("pose", self._pose, sample.stamp_ns, np.concatenate([sample.position, q]))
 
     def add_imu(self, sample: ImuSample) -> bool:
         """Feed one IMU sample (vectors rotated into base_link by ``R_base_imu``).

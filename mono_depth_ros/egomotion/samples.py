@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = [
-    "OdometrySample", "TransformSample", "ImuSample", "GpsFix",
+    "OdometrySample", "TransformSample", "ImuSample", "GpsFix", "PoseSample", "from_pose_stamped_msg",
     "GPS_STATUS_NO_FIX", "GPS_STATUS_FIX", "GPS_COVARIANCE_TYPE_UNKNOWN",
     "stamp_to_ns", "from_odometry_msg", "from_transform_stamped",
     "from_tf_message", "from_imu_msg", "from_navsatfix_msg", "pose_from_pose_msg",
@@ -251,6 +251,41 @@ def pose_from_pose_msg(pose) -> np.ndarray:
     return T
 
 
+@dataclass(frozen=True, eq=False)
+class PoseSample:
+    """One localiser pose (``geometry_msgs/PoseWithCovarianceStamped`` or ``PoseStamped``): the base frame's
+    pose in ``frame_id`` (``map`` for AMCL, ``odom``/``map`` for robot_localization).
+
+    Attributes:
+        position: (3,) m; orientation: (4,) quaternion xyzw of T_frame_base.
+        covariance: (6,6), order x y z roll pitch yaw; None for ``PoseStamped`` (no covariance).
+    """
+
+    stamp_ns: int
+    position: np.ndarray
+    orientation: np.ndarray
+    covariance: np.ndarray | None = None
+    frame_id: str = "map"
+
+    def __post_init__(self):
+        object.__setattr__(self, "stamp_ns", int(self.stamp_ns))
+        object.__setattr__(self, "position", _arr(self.position, (3,)))
+        object.__setattr__(self, "orientation", _arr(self.orientation, (4,)))
+        if self.covariance is not None:
+            object.__setattr__(self, "covariance", _arr(self.covariance, (6, 6)))
+
+
+def from_pose_stamped_msg(msg) -> PoseSample:
+    """``geometry_msgs/PoseWithCovarianceStamped`` or ``PoseStamped`` -> :class:`PoseSample` (told apart by field:
+    ``msg.pose.pose`` exists only in the one with covariance)."""
+    inner = msg.pose
+    pose, cov = (inner.pose, inner.covariance) if hasattr(inner, "pose") else (inner, None)
+    return PoseSample(stamp_ns=stamp_to_ns(msg.header.stamp), position=_xyz(pose.position),
+                      orientation=_xyzw(pose.orientation),
+                      covariance=None if cov is None else np.asarray(cov, dtype=np.float64).reshape(6, 6),
+                      frame_id=str(msg.header.frame_id))
+
+
 # ------------------------------------------------------------------ the input table
 @dataclass(frozen=True)
 class MotionInput:
@@ -287,6 +322,9 @@ def _rows() -> dict:
                     Topics.BAG_IMU),
         MotionInput("gps", "add_gps", lambda m: [from_navsatfix_msg(m)], ("sensor_msgs/msg/NavSatFix",),
                     Topics.GPS, Topics.BAG_GPS),
+        MotionInput("pose", "add_pose", lambda m: [from_pose_stamped_msg(m)],
+                    ("geometry_msgs/msg/PoseWithCovarianceStamped", "geometry_msgs/msg/PoseStamped"),
+                    Topics.POSE, Topics.BAG_POSE),
     )
     return {r.kind: r for r in rows}
 
