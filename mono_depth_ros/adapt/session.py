@@ -93,9 +93,9 @@ class AdaptationSession(EgoMotionFeed):
         steps_per_frame: training steps per learnable frame (fractions spread steps over frames).
         on_weights: receives verified weights for serving.
         anchors: (N,H,W,3) uint8 source-domain images, or None.
-        transforms: a transform lookup (``lookup(target, source, t_ns)``) for the camera
-            extrinsics (the node's TF); None = from ``/tf_static`` messages handed to
-            :meth:`on_tf_static` (the bag path).
+        transforms: the process's transform lookup (``tf_buffer.TransformLookup``: the node's TfSource) for the
+            ``tf`` ego-motion source and the camera extrinsics; None = the provider's own buffer, filled
+            by :meth:`on_tf` / :meth:`on_tf_static` (the bag path).
         report: ``report(key, text)`` for problems worth a throttled log line (extrinsics missing).
     """
 
