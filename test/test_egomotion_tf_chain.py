@@ -98,7 +98,8 @@ def test_lookup_full_known_answer():
     assert isinstance(b, TransformLookup)
 
 
-def test_feed_with_a_shared_lookup_takes_extrinsics_and_clears_it_on_a_time_jump(drive):
+def test_feed_with_a_shared_lookup_takes_extrinsics_and_leaves_clearing_to_its_owner(drive):
+    """A lookup handed in (the node's TF) is cleared by its owner on a time jump, in one place."""
     shared = TfBuffer(cache_time_s=30.0)
     feed = EgoMotionFeed(EgoMotionConfig(priority=("tf",)), transforms=shared)
     assert feed.transforms is shared and not feed.camera_ready(CAMERA)      # nothing in the buffer yet
@@ -115,6 +116,8 @@ def test_feed_with_a_shared_lookup_takes_extrinsics_and_clears_it_on_a_time_jump
     np.testing.assert_allclose(feed.provider.relative_pose(t, s).T_target_source,
                                direct.relative_pose(t, s).T_target_source, atol=1e-9)
     feed.reset_time("test: time jumped")
+    assert shared.counters["resets"] == 0               # not the feed's to clear ...
+    shared.clear()                                      # ... the owner's (DepthNode._reset_time -> TfSource.clear)
     assert shared.counters["resets"] == 1
     assert feed.provider.relative_pose(t, s).status is PoseStatus.NEVER                  # dynamic links gone
     np.testing.assert_allclose(shared.lookup("base_link", CAMERA), drive.T_base_camera, atol=1e-12)  # statics stay

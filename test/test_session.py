@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-BAG_TO_NODE = {"/odom": "/odom", "/imu/data": "/imu", "/gps/fix": "/gps/fix", "/tf": "/tf", "/tf_static": "/tf_static"}
+BAG_TO_NODE = {"/odom": "/odom", "/imu/data": "/imu", "/gps/fix": "/gps/fix", "/tf": "/tf", "/tf_static": "/tf_static",
+               "/pose": "/pose"}
 
 
 @pytest.fixture(scope="module")
@@ -124,12 +125,38 @@ def test_ego_motion_subscriptions_exist_only_while_adapting(tmp_path):
     node = DepthNode("session_subs", context=ctx, parameter_overrides=overrides)
     try:
         topics = lambda: [s.topic_name for s in node.subscriptions]  # noqa: E731
-        assert ego <= set(topics()) and topics().count("/tf") == 2, topics()   # TF's own + the session's
+        assert ego <= set(topics()) and topics().count("/tf") == 1, topics()   # one /tf: the node's lookup
         assert node.set_parameters([Parameter("adapt", value=False)])[0].successful
         assert not ego & set(topics()) and topics().count("/tf") == 1, topics()
         assert node.adaptation.engine.enabled is False
         assert node.set_parameters([Parameter("adapt", value=True)])[0].successful
         assert ego <= set(topics()) and node.adaptation.engine.enabled is True
+    finally:
+        node.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
+
+
+def test_node_subscribes_the_inputs_of_its_sources(tmp_path):
+    """One subscription per input the configured sources read: the pose source adds /pose
+    (PoseWithCovarianceStamped), imu_gps adds /imu and /gps/fix; TF only through the node's lookup."""
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.parameter import Parameter
+
+    from mono_depth_ros.ros.depth_node import DepthNode
+
+    ctx = Context()
+    rclpy.init(context=ctx)
+    overrides = [Parameter("adapt_anchor", value="none"), Parameter("resume", value=False),
+                 Parameter("egomotion_sources", value="pose,tf"),
+                 Parameter("checkpoint_dir", value=str(tmp_path / "ck")), Parameter("checkpoint_period", value=0.0)]
+    node = DepthNode("session_pose", context=ctx, parameter_overrides=overrides)
+    try:
+        subs = {s.topic_name: s.msg_type.__name__ for s in node.subscriptions}
+        assert subs.get("/pose") == "PoseWithCovarianceStamped", subs
+        assert not {"/odom", "/imu", "/gps/fix"} & set(subs), subs
+        assert [s.topic_name for s in node.subscriptions].count("/tf") == 1
     finally:
         node.shutdown()
         node.destroy_node()

@@ -284,11 +284,13 @@ class EgoMotionProvider:
             return dict(self._counters)
 
     def reset(self, reason: str = "requested") -> None:
-        """Clear every buffer and the transform lookup's dynamic transforms (the GPS origin is kept)."""
+        """Clear every buffer, and the dynamic transforms of a lookup this provider owns (the bag path; a
+        lookup handed in is cleared by its owner: the node's time-jump handler). The GPS origin is kept."""
         with self._lock:
             for s in self._streams.values():
                 s.clear()
-            self.transforms.clear()
+            if self.owns_transforms:
+                self.transforms.clear()
             self._pose_frame = None
             self._newest_ns = None
             self._stream_newest.clear()

@@ -92,7 +92,7 @@ class TfSource:
             child, old, new = self.buffer.last_parent_switch
             text = (f"TF frame {child!r} is published with contradicting parents {old!r} and {new!r} "
                     f"(two /tf publishers disagree?); using the latest, now {new!r}")
-            report = self._report if self._report is not None else getattr(self.node, "report", None)
+            report = self._report
             if report is not None:
                 report("tf_parent", text)
             else:
