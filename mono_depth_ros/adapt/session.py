@@ -118,24 +118,13 @@ class AdaptationSession(EgoMotionFeed):
         False (not added) while adaptation is off or the extrinsics are unknown."""
         if not self.engine.enabled:
             return False
-        if not self.have_extrinsics and not self.provider.owns_transforms:
-            self._lookup_extrinsics(frame_id)
         if not self.camera_ready(frame_id):
+            if self.extrinsics_error:
+                self._report("extrinsics", f"adaptation waits: {self.extrinsics_error}")
             return False
         self.engine.add_frame(stamp_ns, rgb, K)
         self.pacer.credit()
         return True
-
-    def _lookup_extrinsics(self, camera_frame: str) -> None:
-        base = self.provider.config.base_frame
-        try:
-            T = self.transforms.lookup(base, camera_frame, 0)
-        except Exception as exc:  # TfError, or tf2's exceptions: the text says which transform is missing
-            self._report("extrinsics", f"adaptation waits for the transform {base} <- {camera_frame} "
-                                       f"(camera extrinsics): {exc}")
-            return
-        self.set_extrinsics(T)
-        log.info("adaptation: camera extrinsics %s <- %s, t = %s", base, camera_frame, np.round(T[:3, 3], 3).tolist())
 
     # -------------------------------------------------------------- steps
     def run_due(self, limit: int | None = None, on_report: Callable[[StepReport], None] | None = None) -> int:

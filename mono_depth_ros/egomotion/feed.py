@@ -48,6 +48,7 @@ class EgoMotionFeed:
         self.selector = FrameSelector(self.provider, gating or GatingConfig())
         self.camera_frame: str | None = None
         self.have_extrinsics = False
+        self.extrinsics_error = ""          # why the last extrinsics lookup failed
 
     # ------------------------------------------------------------- motion
     def on_message(self, kind: str, msg) -> None:
@@ -97,12 +98,13 @@ class EgoMotionFeed:
         try:
             self.set_extrinsics(self.transforms.lookup(base, self.camera_frame, 0))
             log.info("camera extrinsics %s <- %s from the transform lookup", base, self.camera_frame)
-        except _tf.TfError:
-            pass
+            self.extrinsics_error = ""
+        except Exception as exc:  # TfError, or tf2_ros's exceptions: the text names the missing link
+            self.extrinsics_error = f"no transform {base} <- {self.camera_frame} (camera extrinsics): {exc}"
 
     def reset_time(self, reason: str) -> None:
-        """Time jumped: forget buffered motion, dynamic transforms (the lookup's ``clear()``, shared or owned)
-        and the selector's frame history."""
+        """Time jumped: forget buffered motion, the dynamic transforms of an owned lookup (a shared one is
+        cleared by its owner) and the selector's frame history."""
         self.provider.reset(reason)   # bumps the epoch: the selector forgets its stamps
 
     # ------------------------------------------------------------- frames
