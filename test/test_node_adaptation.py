@@ -16,7 +16,7 @@ REMAPS = {"image": "/camera/image_raw", "camera_info": "/camera/camera_info", "d
 
 @pytest.fixture(scope="module")
 def small_drive(tmp_path_factory):
-    from mono_depth_ros.synth import generate_bag
+    from mono_depth_ros.tools.synth import generate_bag
     out = tmp_path_factory.mktemp("drive") / "drive_A_small"
     generate_bag(out, preset="A", seed=11, duration_s=8.0, width=320, height=96, progress=False,
                  contact_sheet=False)

@@ -40,7 +40,7 @@ def load_anchor_images(spec: str, max_images: int = 16, seed: int = 7) -> np.nda
     if spec == "auto":
         raise ValueError("anchor 'auto' must be resolved first (resolve_anchor)")
     if spec == "synthetic_A":
-        from mono_depth_ros.synth import render_drive
+        from mono_depth_ros.tools.synth import render_drive
         frames = list(render_drive("A", seed=seed, duration_s=max_images * 0.3, rate_hz=10.0 / 3.0))
         return np.stack([f.image for f in frames[:max_images]])
     folder = Path(spec).expanduser()

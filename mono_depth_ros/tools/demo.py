@@ -50,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _drive(args, preset: str, seed: int, duration: float) -> Path:
-    from mono_depth_ros.synth import generate_bag
+    from mono_depth_ros.tools.synth import generate_bag
     name = f"drive_{preset}_seed{seed}_{duration:g}s_{args.width}x{args.height}"
     bag = args.data_dir / name
     if (bag / "metadata.yaml").exists():
@@ -150,7 +150,7 @@ def _run_node(args, out: Path, bag: Path) -> dict:
 
 
 def main(args: argparse.Namespace) -> int:
-    from .domain import exit_if_invalid_domain_id
+    from mono_depth_ros.ros.domain import exit_if_invalid_domain_id
     exit_if_invalid_domain_id("mono-depth demo")
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     if args.repeat < 1:
