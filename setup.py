@@ -29,6 +29,7 @@ setup(
         "console_scripts": [
             "depth_node = mono_depth_ros.ros.depth_node:main",
             "mono-depth = mono_depth_ros.cli:main",
+            "depth_scorer = mono_depth_ros.tools.score_node:main",
         ],
     },
 )
