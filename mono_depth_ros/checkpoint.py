@@ -36,6 +36,7 @@ import torch
 
 from .canonical import CanonicalCamera
 from .models import DepthNet, build_model, load_weights
+from .models.base import OUTPUT_KINDS
 from .models.monodepth2 import MONODEPTH2_KITTI_FX, MONODEPTH2_KITTI_FY, load_monodepth2
 
 __all__ = ["FORMAT_VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint", "read_checkpoint",
@@ -191,6 +192,8 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[DepthNet, dict[str, Any]]:
     if option_error is not None:
         raise CheckpointError(f"checkpoint {path}: {option_error}")
     model.eval()
+    if ckpt.get("output_kind") in OUTPUT_KINDS:  # a saved relative network stays relative (H4)
+        model.output_kind = ckpt["output_kind"]
     info = {k: v for k, v in ckpt.items() if k != "state_dict"}
     info["input_size"] = tuple(int(x) for x in ckpt["input_size"])
     info["output_kind"] = model.output_kind

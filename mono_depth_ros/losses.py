@@ -25,7 +25,7 @@ from .conventions import scale_intrinsics_torch
 from .geometry import PinholeCamera, check_shape, warp
 from .models.base import disp_to_depth
 
-__all__ = ["ssim_box", "photometric_error", "reduce_reprojection", "smoothness_loss",
+__all__ = ["ssim_box", "photometric_error", "reduce_reprojection", "smoothness_loss", "multiscale_smoothness",
            "SelfSupervisedLoss", "FastSelfSupervisedLoss", "photometric_error_fast", "SCALE_MODES", "silog_loss", "SupervisedSILogLoss",
            "all_finite"]
 
@@ -229,6 +229,29 @@ def smoothness_loss(disp: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     return (gdx * torch.exp(-gix)).mean() + (gdy * torch.exp(-giy)).mean()
 
 
+def multiscale_smoothness(disps: Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+    """monodepth2's multi-scale smoothness, unweighted: mean over scales s of
+    ``smoothness_loss(disps[s], target at that scale) / 2^s`` (the target area-resampled).
+
+    Args:
+        disps: list of (B,1,h/2^s,w/2^s) disparities.
+        target: (B,3,h,w) image in [0,1].
+    Returns:
+        scalar; times ``smoothness_weight`` (1e-3) it is the smoothness part of
+        :class:`SelfSupervisedLoss` / :class:`FastSelfSupervisedLoss`.
+    """
+    total = target.new_zeros(())
+    image = target
+    for s, disp in enumerate(disps):
+        size = tuple(disp.shape[-2:])
+        while image.shape[-2] > size[0] and image.shape[-2] % 2 == 0 and image.shape[-2] // 2 >= size[0] \
+                and image.shape[-1] % 2 == 0:
+            image = _half(image)          # area resampling by 1/2 per level
+        image_s = image if tuple(image.shape[-2:]) == size else F.interpolate(target, size, mode="area")
+        total = total + smoothness_loss(disp, image_s) / (2 ** s)
+    return total / len(disps)
+
+
 class SelfSupervisedLoss(nn.Module):
     """monodepth2 multi-scale loss with known poses.
 
@@ -296,11 +319,11 @@ class SelfSupervisedLoss(nn.Module):
             reproj = torch.cat([photometric_error(warp(src, depth, T, camera)[0], target)
                                 for src, T in zip(sources, T_source_target)], 1)
             photo, mask = reduce_reprojection(reproj, identity)
-            image_s = target if disp.shape[-2:] == (H, W) else F.interpolate(
-                target, disp.shape[-2:], mode="area")
-            smooth = smoothness_loss(disp, image_s)
+            if self.smoothness_weight:  # 0: the smoothness is a term of its own (adapt.terms)
+                image_s = target if disp.shape[-2:] == (H, W) else F.interpolate(
+                    target, disp.shape[-2:], mode="area")
+                smooth_total = smooth_total + self.smoothness_weight * smoothness_loss(disp, image_s) / (2 ** s)
             photo_total = photo_total + photo
-            smooth_total = smooth_total + self.smoothness_weight * smooth / (2 ** s)
             mask_frac = mask_frac + mask.mean().detach()
         n = len(disps)
         total = (photo_total + smooth_total) / n
@@ -465,9 +488,10 @@ class FastSelfSupervisedLoss(nn.Module):
             else:
                 best = reproj.min(1, keepdim=True).values
                 mask = torch.ones_like(best)
-            image_s = target if (hs, ws) == (h, w) else (
-                tgt_s if self.scale_mode == "native" else F.interpolate(target, (hs, ws), mode="area"))
-            smooth_total = smooth_total + self.smoothness_weight * smoothness_loss(disp, image_s) / (2 ** s)
+            if self.smoothness_weight:  # 0: the smoothness is a term of its own (adapt.terms)
+                image_s = target if (hs, ws) == (h, w) else (
+                    tgt_s if self.scale_mode == "native" else F.interpolate(target, (hs, ws), mode="area"))
+                smooth_total = smooth_total + self.smoothness_weight * smoothness_loss(disp, image_s) / (2 ** s)
             photo_total = photo_total + best.mean()
             mask_frac = mask_frac + mask.mean().detach()
         n = len(scales)

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["METRIC_NAMES", "compute_depth_metrics", "MetricAccumulator", "valid_mask", "format_markdown"]
+__all__ = ["METRIC_NAMES", "compute_depth_metrics", "MetricAccumulator", "valid_mask", "format_markdown",
+           "PrequentialScorer"]
 
 METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
 DEFAULT_MIN_DEPTH = 1e-3
@@ -126,3 +127,62 @@ def format_markdown(summary: dict[str, dict[str, float]]) -> str:
         vals = [f"{m[k]:.3f}" for k in keys]
         lines.append(f"| {name} | " + " | ".join(vals) + f" | {m.get('images', 0)} |")
     return "\n".join(lines)
+
+
+class PrequentialScorer:
+    """Depth predictions and ground truth matched by stamp (either may come first), each pair scored
+    once with :func:`compute_depth_metrics`, with running means. Prequential: a prediction is
+    published (or, offline, computed) *before* any training step has seen its frame.
+
+    Used by ``mono-depth adapt`` and by the ground-truth scoring node. Not thread-safe: one thread.
+
+    Args:
+        keep: unmatched predictions / ground truths kept (oldest dropped first).
+    """
+
+    KEYS = ("abs_rel", "sq_rel", "rmse", "a1", "scale_ratio")
+
+    def __init__(self, keep: int = 30):
+        from collections import OrderedDict
+        self.keep = keep
+        self._preds: "OrderedDict[int, tuple[np.ndarray, object]]" = OrderedDict()
+        self._gts: "OrderedDict[int, np.ndarray]" = OrderedDict()
+        self.frames = 0
+        self.mean = {k: 0.0 for k in self.KEYS}
+
+    def add_prediction(self, stamp_ns: int, depth: np.ndarray, tag=None):
+        """(H,W) metres. Returns (tag, metrics) when its ground truth was already there, else None."""
+        gt = self._gts.pop(stamp_ns, None)
+        if gt is not None:
+            return self._score(depth, gt, tag)
+        self._preds[stamp_ns] = (depth, tag)
+        while len(self._preds) > self.keep:
+            self._preds.popitem(last=False)
+        return None
+
+    def add_ground_truth(self, stamp_ns: int, gt: np.ndarray):
+        """(H,W) metres, any size (resized nearest to the prediction's). (tag, metrics) or None."""
+        pred = self._preds.pop(stamp_ns, None)
+        if pred is not None:
+            return self._score(pred[0], gt, pred[1])
+        self._gts[stamp_ns] = gt
+        while len(self._gts) > self.keep:
+            self._gts.popitem(last=False)
+        return None
+
+    def _score(self, pred: np.ndarray, gt: np.ndarray, tag):
+        if gt.shape != pred.shape:
+            import cv2
+            gt = cv2.resize(gt, (pred.shape[1], pred.shape[0]), interpolation=cv2.INTER_NEAREST)
+        m = compute_depth_metrics(gt, pred)
+        if m is None:
+            return None
+        self.frames += 1
+        for k in self.KEYS:
+            self.mean[k] += (m[k] - self.mean[k]) / self.frames
+        return tag, m
+
+    def clear(self) -> None:
+        """Time jumped: unmatched predictions and ground truth are forgotten."""
+        self._preds.clear()
+        self._gts.clear()

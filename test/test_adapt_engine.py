@@ -82,11 +82,11 @@ def replay_loss(engine, state) -> float:
     return float(np.mean(losses))
 
 
-def make_engine(cfg, on_weights=None, model=None):
+def make_engine(cfg, on_weights=None, model=None, anchors=None):
     provider = EgoMotionProvider(EgoMotionConfig(priority=("tf",)), T_base_camera=T_BASE_CAM)
     selector = FrameSelector(provider, GatingConfig(min_translation_m=0.2))
     torch.manual_seed(0)
-    engine = AdaptationEngine(model or build_model("default"), selector, cfg, on_weights)
+    engine = AdaptationEngine(model or build_model("default"), selector, cfg, on_weights, anchors)
     return engine, provider
 
 
@@ -116,7 +116,7 @@ class TestEngine:
         assert sum(r.target_ns is not None for r in reports) >= 20  # fresh triplets, the rest replay-only
         before, after = replay_loss(engine, engine.initial), replay_loss(engine, engine.model.state_dict())
         assert after < 0.95 * before, (before, after, engine.stats())
-        assert engine.counters.no_motion < len(drive)
+        assert engine.triplets.counters.no_motion < len(drive)
 
     def test_too_high_lr_rolls_back_and_never_serves_garbage(self, drive, pretrained):
         served = []
@@ -233,9 +233,8 @@ def test_anchor_images_keep_the_starting_depth_there(drive, pretrained):
         start = torch.log(pretrained.eval()(x))
 
     def drift(weight):
-        engine, provider = make_engine(small(lr=2e-3, replay_per_step=1, anchor_weight=weight), model=pretrained)
-        if weight > 0:
-            engine.anchors, engine.anchor_logdepth = engine._prepare_anchors(anchors)
+        engine, provider = make_engine(small(lr=2e-3, replay_per_step=1, anchor_weight=weight), model=pretrained,
+                                       anchors=anchors if weight > 0 else None)
         feed(engine, provider, drive, steps=2)
         with torch.no_grad():
             return float((torch.log(engine.model.eval()(x)) - start).abs().mean())

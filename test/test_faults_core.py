@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mono_depth_ros.adapt import CheckpointStore
-from mono_depth_ros.adapt.feed import AdaptationFeed
+from mono_depth_ros.adapt.session import AdaptationSession
 from mono_depth_ros.adapt.engine import AdaptConfig
 from mono_depth_ros.checkpoint import CheckpointError
 from mono_depth_ros.conventions import to_ns
@@ -44,8 +44,8 @@ def test_tf_buffer_rejects_denormalised_quaternion():
 
 def _feed():
     model = build_model("default")
-    return AdaptationFeed(model, AdaptConfig(train_height=64, train_width=192),
-                          EgoMotionConfig(priority=("odom",)), GatingConfig(min_translation_m=0.2))
+    return AdaptationSession(model, AdaptConfig(train_height=64, train_width=192),
+                             EgoMotionConfig(priority=("odom",)), GatingConfig(min_translation_m=0.2))
 
 
 def _drive(feed, t0, t1, x0, rng):
@@ -62,13 +62,13 @@ def test_time_reset_never_pairs_frames_across_the_jump():
     feed.set_extrinsics(np.eye(4))
     rng = np.random.default_rng(0)
     _drive(feed, 10.0, 12.0, 0.0, rng)
-    before = set(feed.engine._frames)
+    before = set(feed.engine.triplets.frames)
     feed.reset_time("test: /clock jumped")
-    assert not feed.engine._frames and not feed.engine._pending and not feed.selector.frames
+    assert not feed.engine.triplets.frames and not feed.engine.triplets.pending and not feed.selector.frames
     _drive(feed, 10.5, 12.5, 500.0, rng)   # overlapping stamps, another place: a different bag
-    trip = feed.engine._next_triplet()
+    trip = feed.engine.triplets.next()
     assert trip is not None
-    after = set(feed.engine._frames)
+    after = set(feed.engine.triplets.frames)
     assert after.isdisjoint(before - after) and trip.stamp_ns in after
     # the motion used comes from after the reset only: 5 m/s, 0.1 s apart -> 0.5 m
     assert all(abs(np.linalg.norm(np.linalg.inv(T.numpy())[:3, 3]) - 0.5) < 1e-3 for T in trip.T_source_target)
@@ -80,7 +80,7 @@ def test_duplicate_frame_stamp_counted_not_added_twice():
     img = np.zeros((96, 320, 3), np.uint8)
     for _ in range(3):
         feed.on_frame(to_ns(1.0), "cam", img, np.diag([200., 200, 1]))
-    assert feed.engine.counters.duplicate_frames == 2 and list(feed.engine._pending) == [to_ns(1.0)]
+    assert feed.engine.triplets.counters.duplicate_frames == 2 and list(feed.engine.triplets.pending) == [to_ns(1.0)]
 
 
 def test_checkpoint_write_failure_is_a_clear_error_and_leaves_no_temp(tmp_path, monkeypatch):

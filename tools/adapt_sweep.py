@@ -87,7 +87,7 @@ def main(argv=None) -> int:
             trip = Triplet(int(drive.stamps[i]), img(i), (img(i - 1), img(i + 1)), Ts, K)
             batch = [trip] + engine.replay.sample(cfg.replay_per_step, exclude_stamp=trip.stamp_ns)
             engine.replay.add(trip)
-            rep = engine._train(batch, True)
+            rep = engine.train_batch(batch, True)
             statuses[rep.status] = statuses.get(rep.status, 0) + 1
     wall = time.time() - t0
     adapted = copy.deepcopy(engine.model)

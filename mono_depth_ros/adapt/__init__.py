@@ -1,5 +1,14 @@
-"""Online self-supervised adaptation (no rclpy): engine, replay buffer, guard, persistence."""
-from .engine import AdaptationEngine, AdaptConfig, ReplayBuffer, StepReport, Triplet
-from .persistence import CheckpointStore
+"""Online self-supervised adaptation (no rclpy).
 
-__all__ = ["AdaptationEngine", "AdaptConfig", "ReplayBuffer", "StepReport", "Triplet", "CheckpointStore"]
+The rooms: :mod:`.session` (one session driven by the node and by ``mono-depth adapt``: messages,
+frames, pacing, extrinsics), :mod:`.engine` (the learner), assembled from :mod:`.triplets`,
+:mod:`.replay`, :mod:`.terms` (the loss), :mod:`.guard` and :mod:`.serving`; :mod:`.persistence`
+(checkpoints) and :mod:`.anchors` (source-domain images).
+"""
+from .engine import AdaptationEngine, AdaptConfig, StepReport
+from .guard import Verdict
+from .persistence import CheckpointStore
+from .replay import ReplayBuffer
+from .triplets import Triplet
+
+__all__ = ["AdaptationEngine", "AdaptConfig", "ReplayBuffer", "StepReport", "Triplet", "CheckpointStore", "Verdict"]

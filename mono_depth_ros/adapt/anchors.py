@@ -1,4 +1,4 @@
-"""Source-domain anchor images for adaptation (see AdaptationEngine._prepare_anchors).
+"""Source-domain anchor images for adaptation (see AdaptationEngine._anchor_term).
 
 ``synthetic_A``: 16 frames of a domain-A drive (the domain the shipped weights were trained on),
 shipped as lossless images beside the weights (``weights/anchors_A/``; nothing is rendered at

@@ -1,7 +1,7 @@
 """``mono-depth adapt``: the node's adaptation engine fed straight from a bag, no middleware.
 
 Messages are read in log-time order and handed to the same
-:class:`~mono_depth_ros.adapt.feed.AdaptationFeed` the node uses; after each
+:class:`~mono_depth_ros.adapt.session.AdaptationSession` the node uses; after each
 camera frame the engine takes ``--steps-per-frame`` steps, as fast as the CPU
 allows. With a ground-truth depth topic in the bag, every ``--eval-every``-th
 frame is scored *before* the weights have learned from it (prequential).
@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -24,34 +23,20 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from mono_depth_ros.egomotion import GatingConfig
+    """The options; those shared with the node (``--lr`` = ``adapt_lr``, ...) are derived from the settings
+    dataclasses (defaults, ranges, choices, help: :func:`mono_depth_ros.settings.add_cli_arguments`)."""
+    from mono_depth_ros.adapt import AdaptConfig
+    from mono_depth_ros.egomotion import EgoMotionConfig, GatingConfig
+    from mono_depth_ros.settings import AdaptationSettings, add_cli_arguments
     p.add_argument("bag", type=Path, nargs="+", help="rosbag2 drive(s) with images, camera_info and motion")
     p.add_argument("--out", type=Path, required=True, help="adapted checkpoint to write (.pt)")
     p.add_argument("--checkpoint", default="", help="starting weights (default: the shipped weights)")
-    p.add_argument("--lr", type=float, default=3e-4, help="learning rate")
-    p.add_argument("--steps-per-frame", type=float, default=1.0,
-                   help="training steps per camera frame; fractions spread steps over frames (0.1 = one step "
-                        "every 10 frames), like the node's adapt_steps_per_frame")
-    p.add_argument("--replay-per-step", type=int, default=3, help="replayed samples mixed into each step")
     p.add_argument("--train-size", default="", help="training resolution HxW (multiples of 32); default: the "
                                                       "checkpoint's input size, like the node")
-    p.add_argument("--step", choices=("fast", "reference"), default="fast",
-                   help="training step: fast (random crops, native-resolution scales; the node's default) or "
-                        "reference (release 0.2's step: whole frames, every scale upsampled)")
-    p.add_argument("--crop", default="0x192", help="fast step: random crop HxW of the training frames "
-                   "(multiples of 32; 0 = whole height / width; default: whole height, 192 wide, like the node)")
-    p.add_argument("--scales", type=int, default=4, choices=(1, 2, 3, 4), help="loss scales used")
-    p.add_argument("--scale-mode", choices=("native", "upsampled"), default="native",
-                   help="fast step: score each scale at its own resolution (native) or upsampled (monodepth2)")
-    p.add_argument("--min-translation", type=float, default=GatingConfig.min_translation_m,
-                   help="minimum motion between frames [m]")
-    p.add_argument("--max-rotation", type=float, default=round(math.degrees(GatingConfig.max_rotation_rad), 6),
-                   help="largest rotation between frames [deg] (raise it for hand-held or slowly turning cameras)")
-    p.add_argument("--egomotion", default="odom,tf,imu_gps,imu_speed", help="ego-motion source priority")
-    p.add_argument("--anchor", default="auto", help="source-domain anchor images: auto (synthetic_A for the "
-                   "shipped weights, none for your own --checkpoint), synthetic_A, none, or a folder of png/jpg "
-                   "images of your training data")
-    p.add_argument("--anchor-weight", type=float, default=0.3, help="weight of the anchor (distillation) term")
+    p.add_argument("--crop", default=f"{AdaptConfig.crop_height}x{AdaptConfig.crop_width}",
+                   help="fast step: random crop HxW of the training frames (multiples of 32; 0 = whole height / "
+                        "width; default: the node's adapt_crop_height x adapt_crop_width)")
+    add_cli_arguments(p, AdaptationSettings, AdaptConfig, GatingConfig, EgoMotionConfig)
     p.add_argument("--eval-every", type=int, default=5, help="prequential metric every N frames (0 = off)")
     p.add_argument("--report", type=Path, default=None, help="folder for report.json and curves.png "
                                                               "(default: next to --out)")
@@ -76,92 +61,68 @@ def load_start(checkpoint: str):
 
 def adapt_bag(bags, model, input_size, adapt_cfg, ego_cfg, gating, steps_per_frame: float = 1.0,
               eval_every: int = 5, progress: bool = True, anchors=None):
-    """Run the engine over ``bags``. Returns (feed, curve dict)."""
+    """Run one :class:`~.session.AdaptationSession` over ``bags`` (log-time order). Returns (session, curve dict)."""
     from tqdm import tqdm
 
     from mono_depth_ros.bagio import depth_to_numpy, image_to_numpy, iter_messages
     from mono_depth_ros.conventions import Topics
     from mono_depth_ros.egomotion import stamp_to_ns
     from mono_depth_ros.inference import DepthPredictor
-    from mono_depth_ros.metrics import compute_depth_metrics
+    from mono_depth_ros.metrics import PrequentialScorer
+
+    from .session import AdaptationSession
 
     predictor = DepthPredictor(model, input_size)
-    from .feed import AdaptationFeed
-    feed = AdaptationFeed(model, adapt_cfg, ego_cfg, gating, on_weights=predictor.swap_state, anchors=anchors)
+    session = AdaptationSession(model, adapt_cfg, ego_cfg, gating, steps_per_frame,
+                                on_weights=predictor.swap_state, anchors=anchors)
     curve = {"frame": [], "abs_rel": [], "a1": [], "step": [], "loss": [], "loss_frame": []}
     topics = [Topics.BAG_IMAGE, Topics.BAG_CAMERA_INFO, Topics.BAG_ODOM, Topics.BAG_IMU, Topics.BAG_GPS,
               Topics.BAG_TF, Topics.BAG_TF_STATIC, Topics.BAG_DEPTH_GT]
+    handlers = {Topics.BAG_ODOM: session.on_odometry, Topics.BAG_IMU: session.on_imu, Topics.BAG_GPS: session.on_gps,
+                Topics.BAG_TF: session.on_tf, Topics.BAG_TF_STATIC: session.on_tf_static}
     bar = tqdm(desc="adapt", unit="frame", disable=not progress)
+    scorer = PrequentialScorer(keep=5)
     K = None
-    preds: dict[int, tuple[np.ndarray, int]] = {}
-    gts: dict[int, np.ndarray] = {}
     frame_i = 0
-    credits = 0.0
 
-    def score(stamp: int, gt: np.ndarray) -> None:
-        pred, i = preds.pop(stamp)
-        m = compute_depth_metrics(_fit(gt, pred.shape), pred)
-        if m is not None:
+    def scored(got) -> None:
+        if got is not None:
+            i, m = got
             curve["frame"].append(i)
             curve["abs_rel"].append(m["abs_rel"])
             curve["a1"].append(m["a1"])
+
+    def stepped(rep) -> None:
+        if rep.loss is not None and rep.status == "ok":
+            curve["step"].append(session.engine.counters.steps)
+            curve["loss"].append(rep.loss)
+            curve["loss_frame"].append(frame_i)
+
     for bag in bags:
         for topic, _, msg in iter_messages(bag, topics):
-            if topic == Topics.BAG_CAMERA_INFO:
+            if topic in handlers:
+                handlers[topic](msg)
+            elif topic == Topics.BAG_CAMERA_INFO:
                 K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
-            elif topic == Topics.BAG_ODOM:
-                feed.on_odometry(msg)
-            elif topic == Topics.BAG_IMU:
-                feed.on_imu(msg)
-            elif topic == Topics.BAG_GPS:
-                feed.on_gps(msg)
-            elif topic == Topics.BAG_TF:
-                feed.on_tf(msg)
-            elif topic == Topics.BAG_TF_STATIC:
-                feed.on_tf_static(msg)
             elif topic == Topics.BAG_DEPTH_GT:
-                stamp = stamp_to_ns(msg.header.stamp)
-                if stamp in preds:
-                    score(stamp, depth_to_numpy(msg))
-                elif eval_every:
-                    gts[stamp] = depth_to_numpy(msg)
-                    while len(gts) > 5:
-                        gts.pop(next(iter(gts)))
+                if eval_every:
+                    scored(scorer.add_ground_truth(stamp_to_ns(msg.header.stamp), depth_to_numpy(msg)))
             elif topic == Topics.BAG_IMAGE and K is not None:
                 rgb = image_to_numpy(msg)
                 stamp = stamp_to_ns(msg.header.stamp)
                 if eval_every and frame_i % eval_every == 0:
                     # Scored before any step has seen this frame (prequential).
-                    preds[stamp] = (predictor.predict(rgb, K).depth, frame_i)
-                    if stamp in gts:
-                        score(stamp, gts.pop(stamp))
-                feed.on_frame(stamp, msg.header.frame_id, rgb, K)
-                credits = min(credits + steps_per_frame, 4 * max(1.0, steps_per_frame))
-                while credits >= 1.0:
-                    credits -= 1.0
-                    rep = feed.step()
-                    if rep is None:
-                        credits = 0.0
-                        break
-                    if rep.loss is not None and rep.status == "ok":
-                        curve["step"].append(feed.engine.counters.steps)
-                        curve["loss"].append(rep.loss)
-                        curve["loss_frame"].append(frame_i)
+                    scored(scorer.add_prediction(stamp, predictor.predict(rgb, K).depth, frame_i))
+                session.on_frame(stamp, msg.header.frame_id, rgb, K)
+                session.run_due(on_report=stepped)
                 frame_i += 1
                 bar.update(1)
                 if frame_i % 10 == 0:
-                    s = feed.engine.stats()
+                    s = session.engine.stats()
                     bar.set_postfix(steps=s["adapt_steps"], loss=f"{s['adapt_loss'] or float('nan'):.4f}",
                                     rollbacks=s["adapt_rollbacks"])
     bar.close()
-    return feed, curve
-
-
-def _fit(gt: np.ndarray, shape) -> np.ndarray:
-    import cv2
-    if gt.shape == tuple(shape):
-        return gt
-    return cv2.resize(gt, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+    return session, curve
 
 
 def plot_curves(curve: dict, path: Path, title: str) -> Path:
@@ -195,23 +156,23 @@ def main(args: argparse.Namespace) -> int:
     from mono_depth_ros.adapt import AdaptConfig, CheckpointStore
     from mono_depth_ros.checkpoint import CheckpointError
     from mono_depth_ros.egomotion import EgoMotionConfig, GatingConfig
+    from mono_depth_ros.settings import AdaptationSettings, from_cli
 
     logging.basicConfig(level=logging.WARNING, format="[adapt] %(message)s")
     try:
         model, input_size, start = load_start(args.checkpoint)
         h, w = parse_size(args.train_size) if args.train_size else input_size
         ch, cw = parse_size(args.crop) if args.crop not in ("", "0") else (0, 0)
-        adapt_cfg = AdaptConfig(lr=args.lr, train_height=h, train_width=w, replay_per_step=args.replay_per_step,
-                                anchor_weight=args.anchor_weight, step=args.step, crop_height=ch, crop_width=cw,
-                                scale_mode=args.scale_mode, num_scales=args.scales)
+        m = int(model.size_multiple)   # crops rounded down to the network's multiple, like the node
+        adapt_cfg = from_cli(AdaptConfig, args, train_height=h, train_width=w, crop_height=ch // m * m,
+                             crop_width=cw // m * m, size_multiple=m)
+        run = from_cli(AdaptationSettings, args)        # --steps-per-frame, --anchor
+        ego_cfg = from_cli(EgoMotionConfig, args)
+        gating = from_cli(GatingConfig, args)
         from .anchors import load_anchor_images, resolve_anchor
-        anchor, why = resolve_anchor(args.anchor, args.checkpoint)
+        anchor, why = resolve_anchor(run.anchor, args.checkpoint)
         print(f"anchor: {anchor} ({why})")
         anchors = load_anchor_images(anchor)
-        ego_cfg = EgoMotionConfig(priority=tuple(s.strip() for s in args.egomotion.split(",") if s.strip()))
-        if not 0 < args.max_rotation <= 180:
-            raise ValueError(f"--max-rotation must be in (0, 180] degrees, got {args.max_rotation}")
-        gating = GatingConfig(min_translation_m=args.min_translation, max_rotation_rad=math.radians(args.max_rotation))
         for b in args.bag:
             if not Path(b).exists():
                 raise FileNotFoundError(f"bag not found: {b}")
@@ -219,17 +180,17 @@ def main(args: argparse.Namespace) -> int:
         print(f"mono-depth adapt: error: {exc}")
         return 2
     t0 = time.monotonic()
-    feed, curve = adapt_bag(args.bag, model, input_size, adapt_cfg, ego_cfg, gating, args.steps_per_frame,
+    session, curve = adapt_bag(args.bag, model, input_size, adapt_cfg, ego_cfg, gating, run.steps_per_frame,
                             args.eval_every, not args.quiet, anchors)
     wall = time.monotonic() - t0
-    stats = feed.stats()
+    stats = session.stats()
     out = Path(args.out)
     report_dir = args.report or out.parent
     report_dir.mkdir(parents=True, exist_ok=True)
     store = CheckpointStore(out.parent)
-    meta = {"adapted_from": start, "bags": [str(b) for b in args.bag], "adapt_config": feed.engine.config_dict(),
+    meta = {"adapted_from": start, "bags": [str(b) for b in args.bag], "adapt_config": session.engine.config_dict(),
             "stats": {k: v for k, v in stats.items() if k != "rollback_reasons"}}
-    store.save(feed.engine.model, feed.engine.good_state(), input_size, stats["adapt_steps"],
+    store.save(session.engine.model, session.engine.good_state(), input_size, stats["adapt_steps"],
                stats["adapt_frames"], meta=meta, name=out.name)
     report = {"checkpoint": str(out), "start": start, "wall_time_s": round(wall, 1),
               "steps_per_s": round(stats["adapt_steps"] / max(wall, 1e-9), 2), "stats": stats, "curve": curve}

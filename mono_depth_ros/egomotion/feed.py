@@ -2,7 +2,7 @@
 to an :class:`EgoMotionProvider` and its :class:`FrameSelector`.
 
 Used by the live node and ``mono-depth adapt`` (through
-:class:`mono_depth_ros.adapt.feed.AdaptationFeed`, which adds the adaptation
+:class:`mono_depth_ros.adapt.session.AdaptationSession`, which adds the adaptation
 engine) and by offline training (:mod:`mono_depth_ros.learning.egoposes`), so
 that every tool gets its training poses from the same code. Callers hand it
 messages (rclpy or rosbags objects: the converters are duck-typed). The camera

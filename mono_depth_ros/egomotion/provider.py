@@ -27,18 +27,32 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from ..conventions import BASE_FRAME, NS_PER_S, ODOM_FRAME
+from ..options import option
 from .samples import (GPS_COVARIANCE_TYPE_UNKNOWN, GpsFix, ImuSample, OdometrySample,
                       TransformSample)
 from .sources import (GpsTrack, ImuGpsSource, ImuRotation, ImuSpeedSource, OdomSource, PoseSource,
                       TwistSource)
 from .timeseries import Coverage, PoseStatus, TimeSeries, invert_T
 
-__all__ = ["SOURCES", "EgoMotionConfig", "RelativePose", "EgoMotionProvider"]
+__all__ = ["SOURCES", "parse_sources", "EgoMotionConfig", "RelativePose", "EgoMotionProvider"]
 
 log = logging.getLogger(__name__)
 
 #: Source names accepted in ``EgoMotionConfig.priority``.
 SOURCES = ("odom", "odom_twist", "tf", "imu_gps", "imu_speed")
+
+
+def parse_sources(text: str) -> tuple[str, ...]:
+    """The one parser of a source list's text form (``egomotion_sources``, ``--egomotion``).
+
+    >>> parse_sources(" odom, tf ,imu_gps")
+    ('odom', 'tf', 'imu_gps')
+    """
+    srcs = tuple(x.strip() for x in str(text).split(",") if x.strip())
+    bad = [x for x in srcs if x not in SOURCES]
+    if not srcs or bad:
+        raise ValueError(f"{text!r}: unknown {bad}; use a comma-separated list of {list(SOURCES)}")
+    return srcs
 
 
 def _ns(sec: float) -> int:
@@ -87,9 +101,14 @@ class EgoMotionConfig:
             spikes: rejected, counted.
     """
 
-    priority: tuple[str, ...] = ("odom", "tf", "imu_gps", "imu_speed")
-    odom_frame: str = ODOM_FRAME
-    base_frame: str = BASE_FRAME
+    priority: tuple[str, ...] = option(("odom", "tf", "imu_gps", "imu_speed"), "egomotion_sources",
+                                       "ego-motion sources in priority order (odom, odom_twist, tf, imu_gps, "
+                                       "imu_speed)", read_only="the sources' subscriptions are made at start",
+                                       cli="--egomotion", to_param=",".join, from_param=parse_sources)
+    odom_frame: str = option(ODOM_FRAME, "odom_frame", "odometry frame of the tf ego-motion source (REP 105)",
+                             read_only="the ego-motion provider is built at start")
+    base_frame: str = option(BASE_FRAME, "base_frame", "vehicle frame (REP 105); extrinsics are looked up from it",
+                             read_only="the camera extrinsics are looked up once")
     buffer_s: float = 30.0
     max_gap_s: float = 0.5
     time_jump_tolerance_s: float = 1.0

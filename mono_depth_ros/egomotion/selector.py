@@ -15,10 +15,16 @@ import threading
 from dataclasses import dataclass, field
 
 from ..conventions import NS_PER_S
+from ..options import option
 from .provider import EgoMotionProvider, RelativePose
 from .timeseries import PoseStatus
 
 __all__ = ["GatingConfig", "FrameSelection", "FrameSelector"]
+
+
+def _degrees(rad: float) -> float:
+    """Radians -> degrees as a parameter shows them (15.0, not 15.000000000000002)."""
+    return round(math.degrees(rad), 6)
 
 
 @dataclass(frozen=True)
@@ -36,8 +42,13 @@ class GatingConfig:
             train only on odometry-quality motion).
     """
 
-    min_translation_m: float = 0.2
-    max_rotation_rad: float = math.radians(15.0)
+    min_translation_m: float = option(0.2, "adapt_min_translation", "minimum camera motion between training "
+                                      "frames [m]", range=(0.0, 10.0), read_only="the frame selector is built at "
+                                      "start", cli="--min-translation")
+    max_rotation_rad: float = option(math.radians(15.0), "adapt_max_rotation", "largest camera rotation between "
+                                     "training frames [deg]; raise it for hand-held or slowly turning cameras",
+                                     range=(0.1, 180.0), read_only="the frame selector is built at start",
+                                     cli="--max-rotation", to_param=_degrees, from_param=math.radians)
     max_time_gap_s: float = 1.0
     directions: tuple[int, ...] = (-1, 1)
     history_s: float = 10.0

@@ -30,6 +30,7 @@ from ..conventions import scale_intrinsics
 from ..losses import SelfSupervisedLoss, SupervisedSILogLoss, all_finite
 from ..metrics import format_markdown
 from ..models import build_model
+from ..settings import BY_NAME as _PARAMS
 from .data import BagFrames, SelfSupervisedSampler, SupervisedSampler, load_bag
 from .distributed import DEVICES, DistContext, init_distributed, shutdown
 from .evaluate import evaluate_frames
@@ -68,9 +69,9 @@ class TrainConfig:
     frame_gap: int = 1
     stereo: bool = False
     poses: str = "egomotion"
-    egomotion: str = "odom,tf,imu_gps,imu_speed"
-    min_translation: float = 0.2
-    max_rotation_deg: float = 15.0
+    egomotion: str = _PARAMS["egomotion_sources"].default        # the node's defaults (mono_depth_ros.settings)
+    min_translation: float = _PARAMS["adapt_min_translation"].default
+    max_rotation_deg: float = _PARAMS["adapt_max_rotation"].default
     val_bags: list[str] = field(default_factory=list)
     val_every: int = 500
     val_frames: int = 40
@@ -127,9 +128,9 @@ class TrainConfig:
         return Path(self.out if self.resume == RESUME_LAST else self.resume)
 
     def ego_config(self):
-        from ..egomotion import EgoMotionConfig
+        from ..egomotion import EgoMotionConfig, parse_sources
         try:
-            return EgoMotionConfig(priority=tuple(s.strip() for s in self.egomotion.split(",") if s.strip()))
+            return EgoMotionConfig(priority=parse_sources(self.egomotion))
         except ValueError as exc:
             raise ValueError(f"--egomotion {self.egomotion!r}: {exc}") from None
 

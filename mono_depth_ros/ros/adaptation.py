@@ -1,10 +1,11 @@
-"""The node's adaptation wiring: ego-motion subscriptions, the adaptation thread, checkpoints, services.
+"""The node's adaptation room: ego-motion subscriptions, the adaptation thread, checkpoints, services.
 
-The learning itself is :class:`~mono_depth_ros.adapt.feed.AdaptationFeed` (the
+The learning itself is :class:`~mono_depth_ros.adapt.session.AdaptationSession` (the
 same object ``mono-depth adapt`` drives from a bag). This module only moves
 messages into it, runs its steps on a thread of their own (with their own torch
-thread count, so inference keeps its core), swaps verified weights into the
-serving network, and persists them.
+thread count, so inference keeps its core), and persists the verified weights.
+The node hands it what it needs (its settings, a problem reporter, a transform
+lookup, the serving predictor); it reads nothing else of the node.
 """
 from __future__ import annotations
 
@@ -13,25 +14,21 @@ import threading
 import time
 from collections import OrderedDict, deque
 
-import numpy as np
 import torch
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import Image, Imu, NavSatFix
+from sensor_msgs.msg import Imu, NavSatFix
 from std_srvs.srv import SetBool, Trigger
 
-from mono_depth_ros.adapt import AdaptConfig, CheckpointStore
+from mono_depth_ros.adapt import CheckpointStore
 from mono_depth_ros.adapt.anchors import load_anchor_images, resolve_anchor
-from mono_depth_ros.adapt.feed import AdaptationFeed
+from mono_depth_ros.adapt.session import AdaptationSession, fit_to_model
 from mono_depth_ros.checkpoint import CheckpointError
 from mono_depth_ros.conventions import Topics
 from mono_depth_ros.egomotion import EgoMotionConfig, GatingConfig
 from mono_depth_ros.egomotion.samples import stamp_to_ns
-from mono_depth_ros.metrics import compute_depth_metrics
 from mono_depth_ros.memory import HeapTrimPolicy
-from mono_depth_ros.tf_buffer import TfError
 
 from .tf import TF_QOS
 
@@ -64,42 +61,62 @@ def resume_state(cfg, logger):
 
 
 class NodeAdaptation:
-    """Adaptation attached to a running :class:`~mono_depth_ros.ros.depth_node.DepthNode`."""
+    """Adaptation attached to a running depth node.
 
-    def __init__(self, node, predictor, initial_state: "OrderedDict[str, torch.Tensor]"):
-        self.node = node
-        cfg = node.cfg
+    Threads:
+        * executor (the node's one callback thread): the ego-motion subscriptions' callbacks
+          (into the session, which locks what it shares), the services, :meth:`apply`;
+        * inference worker: :meth:`on_frame`, :meth:`reset_time`;
+        * the adaptation thread (:meth:`_run`): steps, heap policy, periodic checkpoints;
+        * any: :meth:`diagnostics`, :meth:`save` (the store and the engine lock what they share).
+
+    Args:
+        node: the rclpy node, used only to create this room's subscriptions, services and logger.
+        cfg: the node's settings (:class:`~mono_depth_ros.ros.params.NodeConfig`); :meth:`apply`
+            takes new ones.
+        predictor: the serving :class:`~mono_depth_ros.inference.DepthPredictor` (its network is
+            where training starts; verified weights go to its ``swap_state``).
+        initial_state: the configured weights ("reset" returns to them, not to a resumed state).
+        reporter: a :class:`~mono_depth_ros.ros.problems.ProblemReporter`.
+        transforms: the node's transform lookup (camera extrinsics).
+        start_thread: False runs no adaptation thread; the owner calls :meth:`run_due_steps`
+            (tests: a deterministic step schedule).
+    """
+
+    def __init__(self, node, cfg, predictor, initial_state: "OrderedDict[str, torch.Tensor]", reporter,
+                 transforms, start_thread: bool = True):
+        self.cfg = cfg
+        self.reporter = reporter
+        self._log = node.get_logger()
+        self._node = node
         self.predictor = predictor
         h, w = predictor.input_size
-        mult = int(getattr(predictor.model, "size_multiple", 32))  # 14 for Depth Anything V2: crops rounded down
-        th = cfg.adapt_train_height or h
-        tw = cfg.adapt_train_width or w
         self.input_size = (h, w)
         anchors = None
-        if cfg.adapt and cfg.adapt_anchor_weight > 0:
+        if cfg.adapt_anchor_weight > 0:
             anchor, why = resolve_anchor(cfg.adapt_anchor, cfg.checkpoint)
-            node.get_logger().info(f"adaptation anchor: {anchor} ({why})")
+            self._log.info(f"adaptation anchor: {anchor} ({why})")
             try:
                 anchors = load_anchor_images(anchor)
             except ValueError as exc:
                 raise ValueError(f"parameter 'adapt_anchor': {exc}") from None
-        self.feed = AdaptationFeed(
-            predictor.model,
-            AdaptConfig(lr=cfg.adapt_lr, train_height=th, train_width=tw, replay_per_step=cfg.adapt_replay_per_step,
-                        anchor_weight=cfg.adapt_anchor_weight, step=cfg.adapt_step,
-                        crop_width=cfg.adapt_crop_width // mult * mult, crop_height=cfg.adapt_crop_height // mult * mult,
-                        size_multiple=mult),
-            EgoMotionConfig(priority=tuple(s.strip() for s in cfg.egomotion_sources.split(",") if s.strip()),
-                            odom_frame=cfg.odom_frame, base_frame=cfg.base_frame),
-            GatingConfig(min_translation_m=cfg.adapt_min_translation,
-                         max_rotation_rad=math.radians(cfg.adapt_max_rotation)),
-            on_weights=predictor.swap_state, anchors=anchors)
-        self.engine = self.feed.engine
-        self.engine.initial = initial_state  # "reset" goes back to the configured weights, not a resumed state
-        self.engine.enabled = cfg.adapt
+        # What switching adaptation on later could not undo (the `adapt` parameter / ~/set_adaptation refuse it).
+        self._cannot_enable = ""
+        if not cfg.adapt and getattr(predictor, "canonical", None) is not None:
+            self._cannot_enable = ("parameter 'adapt': the node started with adapt: false, so depth is served through "
+                                   "the canonical-camera conversion; restart it with adapt: true to adapt")
+        model = predictor.model
+        settings = cfg.settings()   # parameters -> AdaptConfig, EgoMotionConfig, GatingConfig (mono_depth_ros.settings)
+        self.session = AdaptationSession(
+            model,
+            fit_to_model(model, settings.adapt, train_height=cfg.adapt_train_height or h,
+                         train_width=cfg.adapt_train_width or w),
+            settings.egomotion, settings.gating,
+            steps_per_frame=cfg.adapt_steps_per_frame, on_weights=predictor.swap_state, anchors=anchors,
+            transforms=transforms, report=lambda key, text: reporter.warn(key, text))
+        self.engine = self.session.engine
+        self.engine.initial = initial_state
         self.store = CheckpointStore(cfg.checkpoint_dir)
-        self._credits = 0.0
-        self._cv = threading.Condition()
         self._stop = threading.Event()
         self._last_save = time.monotonic()
         self._heap = HeapTrimPolicy()   # bounds the resident set without re-faulting it every few steps
@@ -107,119 +124,100 @@ class NodeAdaptation:
         self.last_save_path = ""
         self.last_error = ""
         self._step_times: deque[float] = deque(maxlen=50)
-        self._preds: OrderedDict[int, np.ndarray] = OrderedDict()
-        self._gts: OrderedDict[int, object] = OrderedDict()
-        self.preq = {"frames": 0, "abs_rel": 0.0, "a1": 0.0, "scale_ratio": 0.0}
+        self._group = MutuallyExclusiveCallbackGroup()
+        self._subs: list = []
+        self._egomotion_wanted = False  # H4: another part (the metric scale) needs the poses, adapting or not
+        node.create_service(Trigger, "~/save_checkpoint", self._srv_save, callback_group=self._group)
+        node.create_service(SetBool, "~/set_adaptation", self._srv_enable, callback_group=self._group)
+        node.create_service(Trigger, "~/reset_weights", self._srv_reset, callback_group=self._group)
+        self.session.set_enabled(False)
+        if cfg.adapt:
+            self.set_enabled(True)
+        self._thread = None
+        if start_thread:
+            self._thread = threading.Thread(target=self._run, name="mono_depth_adaptation", daemon=True)
+            self._thread.start()
 
-        group = MutuallyExclusiveCallbackGroup()
-        node.create_subscription(Odometry, Topics.ODOM, self.feed.on_odometry, 50, callback_group=group)
-        node.create_subscription(Imu, Topics.IMU, self.feed.on_imu, qos_profile_sensor_data, callback_group=group)
-        node.create_subscription(NavSatFix, Topics.GPS, self.feed.on_gps, 10, callback_group=group)
-        from tf2_msgs.msg import TFMessage
-        node.create_subscription(TFMessage, "/tf", self.feed.on_tf, TF_QOS, callback_group=group)
-        node.create_service(Trigger, "~/save_checkpoint", self._srv_save, callback_group=group)
-        node.create_service(SetBool, "~/set_adaptation", self._srv_enable, callback_group=group)
-        node.create_service(Trigger, "~/reset_weights", self._srv_reset, callback_group=group)
-        if cfg.evaluate_gt:
-            node.create_subscription(Image, "depth_gt", self._on_gt, 10, callback_group=group)
-            self.pub_metrics = node.create_publisher(DiagnosticArray, "depth/metrics", 10)
-        self._thread = threading.Thread(target=self._run, name="mono_depth_adaptation", daemon=True)
-        self._thread.start()
+    # ------------------------------------------------------------ control
+    def set_enabled(self, on: bool) -> None:
+        """Adapt (True) or only serve (False): the ``adapt`` parameter at runtime (executor). The ego-motion
+        subscriptions exist only while adapting (or while the metric scale needs them). ValueError (the change is refused) when the node started
+        without adaptation and cannot add it."""
+        on = bool(on)
+        if on and self._cannot_enable:
+            raise ValueError(self._cannot_enable)
+        self.session.set_enabled(on)
+        self._subscribe(on or self._egomotion_wanted)  # H4
+
+    def want_egomotion(self, on: bool) -> None:
+        """H4: keep the ego-motion subscriptions while another part (the metric scale) needs the
+        poses, adapting or not (executor, or the constructor's thread)."""
+        self._egomotion_wanted = bool(on)
+        self._subscribe(self.engine.enabled or self._egomotion_wanted)
+
+    def _subscribe(self, on: bool) -> None:
+        """The ego-motion subscriptions into the session: made (on) or destroyed (off)."""
+        if on and not self._subs:
+            n, g = self._node, self._group
+            self._subs = [
+                n.create_subscription(Odometry, Topics.ODOM, self.session.on_odometry, 50, callback_group=g),
+                n.create_subscription(Imu, Topics.IMU, self.session.on_imu, qos_profile_sensor_data, callback_group=g),
+                n.create_subscription(NavSatFix, Topics.GPS, self.session.on_gps, 10, callback_group=g),
+            ]
+            from tf2_msgs.msg import TFMessage
+
+            from .tf import TF_QOS
+            self._subs.append(n.create_subscription(TFMessage, "/tf", self.session.on_tf, TF_QOS, callback_group=g))
+        elif not on and self._subs:
+            for sub in self._subs:
+                self._node.destroy_subscription(sub)
+            self._subs = []
+
+    @property
+    def enabled(self) -> bool:
+        return self.engine.enabled
+
+    def set_lr(self, lr: float) -> None:
+        """New base learning rate (the node's ``adapt_lr`` at runtime); ValueError outside (0, 1]."""
+        self.engine.set_lr(lr)
+
+    def apply(self, cfg) -> None:
+        """New settings at runtime (executor, after ``set_enabled`` / ``set_lr`` accepted theirs)."""
+        self.cfg = cfg
+        self.session.pacer.steps_per_frame = float(cfg.adapt_steps_per_frame)
 
     # ------------------------------------------------------------ frames
-    def on_frame(self, header, rgb: np.ndarray, K: np.ndarray, depth: np.ndarray) -> None:
-        """Called by the inference worker after each published depth image."""
-        stamp = stamp_to_ns(header.stamp)
-        if self.node.cfg.evaluate_gt:
-            self._preds[stamp] = depth
-            while len(self._preds) > 30:
-                self._preds.popitem(last=False)
-            gt = self._gts.pop(stamp, None)
-            if gt is not None:  # ground truth arrived before inference finished
-                self._score(gt)
-        if not self.engine.enabled:
-            return
-        if not self.feed.have_extrinsics:
-            self._lookup_extrinsics(header.frame_id)
-        if self.feed.on_frame(stamp, header.frame_id, rgb, K):
-            with self._cv:
-                self._credits = min(self._credits + self.node.cfg.adapt_steps_per_frame,
-                                    4 * max(1, self.node.cfg.adapt_steps_per_frame))
-                self._cv.notify()
+    def on_frame(self, header, rgb, K) -> None:
+        """Inference worker, after each published depth image: offer the frame for training."""
+        if self.session.on_frame(stamp_to_ns(header.stamp), header.frame_id, rgb, K):
+            self.reporter.recovered(("extrinsics",))
 
-    def _lookup_extrinsics(self, camera_frame: str) -> None:
-        try:
-            T = self.node.tf.lookup(self.node.cfg.base_frame, camera_frame, 0, 0.0)
-        except TfError as exc:
-            self.node.report("extrinsics", f"adaptation waits for the transform {self.node.cfg.base_frame} <- "
-                                            f"{camera_frame} (camera extrinsics): {exc}", warn=True)
-            return
-        self.feed.set_extrinsics(T)
-        self.node.get_logger().info(f"adaptation: camera extrinsics {self.node.cfg.base_frame} <- {camera_frame} "
-                                    f"from TF, t = {np.round(T[:3, 3], 3).tolist()}")
-
-    def _on_gt(self, msg) -> None:
-        if msg.encoding != "32FC1":
-            return
-        stamp = stamp_to_ns(msg.header.stamp)
-        if stamp in self._preds:
-            self._score(msg)
-        else:
-            self._gts[stamp] = msg
-            while len(self._gts) > 30:
-                self._gts.popitem(last=False)
-
-    def _score(self, msg) -> None:
-        """Metrics of the depth published for this stamp (before any step learned from the frame)."""
-        pred = self._preds.pop(stamp_to_ns(msg.header.stamp))
-        import cv2
-        gt = np.frombuffer(bytes(msg.data), np.float32).reshape(msg.height, msg.width)
-        if gt.shape != pred.shape:
-            gt = cv2.resize(gt, (pred.shape[1], pred.shape[0]), interpolation=cv2.INTER_NEAREST)
-        m = compute_depth_metrics(gt, pred)
-        if m is None:
-            return
-        n = self.preq["frames"] = self.preq["frames"] + 1
-        for k in ("abs_rel", "a1", "scale_ratio"):
-            self.preq[k] += (m[k] - self.preq[k]) / n
-        arr = DiagnosticArray()
-        arr.header = msg.header
-        st = DiagnosticStatus(name=f"{self.node.get_name()}: prequential depth metrics (before learning the frame)")
-        st.values = [KeyValue(key=k, value=f"{m[k]:.5f}") for k in ("abs_rel", "sq_rel", "rmse", "a1",
-                                                                    "scale_ratio")]
-        st.values.append(KeyValue(key="adapt_steps", value=str(self.engine.counters.steps)))
-        arr.status = [st]
-        self.pub_metrics.publish(arr)
-        if n % 50 == 0:
-            self.node.get_logger().info(f"prequential over {n} frames: AbsRel {self.preq['abs_rel']:.3f}, "
-                                        f"d<1.25 {self.preq['a1']:.3f}, scale {self.preq['scale_ratio']:.3f}")
+    def reset_time(self, reason: str) -> None:
+        """Time jumped: forget buffered ego-motion and frame history (see AdaptationSession.reset_time)."""
+        self.session.reset_time(reason)
 
     # ------------------------------------------------------------ thread
+    def run_due_steps(self, limit: int | None = None) -> int:
+        """Take the steps the pacing allows (adaptation thread; tests call it directly)."""
+        try:
+            return self.session.run_due(limit, on_report=self._after_step)
+        except Exception as exc:  # keep adapting / serving whatever one step did
+            self.reporter.report("adapt_step", f"adaptation step failed: {type(exc).__name__}: {exc}")
+            return 0
+
+    def _after_step(self, rep) -> None:
+        self._step_times.append(time.monotonic())
+        self._heap.after_step()
+        if rep.status.startswith("rollback"):
+            self._log.warning(f"adaptation rolled back ({rep.status.removeprefix('rollback_')}); "
+                              f"rollbacks: {self.engine.counters.rollbacks}, lr now {self.engine.lr:.2g}")
+
     def _run(self) -> None:
-        torch.set_num_threads(self.node.cfg.adapt_threads)
+        torch.set_num_threads(self.cfg.adapt_threads)
         while not self._stop.is_set():
-            with self._cv:
-                if self._credits < 1.0:
-                    self._cv.wait(timeout=0.2)
-                has = self._credits >= 1.0
-                if has:
-                    self._credits -= 1.0
-            if has and self.engine.enabled:
-                try:
-                    rep = self.feed.step()
-                    if rep is None:
-                        with self._cv:
-                            self._credits = 0.0  # nothing trainable yet: wait for the next frame
-                    else:
-                        self._step_times.append(time.monotonic())
-                        self._heap.after_step()
-                        if rep.status.startswith("rollback"):
-                            self.node.get_logger().warning(
-                                f"adaptation rolled back ({rep.status.removeprefix('rollback_')}); "
-                                f"rollbacks: {self.engine.counters.rollbacks}, lr now {self.engine.lr:.2g}")
-                except Exception as exc:  # keep adapting / serving whatever one step did
-                    self.node.report("adapt_step", f"adaptation step failed: {type(exc).__name__}: {exc}")
-            period = self.node.cfg.checkpoint_period
+            if self.session.pacer.wait(timeout=0.2) and self.engine.enabled:
+                self.run_due_steps(limit=1)
+            period = self.cfg.checkpoint_period
             if period > 0 and time.monotonic() - self._last_save >= period:
                 self.save(reason="periodic")
 
@@ -232,20 +230,21 @@ class NodeAdaptation:
             return None  # nothing new learned since the last save
         try:
             state = self.engine.good_state()
-            path = self.store.save(self.engine.model, state, self.input_size, steps, self.engine.counters.frames,
-                                   meta={"reason": reason, "stats": {k: v for k, v in self.engine.stats().items()
+            stats = self.session.stats()
+            path = self.store.save(self.engine.model, state, self.input_size, steps, stats["adapt_frames"],
+                                   meta={"reason": reason, "stats": {k: v for k, v in stats.items()
                                                                      if k != "rollback_reasons"}}, name=name)
         except Exception as exc:  # CheckpointError names the file and the cause; anything else must not kill us
             self.last_error = str(exc) if isinstance(exc, CheckpointError) else f"{type(exc).__name__}: {exc}"
-            self.node.report("checkpoint", f"checkpoint not saved ({reason}): {self.last_error}")
+            self.reporter.report("checkpoint", f"checkpoint not saved ({reason}): {self.last_error}")
             return None
         if self.last_error:
-            self.node.get_logger().info(f"checkpoints are written again (last error: {self.last_error})")
+            self._log.info(f"checkpoints are written again (last error: {self.last_error})")
             self.last_error = ""
-            self.node.clear_problem("checkpoint")
+            self.reporter.clear("checkpoint")
         self._steps_at_save = steps
         self.last_save_path = str(path)
-        self.node.get_logger().info(f"checkpoint saved ({reason}): {path}")
+        self._log.info(f"checkpoint saved ({reason}): {path}")
         return str(path)
 
     def _srv_save(self, request, response):
@@ -255,29 +254,26 @@ class NodeAdaptation:
         return response
 
     def _srv_enable(self, request, response):
-        self.engine.enabled = bool(request.data)
-        response.success = True
-        response.message = f"adaptation {'enabled' if request.data else 'disabled'}"
-        self.node.get_logger().info(response.message)
+        # Through the `adapt` parameter (DepthNode._set_cfg calls set_enabled), so the two never disagree.
+        from rclpy.parameter import Parameter
+        result = self._node.set_parameters([Parameter("adapt", value=bool(request.data))])[0]
+        response.success = result.successful
+        response.message = (f"adaptation {'enabled' if request.data else 'disabled'}" if result.successful
+                            else result.reason)
+        self._log.info(response.message)
         return response
 
     def _srv_reset(self, request, response):
         self.engine.reset_to_initial()
         response.success = True
         response.message = "weights reset to the configured starting checkpoint"
-        self.node.get_logger().warning(response.message)
+        self._log.warning(response.message)
         return response
-
-    def reset_time(self, reason: str) -> None:
-        """Time jumped: forget buffered ego-motion and frame history (see AdaptationFeed.reset_time)."""
-        self.feed.reset_time(reason)
-        self._preds.clear()
-        self._gts.clear()
 
     # ------------------------------------------------------- diagnostics
     def diagnostics(self) -> dict[str, str]:
-        s = self.feed.stats()
-        t = self._step_times
+        s = self.session.stats()
+        t = list(self._step_times)
         rate = (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
         out = {k: (f"{v:.5f}" if isinstance(v, float) else str(v)) for k, v in s.items()}
         out["adapt_steps_per_s"] = f"{rate:.2f}"
@@ -286,13 +282,11 @@ class NodeAdaptation:
         out["checkpoint_errors"] = str(self.store.errors)
         out["checkpoint_last"] = self.last_save_path
         out["checkpoint_last_error"] = self.last_error
-        if self.preq["frames"]:
-            out.update({f"prequential_{k}": f"{v:.4f}" for k, v in self.preq.items()})
         return out
 
     def shutdown(self) -> None:
         self._stop.set()
-        with self._cv:
-            self._cv.notify()
-        self._thread.join(timeout=30.0)
+        self.session.pacer.wake()
+        if self._thread is not None:
+            self._thread.join(timeout=30.0)
         self.save(reason="shutdown")

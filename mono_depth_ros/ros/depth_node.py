@@ -40,6 +40,8 @@ from . import params as P
 from .conversions import (InputError, camera_info_to_K, compressed_to_rgb, depth_to_msg, image_to_rgb,
                           points_to_cloud, rgb_to_msg, scaled_camera_info, stamp_to_ns)
 from .adaptation import NodeAdaptation, resume_state
+from .metric_scale import NodeMetricScale  # H4: relative -> metric online
+from .problems import ProblemReporter
 from .tf import TfSource
 
 __all__ = ["DepthNode", "LatestSlot", "main"]
@@ -100,8 +102,7 @@ class DepthNode(Node):
         self.cfg = P.declare(self)  # ConfigError propagates: refuse to start with bad values
         P.install_runtime_validation(self, lambda: self.cfg, self._set_cfg)
         self.stats = _Stats()
-        self._last_error: dict[str, float] = {}
-        self._in_error: set[str] = set()
+        self.problems = ProblemReporter(self.get_logger(), lambda: self.cfg.error_throttle)
         self._info: CameraInfo | None = None
         self._rays = RayGrid()
 
@@ -143,7 +144,9 @@ class DepthNode(Node):
         self.pub_points = self.create_publisher(PointCloud2, Topics.POINTS, OUTPUT_QOS)
         self.pub_diag = self.create_publisher(DiagnosticArray, Topics.DIAGNOSTICS, 10)
         self.tf = TfSource(self)
-        self.adaptation = NodeAdaptation(self, self.predictor, configured.model.state_dict())
+        self.adaptation = NodeAdaptation(self, self.cfg, self.predictor, configured.model.state_dict(),
+                                         self.problems, self.tf)
+        self.metric_scale = NodeMetricScale(self, self.predictor, self.adaptation)  # H4: relative -> metric
         # Wall-clock timer: diagnostics keep coming when sim time stops (bag paused / ended).
         self.create_timer(1.0, self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup(),
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
@@ -167,7 +170,20 @@ class DepthNode(Node):
 
     # --------------------------------------------------------------- config
     def _set_cfg(self, cfg: P.NodeConfig) -> None:
+        """Apply a validated runtime parameter change (executor thread).
+
+        Read-only parameters never arrive here (rclpy refuses them, and their descriptions say why).
+        The output, throttle and pacing parameters are read from ``self.cfg`` at each use; the
+        adaptation's state is pushed to it. A ValueError refuses the change (``self.cfg`` unchanged).
+        """
+        old = self.cfg
+        if cfg.adapt != old.adapt:
+            self.adaptation.set_enabled(cfg.adapt)     # may refuse: first, so nothing else has changed yet
+        if cfg.adapt_lr != old.adapt_lr:
+            self.adaptation.set_lr(cfg.adapt_lr)
         self.cfg = cfg
+        self.adaptation.apply(cfg)
+        self.metric_scale.update()  # H4: metric_scale at runtime (keeps the ego-motion subscribed while on)
 
     # ------------------------------------------------------------ callbacks
     def _on_image(self, msg) -> None:
@@ -182,29 +198,8 @@ class DepthNode(Node):
 
     # ------------------------------------------------------------- problems
     def report(self, key: str, text: str, warn: bool = False) -> None:
-        """Log ``text`` at most once per ``error_throttle`` seconds for the same ``key``."""
-        now = time.monotonic()
-        self._in_error.add(key)
-        if now - self._last_error.get(key, -1e18) >= self.cfg.error_throttle:
-            self._last_error[key] = now
-            # rclpy requires one severity per call site, hence two calls.
-            if warn:
-                self.get_logger().warning(text)
-            else:
-                self.get_logger().error(text)
-
-    def clear_problem(self, key: str) -> None:
-        """Forget the problem ``key`` (its next occurrence is logged at once); the caller says it is solved."""
-        self._in_error.discard(key)
-        self._last_error.pop(key, None)
-
-    def _recovered(self, keys: tuple[str, ...]) -> None:
-        done = sorted(k for k in keys if k in self._in_error)
-        for key in done:
-            self._in_error.discard(key)
-            self._last_error.pop(key, None)
-        if done:
-            self.get_logger().info(f"input OK again (resolved: {', '.join(done)})")
+        """Log ``text`` at most once per ``error_throttle`` seconds for the same ``key`` (any thread)."""
+        self.problems.report(key, text, warn)
 
     # --------------------------------------------------------------- worker
     def _run(self) -> None:
@@ -247,11 +242,12 @@ class DepthNode(Node):
             self.report("camera_info_size", f"camera_info size {info.width}x{info.height} differs from image size "
                                         f"{W}x{H} on {self.image_topic}; dropping frame")
             return
-        self._recovered(tuple(k for k in self._in_error if k.startswith(("image", "camera_info"))))
+        self.problems.recovered(prefixes=("image", "camera_info"))
 
         self._check_time_jump(stamp_to_ns(msg.header.stamp))
         t0 = time.perf_counter()
-        pred = self.predictor.predict(rgb, K)
+        raw = self.predictor.predict(rgb, K)
+        pred = self.metric_scale.apply(raw)  # H4: metric depth for relative networks (unchanged otherwise)
         infer_ms = (time.perf_counter() - t0) * 1e3
         header = msg.header
         h, w = pred.depth.shape
@@ -261,7 +257,8 @@ class DepthNode(Node):
             self.pub_color.publish(rgb_to_msg(colorize_depth(pred.depth), header))
         if self.cfg.publish_points and self.pub_points.get_subscription_count() > 0:
             self._publish_cloud(pred, header)
-        self.adaptation.on_frame(header, rgb, K, pred.depth)
+        self.adaptation.on_frame(header, rgb, K)
+        self.metric_scale.on_frame(header, raw)  # H4: estimate the scale from this frame's raw output
         with self.stats.lock:
             self.stats.processed += 1
             self.stats.infer_ms.append(infer_ms)
@@ -304,7 +301,7 @@ class DepthNode(Node):
                 self.report("tf", f"point cloud dropped: no transform {cfg.target_frame} <- {header.frame_id} "
                                    f"at the image stamp: {exc}", warn=True)
                 return
-            self._recovered(("tf",))
+            self.problems.recovered(("tf",))
             out_header = type(header)()
             out_header.stamp = header.stamp
             out_header.frame_id = cfg.target_frame
@@ -334,14 +331,15 @@ class DepthNode(Node):
                 "tf_backend": self.tf.backend,
                 "inference_backend": self.predictor.backend,
                 "weights_version": str(self.predictor.version),
-            } | self.adaptation.diagnostics()
+            } | self.adaptation.diagnostics() | self.metric_scale.diagnostics()  # H4: metric_scale*
 
     def _publish_diagnostics(self) -> None:
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()
         st = DiagnosticStatus(name=f"{self.get_name()}: depth inference", hardware_id=str(self.predictor.device))
-        st.level = DiagnosticStatus.WARN if self._in_error else DiagnosticStatus.OK
-        st.message = ("input problems: " + ", ".join(sorted(self._in_error))) if self._in_error else "OK"
+        problems = self.problems.active()
+        st.level = DiagnosticStatus.WARN if problems else DiagnosticStatus.OK
+        st.message = ("input problems: " + ", ".join(problems)) if problems else "OK"
         st.values = [KeyValue(key=k, value=v) for k, v in self.diagnostics().items()]
         arr.status = [st]
         self.pub_diag.publish(arr)

@@ -83,7 +83,7 @@ class TfSource:
             else:
                 self.node.get_logger().error(text, throttle_duration_sec=5.0)
 
-    def lookup(self, target: str, source: str, stamp_ns: int, timeout_s: float) -> np.ndarray:
+    def lookup(self, target: str, source: str, stamp_ns: int = 0, timeout_s: float = 0.0) -> np.ndarray:
         """T_target_source at ``stamp_ns``, waiting at most ``timeout_s`` for data to arrive."""
         if self.backend == "tf2_ros":
             return self._lookup_tf2(target, source, stamp_ns, timeout_s)

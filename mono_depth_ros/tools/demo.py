@@ -40,7 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--height", type=int, default=192, help="image height of the generated drives")
     p.add_argument("--checkpoint", default="", help="starting weights (empty: shipped weights)")
     p.add_argument("--rate", type=float, default=1.0, help="replay speed factor (1 = real time)")
-    p.add_argument("--lr", type=float, default=3e-4, help="adaptation learning rate")
+    from mono_depth_ros.settings import BY_NAME
+    p.add_argument("--lr", type=float, default=BY_NAME["adapt_lr"].default,
+                   help="adaptation learning rate (the node's adapt_lr)")
     p.add_argument("--no-adapt", action="store_true", help="run the node without adaptation")
     p.add_argument("--reference-step", action="store_true",
                    help="adapt with the reference training step (release 0.2: whole frames, every scale upsampled) "

@@ -285,13 +285,13 @@ def adapt_node_step(runs: int = 20, reference_runs: int = 6, height: int = 192, 
     pick = lambda: rng.sample(trips, 1 + fast.cfg.replay_per_step)  # noqa: E731
     for eng in (fast, ref):           # warm-up: allocator, oneDNN primitives, first verification
         for _ in range(2):
-            eng._train(pick(), True)
+            eng.train_batch(pick(), True)
     # FLOPs: a plain step and a verifying one, weighted as the schedule runs them (1 in swap_every).
     counted = []
     for _ in range(fast.cfg.swap_every):
         with FlopCounterMode(display=False, custom_mapping={
                 torch.ops.aten.convolution_backward: _conv_backward_flops}) as counter:
-            fast._train(pick(), True)
+            fast.train_batch(pick(), True)
         counted.append(counter.get_total_flops())
     gflop = float(np.mean(counted)) / 1e9
     samples = {"fast": [], "reference": []}
@@ -299,11 +299,11 @@ def adapt_node_step(runs: int = 20, reference_runs: int = 6, height: int = 192, 
     while len(samples["reference"]) < reference_runs or len(samples["fast"]) < runs:
         for _ in range(per_round if len(samples["fast"]) < runs else 0):
             t0 = time.perf_counter()
-            fast._train(pick(), True)
+            fast.train_batch(pick(), True)
             samples["fast"].append(time.perf_counter() - t0)
         if len(samples["reference"]) < reference_runs:
             t0 = time.perf_counter()
-            ref._train(pick(), True)
+            ref.train_batch(pick(), True)
             samples["reference"].append(time.perf_counter() - t0)
     peak = conv3x3_peak_gflops()
     med = float(np.median(samples["fast"])) * 1e3
