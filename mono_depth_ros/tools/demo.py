@@ -116,7 +116,7 @@ def _run_node(args, out: Path, bag: Path) -> dict:
 
     from mono_depth_ros.ros.conversions import cloud_to_xyz
     from mono_depth_ros.ros.replay import replay
-    from mono_depth_ros.ros.process import stop_process
+    from mono_depth_ros.tools.process import stop_process
 
     proc, log = _start_node(args, out)
     scorer, scorer_log = _start_scorer(out)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mono_depth_ros.ros.process import stop_process
+from mono_depth_ros.tools.process import stop_process
 
 __all__ = ["run_e2e", "PLAN_FULL", "PLAN_QUICK"]
 
