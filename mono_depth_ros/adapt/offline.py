@@ -76,10 +76,8 @@ def adapt_bag(bags, model, input_size, adapt_cfg, ego_cfg, gating, steps_per_fra
     session = AdaptationSession(model, adapt_cfg, ego_cfg, gating, steps_per_frame,
                                 on_weights=predictor.swap_state, anchors=anchors)
     curve = {"frame": [], "abs_rel": [], "a1": [], "step": [], "loss": [], "loss_frame": []}
-    topics = [Topics.BAG_IMAGE, Topics.BAG_CAMERA_INFO, Topics.BAG_ODOM, Topics.BAG_IMU, Topics.BAG_GPS,
-              Topics.BAG_TF, Topics.BAG_TF_STATIC, Topics.BAG_DEPTH_GT]
-    handlers = {Topics.BAG_ODOM: session.on_odometry, Topics.BAG_IMU: session.on_imu, Topics.BAG_GPS: session.on_gps,
-                Topics.BAG_TF: session.on_tf, Topics.BAG_TF_STATIC: session.on_tf_static}
+    handlers = session.bag_handlers()   # every ego-motion topic and /tf_static (egomotion.samples.MOTION_INPUTS)
+    topics = [Topics.BAG_IMAGE, Topics.BAG_CAMERA_INFO, *handlers, Topics.BAG_DEPTH_GT]
     bar = tqdm(desc="adapt", unit="frame", disable=not progress)
     scorer = PrequentialScorer(keep=5)
     K = None
