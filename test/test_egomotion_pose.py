@@ -15,7 +15,7 @@ from mono_depth_ros.conventions import T_BASE_OPTICAL_ROTATION, Topics, to_ns
 from mono_depth_ros.egomotion import EgoMotionConfig, PoseStatus, stamp_to_ns
 from mono_depth_ros.egomotion import cli as ego_cli
 from mono_depth_ros.egomotion.feed import EgoMotionFeed
-from mono_depth_ros.synth.bag import _Msgs
+from mono_depth_ros.tools.synth.bag import _Msgs
 
 M = _Msgs()
 T_OPT = np.eye(4)
@@ -80,7 +80,7 @@ def test_refused_poses_are_counted():
 
 @pytest.fixture(scope="module")
 def pose_bag(tmp_path_factory):
-    from mono_depth_ros.synth.bag import generate_bag
+    from mono_depth_ros.tools.synth.bag import generate_bag
     out = tmp_path_factory.mktemp("posebag") / "drive"
     return generate_bag(out, preset="A", seed=3, duration_s=4.0, width=64, height=24, progress=False,
                         contact_sheet=False, sensors=["camera", "pose_gt", "tf_static", "pose"])

@@ -10,7 +10,7 @@ from mono_depth_ros.conventions import to_ns
 from mono_depth_ros.egomotion import EgoMotionConfig, EgoMotionProvider, PoseStatus, TransformSample
 from mono_depth_ros.egomotion.feed import EgoMotionFeed
 from mono_depth_ros.egomotion.simulate import simulate_drive
-from mono_depth_ros.synth.bag import _Msgs as Messages
+from mono_depth_ros.tools.synth.bag import _Msgs as Messages
 from mono_depth_ros.tf_buffer import ExtrapolationError, TfBuffer, TransformLookup
 
 CAMERA = "camera_optical_frame"

@@ -16,7 +16,7 @@ BAG_TO_NODE = {"/odom": "/odom", "/imu/data": "/imu", "/gps/fix": "/gps/fix", "/
 
 @pytest.fixture(scope="module")
 def drive(tmp_path_factory):
-    from mono_depth_ros.synth import generate_bag
+    from mono_depth_ros.tools.synth import generate_bag
     out = tmp_path_factory.mktemp("drive") / "drive_A_session"
     generate_bag(out, preset="A", seed=12, duration_s=5.0, width=320, height=96, progress=False, contact_sheet=False)
     return out

@@ -19,9 +19,9 @@ from mono_depth_ros.conventions import (
     BASE_FRAME, CAMERA_LINK_FRAME, CAMERA_OPTICAL_FRAME, MAP_FRAME, NS_PER_S, ODOM_FRAME,
     RIGHT_CAMERA_OPTICAL_FRAME, Topics,
 )
-from mono_depth_ros.synth.drive import DEFAULT_START_NS, Drive, DriveConfig, SynthFrame
-from mono_depth_ros.synth.presets import T_camera_link_optical, get_preset, noise_with
-from mono_depth_ros.synth.sensors import (
+from mono_depth_ros.tools.synth.drive import DEFAULT_START_NS, Drive, DriveConfig, SynthFrame
+from mono_depth_ros.tools.synth.presets import T_camera_link_optical, get_preset, noise_with
+from mono_depth_ros.tools.synth.sensors import (
     GEODETIC_ORIGIN, simulate_gps, simulate_imu, simulate_odometry,
 )
 
