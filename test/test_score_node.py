@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from mono_depth_ros.tools.scoring import StampScorer
+from mono_depth_ros.metrics import PrequentialScorer
 
 from .rosutil import NodeProcess, spin_until
 
@@ -48,7 +48,7 @@ def _gt_msg_16u(depth, stamp_ns):
 
 
 def test_stamp_scorer_pairs_in_either_order_and_bounds_the_unmatched():
-    s = StampScorer(max_pending=3)
+    s = PrequentialScorer(keep=3)
     gt = _gt()
     assert s.add_prediction(1, gt * 1.1) is None
     m = s.add_ground_truth(1, gt)

@@ -40,7 +40,7 @@ def _node_path(bag, tmp_path, anchors, monkeypatch):
     from mono_depth_ros.ros.conversions import camera_info_to_K, image_to_rgb
     from mono_depth_ros.ros.params import NodeConfig
     from mono_depth_ros.ros.problems import ProblemReporter
-    from mono_depth_ros.ros.replay import _msg_class
+    from mono_depth_ros.ros.conversions import message_class as _msg_class
     from mono_depth_ros.ros.tf import TfSource
 
     monkeypatch.setattr(node_adaptation, "load_anchor_images", lambda spec: anchors)

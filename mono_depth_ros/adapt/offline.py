@@ -83,10 +83,11 @@ def adapt_bag(bags, model, input_size, adapt_cfg, ego_cfg, gating, steps_per_fra
     K = None
     frame_i = 0
 
-    def scored(got) -> None:
-        if got is not None:
-            i, m = got
-            curve["frame"].append(i)
+    frame_of: dict[int, int] = {}    # stamp -> frame index of the scored frames
+
+    def scored(stamp: int, m) -> None:
+        if m is not None:
+            curve["frame"].append(frame_of.pop(stamp))
             curve["abs_rel"].append(m["abs_rel"])
             curve["a1"].append(m["a1"])
 
@@ -104,13 +105,17 @@ def adapt_bag(bags, model, input_size, adapt_cfg, ego_cfg, gating, steps_per_fra
                 K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
             elif topic == Topics.BAG_DEPTH_GT:
                 if eval_every:
-                    scored(scorer.add_ground_truth(stamp_to_ns(msg.header.stamp), depth_to_numpy(msg)))
+                    stamp = stamp_to_ns(msg.header.stamp)
+                    scored(stamp, scorer.add_ground_truth(stamp, depth_to_numpy(msg)))
             elif topic == Topics.BAG_IMAGE and K is not None:
                 rgb = image_to_numpy(msg)
                 stamp = stamp_to_ns(msg.header.stamp)
                 if eval_every and frame_i % eval_every == 0:
                     # Scored before any step has seen this frame (prequential).
-                    scored(scorer.add_prediction(stamp, predictor.predict(rgb, K).depth, frame_i))
+                    frame_of[stamp] = frame_i
+                    scored(stamp, scorer.add_prediction(stamp, predictor.predict(rgb, K).depth))
+                    while len(frame_of) > scorer.keep:   # predictions the scorer dropped unmatched
+                        frame_of.pop(next(iter(frame_of)))
                 session.on_frame(stamp, msg.header.frame_id, rgb, K)
                 session.run_due(on_report=stepped)
                 frame_i += 1

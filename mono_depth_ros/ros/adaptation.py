@@ -27,7 +27,7 @@ from mono_depth_ros.egomotion.provider import SOURCE_INPUTS
 from mono_depth_ros.egomotion.samples import MOTION_INPUTS, stamp_to_ns
 from mono_depth_ros.memory import HeapTrimPolicy
 
-from .replay import _msg_class
+from .conversions import message_class
 
 __all__ = ["NodeAdaptation", "resume_state"]
 
@@ -165,7 +165,7 @@ class NodeAdaptation:
             for kind in sorted(wanted):
                 spec = MOTION_INPUTS[kind]
                 qos = qos_profile_sensor_data if kind == "imu" else _QUEUE.get(kind, 10)
-                self._subs.append(n.create_subscription(_msg_class(spec.msg_types[0]), spec.topic,
+                self._subs.append(n.create_subscription(message_class(spec.msg_types[0]), spec.topic,
                                                         partial(self.session.on_message, kind), qos, callback_group=g))
         elif not on and self._subs:
             for sub in self._subs:

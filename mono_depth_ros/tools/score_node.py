@@ -2,7 +2,7 @@
 
 A tool, not part of the vehicle's node: synthetic drives and datasets carry ``depth_gt``, a vehicle
 does not. Subscribes to ``depth`` (32FC1, as the node publishes it) and ``depth_gt`` (32FC1 metres
-or 16UC1 millimetres), pairs them by header stamp (:class:`mono_depth_ros.tools.scoring.StampScorer`)
+or 16UC1 millimetres), pairs them by header stamp (:class:`mono_depth_ros.metrics.PrequentialScorer`, the scorer ``mono-depth adapt`` uses)
 and publishes one ``diagnostic_msgs/DiagnosticArray`` per scored frame on ``depth/metrics`` with the
 keys ``abs_rel``, ``sq_rel``, ``rmse``, ``a1``, ``scale_ratio`` (metric: no median scaling) and
 ``frames`` (frames scored so far); its header is that of the message that completed the pair
@@ -29,7 +29,7 @@ from sensor_msgs.msg import Image
 
 from mono_depth_ros.bagio import depth_to_numpy
 from mono_depth_ros.egomotion.samples import stamp_to_ns
-from mono_depth_ros.tools.scoring import PUBLISHED_KEYS, StampScorer
+from mono_depth_ros.metrics import PrequentialScorer
 
 __all__ = ["DepthScorer", "main"]
 
@@ -43,7 +43,7 @@ class DepthScorer(Node):
     def __init__(self, **kwargs):
         super().__init__("depth_scorer", **kwargs)
         self.log_every = int(self.declare_parameter("log_every", 50).value)
-        self.scorer = StampScorer(max_pending=int(self.declare_parameter("max_pending", 30).value))
+        self.scorer = PrequentialScorer(keep=int(self.declare_parameter("max_pending", 30).value))
         self.pub = self.create_publisher(DiagnosticArray, "depth/metrics", 10)
         self.create_subscription(Image, "depth", self._on_depth, _QOS)
         self.create_subscription(Image, "depth_gt", self._on_gt, _QOS)
@@ -73,7 +73,7 @@ class DepthScorer(Node):
         arr.header = header
         st = DiagnosticStatus(name=f"{self.get_name()}: depth metrics against depth_gt "
                                    "(prequential: scored as published, before learning the frame)")
-        st.values = [KeyValue(key=k, value=f"{m[k]:.5f}") for k in PUBLISHED_KEYS]
+        st.values = [KeyValue(key=k, value=f"{m[k]:.5f}") for k in PrequentialScorer.KEYS]
         st.values.append(KeyValue(key="frames", value=str(self.scorer.frames)))
         arr.status = [st]
         self.pub.publish(arr)
