@@ -94,6 +94,7 @@ class Topics:
     ODOM = "odom"
     IMU = "imu"
     GPS = "gps/fix"
+    POSE = "pose"            # a localiser's geometry_msgs/PoseWithCovarianceStamped (AMCL, robot_localization)
     DIAGNOSTICS = "/diagnostics"
 
     # Topics of the synthetic drives written as bags (absolute names).
@@ -108,6 +109,7 @@ class Topics:
     BAG_GPS = "/gps/fix"
     BAG_TF = "/tf"
     BAG_TF_STATIC = "/tf_static"
+    BAG_POSE = "/pose"
 
 
 def scale_intrinsics(K, sx: float, sy: float):

@@ -149,9 +149,6 @@ class AdaptationSettings:
                                       "shutdown/service", range=(0.0, 86400.0))
     resume: bool = option(True, "resume", "start from the newest good checkpoint in checkpoint_dir",
                           read_only="checkpoints are resumed at start only")
-    evaluate_gt: bool = option(False, "evaluate_gt", "score every frame against a ground-truth depth topic "
-                               "(depth_gt; synthetic bags) before learning from it",
-                               read_only="the depth_gt subscription is made at start")
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ def pretrained(drive):
 
 @pytest.fixture(scope="module")
 def drive():
-    from mono_depth_ros.synth import render_drive
+    from mono_depth_ros.tools.synth import render_drive
     return list(render_drive("A", seed=5, duration_s=3.0, width=192, height=64))
 
 
@@ -226,7 +226,7 @@ class TestCheckpointStore:
 
 def test_anchor_images_keep_the_starting_depth_there(drive, pretrained):
     """With source-domain anchors, adaptation moves the depth on those images less than without."""
-    from mono_depth_ros.synth import render_drive
+    from mono_depth_ros.tools.synth import render_drive
     anchors = np.stack([f.image for f in render_drive("A", seed=8, duration_s=1.0, width=192, height=64)])
     x = torch.from_numpy(anchors).permute(0, 3, 1, 2).float() / 255
     with torch.no_grad():

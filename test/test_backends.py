@@ -383,7 +383,7 @@ class TestCanonicalCamera:
         assert np.allclose(out.depth, 15.0)
 
     def test_shipped_weights_record_domain_a(self):
-        from mono_depth_ros.synth.presets import get_preset
+        from mono_depth_ros.tools.synth.presets import get_preset
 
         _, info = load_checkpoint(shipped_checkpoint_path())
         cam = info["canonical_camera"]
@@ -438,7 +438,7 @@ def test_predictor_from_config_opens_a_monodepth2_folder(tmp_path):
 def test_adaptation_engine_steps_depth_anything_head_only():
     """The node's engine runs on Depth Anything V2 (patch-14 sizes, one output scale, ViT frozen)."""
     from mono_depth_ros.adapt.engine import AdaptConfig
-    from mono_depth_ros.synth import render_drive
+    from mono_depth_ros.tools.synth import render_drive
     from test.test_adapt_engine import feed, make_engine
 
     frames = list(render_drive("A", seed=5, duration_s=1.5, width=182, height=56))

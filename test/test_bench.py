@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from mono_depth_ros.bench import core
-from mono_depth_ros.bench.peers import DepthAnythingV2Small, FastDepthNet
+from mono_depth_ros.tools.bench import core
+from mono_depth_ros.tools.bench.peers import DepthAnythingV2Small, FastDepthNet
 from mono_depth_ros.inference import DepthPredictor, OnnxRunner
 from mono_depth_ros.pointcloud import voxel_downsample
 

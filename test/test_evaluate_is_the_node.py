@@ -19,7 +19,7 @@ pytest.importorskip("onnxruntime")
 
 @pytest.fixture(scope="module")
 def gt_bag(tmp_path_factory):
-    from mono_depth_ros.synth import generate_bag
+    from mono_depth_ros.tools.synth import generate_bag
     out = tmp_path_factory.mktemp("ident") / "gt"
     generate_bag(out, preset="B", seed=7, duration_s=0.6, width=320, height=96, progress=False,
                  contact_sheet=False, sensors="camera,depth_gt")

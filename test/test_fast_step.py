@@ -16,7 +16,7 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="module")
 def frames():
     """Three consecutive rendered frames (synthetic, exact depth and poses), 64x192."""
-    from mono_depth_ros.synth import render_drive
+    from mono_depth_ros.tools.synth import render_drive
     return list(render_drive("B", seed=3, duration_s=0.25, width=192, height=64))[:3]
 
 

@@ -23,7 +23,7 @@ WITHIN_S = 10.0      # the acceptance: metric within 10 s of motion
 
 @pytest.fixture(scope="module")
 def drive_a(tmp_path_factory):
-    from mono_depth_ros.synth import generate_bag
+    from mono_depth_ros.tools.synth import generate_bag
     out = tmp_path_factory.mktemp("drive") / "drive_A_metric_scale"
     generate_bag(out, preset="A", seed=21, duration_s=DURATION_S, width=640, height=192, progress=False,
                  contact_sheet=False)

@@ -13,8 +13,8 @@ from mono_depth_ros import bagio, msgconv
 from mono_depth_ros.conventions import (
     BASE_FRAME, CAMERA_LINK_FRAME, CAMERA_OPTICAL_FRAME, MAP_FRAME, ODOM_FRAME, Topics,
 )
-from mono_depth_ros.synth import generate_bag, get_preset, render_drive
-from mono_depth_ros.synth.bag import DYNAMIC_MASK_TOPIC
+from mono_depth_ros.tools.synth import generate_bag, get_preset, render_drive
+from mono_depth_ros.tools.synth.bag import DYNAMIC_MASK_TOPIC
 
 SMALL = dict(duration_s=1.0, width=64, height=24, progress=False)
 
@@ -31,7 +31,7 @@ def bag(tmp_path_factory):
 
 
 def _all_sensors():
-    from mono_depth_ros.synth.bag import SENSORS
+    from mono_depth_ros.tools.synth.bag import SENSORS
     return SENSORS
 
 

@@ -67,7 +67,7 @@ def adapt_bag(bags, model, input_size, adapt_cfg, ego_cfg, gating, steps_per_fra
     from mono_depth_ros.bagio import iter_messages
     from mono_depth_ros.msgconv import depth_image_to_metres, image_to_rgb
     from mono_depth_ros.conventions import Topics
-    from mono_depth_ros.egomotion import stamp_to_ns
+    from mono_depth_ros.msgconv import stamp_to_ns
     from mono_depth_ros.inference import DepthPredictor
     from mono_depth_ros.metrics import PrequentialScorer
 
@@ -77,19 +77,18 @@ def adapt_bag(bags, model, input_size, adapt_cfg, ego_cfg, gating, steps_per_fra
     session = AdaptationSession(model, adapt_cfg, ego_cfg, gating, steps_per_frame,
                                 on_weights=predictor.swap_state, anchors=anchors)
     curve = {"frame": [], "abs_rel": [], "a1": [], "step": [], "loss": [], "loss_frame": []}
-    topics = [Topics.BAG_IMAGE, Topics.BAG_CAMERA_INFO, Topics.BAG_ODOM, Topics.BAG_IMU, Topics.BAG_GPS,
-              Topics.BAG_TF, Topics.BAG_TF_STATIC, Topics.BAG_DEPTH_GT]
-    handlers = {Topics.BAG_ODOM: session.on_odometry, Topics.BAG_IMU: session.on_imu, Topics.BAG_GPS: session.on_gps,
-                Topics.BAG_TF: session.on_tf, Topics.BAG_TF_STATIC: session.on_tf_static}
+    handlers = session.bag_handlers()   # every ego-motion topic and /tf_static (egomotion.samples.MOTION_INPUTS)
+    topics = [Topics.BAG_IMAGE, Topics.BAG_CAMERA_INFO, *handlers, Topics.BAG_DEPTH_GT]
     bar = tqdm(desc="adapt", unit="frame", disable=not progress)
     scorer = PrequentialScorer(keep=5)
     K = None
     frame_i = 0
 
-    def scored(got) -> None:
-        if got is not None:
-            i, m = got
-            curve["frame"].append(i)
+    frame_of: dict[int, int] = {}    # stamp -> frame index of the scored frames
+
+    def scored(stamp: int, m) -> None:
+        if m is not None:
+            curve["frame"].append(frame_of.pop(stamp))
             curve["abs_rel"].append(m["abs_rel"])
             curve["a1"].append(m["a1"])
 
@@ -107,13 +106,17 @@ def adapt_bag(bags, model, input_size, adapt_cfg, ego_cfg, gating, steps_per_fra
                 K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
             elif topic == Topics.BAG_DEPTH_GT:
                 if eval_every:
-                    scored(scorer.add_ground_truth(stamp_to_ns(msg.header.stamp), depth_image_to_metres(msg)))
+                    stamp = stamp_to_ns(msg.header.stamp)
+                    scored(stamp, scorer.add_ground_truth(stamp, depth_image_to_metres(msg)))
             elif topic == Topics.BAG_IMAGE and K is not None:
                 rgb = image_to_rgb(msg)
                 stamp = stamp_to_ns(msg.header.stamp)
                 if eval_every and frame_i % eval_every == 0:
                     # Scored before any step has seen this frame (prequential).
-                    scored(scorer.add_prediction(stamp, predictor.predict(rgb, K).depth, frame_i))
+                    frame_of[stamp] = frame_i
+                    scored(stamp, scorer.add_prediction(stamp, predictor.predict(rgb, K).depth))
+                    while len(frame_of) > scorer.keep:   # predictions the scorer dropped unmatched
+                        frame_of.pop(next(iter(frame_of)))
                 session.on_frame(stamp, msg.header.frame_id, rgb, K)
                 session.run_due(on_report=stepped)
                 frame_i += 1

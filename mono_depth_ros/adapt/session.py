@@ -93,9 +93,9 @@ class AdaptationSession(EgoMotionFeed):
         steps_per_frame: training steps per learnable frame (fractions spread steps over frames).
         on_weights: receives verified weights for serving.
         anchors: (N,H,W,3) uint8 source-domain images, or None.
-        transforms: a transform lookup (``lookup(target, source, t_ns)``) for the camera
-            extrinsics (the node's TF); None = from ``/tf_static`` messages handed to
-            :meth:`on_tf_static` (the bag path).
+        transforms: the process's transform lookup (``tf_buffer.TransformLookup``: the node's TfSource) for the
+            ``tf`` ego-motion source and the camera extrinsics; None = the provider's own buffer, filled
+            by :meth:`on_tf` / :meth:`on_tf_static` (the bag path).
         report: ``report(key, text)`` for problems worth a throttled log line (extrinsics missing).
     """
 
@@ -103,14 +103,13 @@ class AdaptationSession(EgoMotionFeed):
                  gating: GatingConfig | None = None, steps_per_frame: float = 1.0,
                  on_weights: Callable[[dict], None] | None = None, anchors: np.ndarray | None = None,
                  transforms=None, report: Callable[[str, str], None] | None = None):
-        super().__init__(ego, gating)
+        super().__init__(ego, gating, transforms)   # the tf source and the extrinsics ask the same lookup
         adapt = adapt or fit_to_model(model)
         if adapt.size_multiple != int(model.size_multiple):
             raise ValueError(f"adaptation settings are for a size multiple of {adapt.size_multiple}, the network "
                              f"needs {model.size_multiple}: build them with fit_to_model()")
         self.engine = AdaptationEngine(model, self.selector, adapt, on_weights, anchors)
         self.pacer = StepPacer(steps_per_frame)
-        self.transforms = transforms
         self._report = report or (lambda key, text: log.warning(text))
 
     # ------------------------------------------------------------- frames
@@ -119,24 +118,13 @@ class AdaptationSession(EgoMotionFeed):
         False (not added) while adaptation is off or the extrinsics are unknown."""
         if not self.engine.enabled:
             return False
-        if not self.have_extrinsics and self.transforms is not None:
-            self._lookup_extrinsics(frame_id)
         if not self.camera_ready(frame_id):
+            if self.extrinsics_error:
+                self._report("extrinsics", f"adaptation waits: {self.extrinsics_error}")
             return False
         self.engine.add_frame(stamp_ns, rgb, K)
         self.pacer.credit()
         return True
-
-    def _lookup_extrinsics(self, camera_frame: str) -> None:
-        base = self.provider.config.base_frame
-        try:
-            T = self.transforms.lookup(base, camera_frame, 0)
-        except Exception as exc:  # TfError, or tf2's exceptions: the text says which transform is missing
-            self._report("extrinsics", f"adaptation waits for the transform {base} <- {camera_frame} "
-                                       f"(camera extrinsics): {exc}")
-            return
-        self.set_extrinsics(T)
-        log.info("adaptation: camera extrinsics %s <- %s, t = %s", base, camera_frame, np.round(T[:3, 3], 3).tolist())
 
     # -------------------------------------------------------------- steps
     def run_due(self, limit: int | None = None, on_report: Callable[[StepReport], None] | None = None) -> int:

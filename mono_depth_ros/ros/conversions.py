@@ -105,3 +105,11 @@ def cloud_to_xyz(msg: PointCloud2) -> np.ndarray:
     """PointCloud2 written by :func:`points_to_cloud` -> (height*width, 3) float32."""
     arr = np.frombuffer(bytes(msg.data), dtype=_CLOUD_DTYPE)
     return np.stack([arr["x"], arr["y"], arr["z"]], axis=1)
+
+
+def message_class(msgtype: str):
+    """The rclpy message class of a ROS type name, e.g. ``"nav_msgs/msg/Odometry"`` (bags and tables name
+    types this way). ImportError when its package is not installed."""
+    import importlib
+    pkg, kind, name = msgtype.split("/")
+    return getattr(importlib.import_module(f"{pkg}.{kind}"), name)

@@ -133,7 +133,7 @@ class DepthNode(Node):
         self.pub_color = self.create_publisher(Image, Topics.DEPTH_COLORIZED, OUTPUT_QOS)
         self.pub_points = self.create_publisher(PointCloud2, Topics.POINTS, OUTPUT_QOS)
         self.pub_diag = self.create_publisher(DiagnosticArray, Topics.DIAGNOSTICS, 10)
-        self.tf = TfSource(self)
+        self.tf = TfSource(self, report=self.problems.warn)
         self.adaptation = NodeAdaptation(self, self.cfg, self.predictor, configured.model.state_dict(),
                                          self.problems, self.tf)
         self.metric_scale = NodeMetricScale(self, self.predictor, self.adaptation)  # H4: relative -> metric

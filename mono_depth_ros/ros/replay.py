@@ -12,13 +12,13 @@ the messages' header stamps (``--clock-source``).
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 import time
 from pathlib import Path
 
 from mono_depth_ros.msgconv import ns_to_stamp, stamp_to_ns
+from .conversions import message_class as _msg_class  # one home for "pkg/msg/Type" -> class
 
 __all__ = ["add_arguments", "main", "replay"]
 
@@ -51,9 +51,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _msg_class(msgtype: str):
-    pkg, kind, name = msgtype.split("/")
-    return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
 
 
 def _qos_from_bag(conn):

@@ -24,8 +24,8 @@ import numpy as np
 import open3d as o3d
 
 from mono_depth_ros.conventions import pixel_rays
-from mono_depth_ros.synth.presets import DomainPreset
-from mono_depth_ros.synth.world import Material, Mesh
+from mono_depth_ros.tools.synth.presets import DomainPreset
+from mono_depth_ros.tools.synth.world import Material, Mesh
 
 __all__ = ["NoiseTile", "RenderOutput", "Renderer", "camera_rays"]
 

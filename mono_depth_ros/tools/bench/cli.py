@@ -8,7 +8,7 @@ Same process, same input size, same thread setting for every network:
 3. ways of running our network (eager, channels_last, torchscript, torch.compile, ONNX Runtime);
 4. point cloud build for one frame, with and without voxel downsampling;
 5. end-to-end latency through DDS at 10 Hz with adaptation on, and the rate at 30 Hz input
-   (:mod:`mono_depth_ros.ros.e2e_bench`).
+   (:mod:`mono_depth_ros.tools.e2e_bench`).
 
 ``--quick`` runs every part with few repetitions and seconds-long DDS segments: it checks the
 harness (CI), not the timings. Results: Markdown on stdout and, with ``--out DIR``,
@@ -211,7 +211,7 @@ def run(args) -> dict:
 
     if "e2e" not in args.skip:
         try:
-            from mono_depth_ros.ros.e2e_bench import PLAN_FULL, PLAN_QUICK, run_e2e
+            from mono_depth_ros.tools.e2e_bench import PLAN_FULL, PLAN_QUICK, run_e2e
         except ImportError as exc:
             res["e2e"] = {"error": f"ROS 2 (rclpy) not available: {exc}"}
         else:

@@ -1,7 +1,7 @@
 """Measurements of the benchmark (no rclpy): latency, throughput, FLOPs, peak, adaptation step, cloud.
 
 Every function takes the network / sizes it measures and returns plain numbers, so
-:mod:`mono_depth_ros.bench.cli` can run them all in one process, at one input size and one
+:mod:`mono_depth_ros.tools.bench.cli` can run them all in one process, at one input size and one
 thread setting, and put them side by side.
 """
 from __future__ import annotations
@@ -243,7 +243,7 @@ def node_adaptation_engines(height: int = 192, width: int = 640, frames: int = 8
     from mono_depth_ros.adapt.engine import AdaptationEngine, AdaptConfig, Triplet
     from mono_depth_ros.checkpoint import load_checkpoint, shipped_checkpoint_path
     from mono_depth_ros.ros.params import NodeConfig
-    from mono_depth_ros.synth import render_drive
+    from mono_depth_ros.tools.synth import render_drive
 
     node = NodeConfig()
     model, _ = load_checkpoint(shipped_checkpoint_path())
