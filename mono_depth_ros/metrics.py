@@ -177,8 +177,8 @@ class PrequentialScorer:
 
     def _score(self, gt: np.ndarray, pred: np.ndarray) -> dict | None:
         if gt.shape != pred.shape:
-            import cv2
-            gt = cv2.resize(gt, (pred.shape[1], pred.shape[0]), interpolation=cv2.INTER_NEAREST)
+            from .preprocess import resize_depth
+            gt = resize_depth(gt, pred.shape)
         m = compute_depth_metrics(gt, pred)
         if m is None:
             self.unscorable += 1

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mono_depth_ros.preprocess import resize_rgb
+
 __all__ = ["load_anchor_images", "resolve_anchor", "ANCHOR_CHOICES", "SHIPPED_ANCHOR_DIR"]
 
 ANCHOR_CHOICES = ("auto", "synthetic_A", "none", "<folder of images>")
@@ -68,4 +70,4 @@ def _read_folder(folder: Path, max_images: int) -> np.ndarray:
     if not imgs:
         raise ValueError(f"anchor folder {folder} holds no readable png/jpg/webp images")
     h, w = imgs[0].shape[:2]
-    return np.stack([i if i.shape[:2] == (h, w) else cv2.resize(i, (w, h)) for i in imgs])
+    return np.stack([resize_rgb(i, (h, w)) for i in imgs])

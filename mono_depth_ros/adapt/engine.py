@@ -36,12 +36,12 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
-import cv2
 import numpy as np
 import torch
 
 from mono_depth_ros.learning.step import StepStatus, guarded_step
 from mono_depth_ros.losses import SCALE_MODES, FastSelfSupervisedLoss, SelfSupervisedLoss
+from mono_depth_ros.preprocess import resize_rgb
 from mono_depth_ros.models import DepthNet
 from mono_depth_ros.options import option
 
@@ -259,8 +259,7 @@ class AdaptationEngine:
         if anchors is None or len(anchors) == 0 or cfg.anchor_weight <= 0:
             return None
         h, w = cfg.train_height, cfg.train_width
-        imgs = np.stack([a if a.shape[:2] == (h, w) else cv2.resize(a, (w, h), interpolation=cv2.INTER_AREA)
-                         for a in anchors])
+        imgs = np.stack([resize_rgb(a, (h, w)) for a in anchors])
         x = torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous().to(self.device)
         if self.crop is not None:
             ch, cw = self.crop
