@@ -380,7 +380,7 @@ class EgoMotionProvider:
                 return False
             if not static:
                 self._admit("tf", sample.stamp_ns)
-                if sample.stamp_ns < self._newest_ns - _ns(self.config.buffer_s):
+                if sample.stamp_ns < self._newest_ns - to_ns(self.config.buffer_s):
                     self._counters["tf_too_old"] += 1
                     return False
             if not self.owns_transforms:
