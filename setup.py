@@ -9,7 +9,7 @@ setup(
     name=package_name,
     version="0.1.0",
     packages=find_packages(exclude=["test", "test.*"]),
-    package_data={package_name: ["weights/*.pt"]},
+    package_data={package_name: ["weights/*.pt", "weights/anchors_A/*.webp"]},
     include_package_data=True,
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
@@ -29,6 +29,7 @@ setup(
         "console_scripts": [
             "depth_node = mono_depth_ros.ros.depth_node:main",
             "mono-depth = mono_depth_ros.cli:main",
+            "depth_scorer = mono_depth_ros.tools.score_node:main",
         ],
     },
 )

@@ -3,7 +3,7 @@
 >>> with open_reader("drive_A") as reader:                       # doctest: +SKIP
 ...     print(reader.topics.keys())
 >>> for topic, stamp_ns, msg in iter_messages("drive_A", ["/camera/image_raw"]):   # doctest: +SKIP
-...     rgb = image_to_numpy(msg)                                # (H,W,3) uint8
+...     rgb = msgconv.image_to_rgb(msg)                          # (H,W,3) uint8 (mono_depth_ros.msgconv)
 
 Errors about the bag itself (missing, truncated, corrupt, unreadable metadata)
 are raised as :class:`BagError` naming the file; nothing here waits on I/O
@@ -19,7 +19,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 __all__ = ["BagError", "resolve_bag_path", "open_reader", "is_ros1", "ros2_converters", "iter_messages",
-           "image_to_numpy", "depth_to_numpy", "bag_topics", "bag_custom_data", "synth_info", "is_synthetic"]
+           "bag_topics", "bag_custom_data", "synth_info", "is_synthetic"]
 
 
 class BagError(RuntimeError):
@@ -242,34 +242,3 @@ def iter_messages(path, topics: Iterable[str] | None = None) -> Iterator[tuple[s
             raise
         except Exception as err:
             raise BagError(f"error reading bag {path}: {type(err).__name__}: {err}") from err
-
-
-def image_to_numpy(msg) -> np.ndarray:
-    """``sensor_msgs/msg/Image`` (any colour encoding) -> (H,W,3) uint8 RGB (via rosbags.image)."""
-    from rosbags.image import message_to_cvimage
-
-    if msg.encoding in ("32FC1", "16UC1"):
-        raise ValueError(f"image_to_numpy: {msg.encoding} is a depth image; use depth_to_numpy")
-    img = message_to_cvimage(msg, "rgb8")
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=2)
-    return np.ascontiguousarray(img)
-
-
-def depth_to_numpy(msg) -> np.ndarray:
-    """``sensor_msgs/msg/Image`` depth -> (H,W) float32 metres.
-
-    32FC1 is taken as metres (REP 118: +inf/NaN kept); 16UC1 as millimetres (0 -> NaN).
-    """
-    h, w = int(msg.height), int(msg.width)
-    data = np.asarray(msg.data, dtype=np.uint8)
-    if msg.encoding == "32FC1":
-        dt = np.dtype(">f4" if msg.is_bigendian else "<f4")
-        rows = data.reshape(h, int(msg.step))[:, : 4 * w]
-        return np.ascontiguousarray(rows).view(dt).reshape(h, w).astype(np.float32)
-    if msg.encoding == "16UC1":
-        dt = np.dtype(">u2" if msg.is_bigendian else "<u2")
-        rows = data.reshape(h, int(msg.step))[:, : 2 * w]
-        mm = np.ascontiguousarray(rows).view(dt).reshape(h, w).astype(np.float32)
-        return np.where(mm > 0, mm / 1000.0, np.nan).astype(np.float32)
-    raise ValueError(f"depth_to_numpy: unsupported encoding {msg.encoding!r} (expected 32FC1 or 16UC1)")

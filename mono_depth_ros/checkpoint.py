@@ -37,7 +37,8 @@ import torch
 from .canonical import CanonicalCamera
 from .models import DepthNet, build_model, load_weights
 from .models.base import OUTPUT_KINDS
-from .models.monodepth2 import MONODEPTH2_KITTI_FX, MONODEPTH2_KITTI_FY, load_monodepth2
+from .models.monodepth2 import MONODEPTH2_KITTI_FX, MONODEPTH2_KITTI_FY
+from .models.released import load_monodepth2
 
 __all__ = ["FORMAT_VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint", "read_checkpoint",
            "import_monodepth2", "shipped_checkpoint_path", "load_model"]
@@ -325,7 +326,7 @@ def load_model(model_name: str, checkpoint: str | os.PathLike, min_depth: float 
     Raises:
         CheckpointError: naming the file and what does not fit.
     """
-    from .models.monodepth2 import load_monodepth2_folder
+    from .models.released import load_monodepth2_folder
 
     path = Path(checkpoint).expanduser()
     if path.is_dir():

@@ -16,16 +16,16 @@ __all__ = ["SUBCOMMANDS", "main"]
 
 #: name -> (module, one-line help). Ordered as a user meets them.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "generate": ("mono_depth_ros.synth.cli", "render a synthetic drive with exact ground truth into a rosbag2"),
+    "generate": ("mono_depth_ros.tools.synth.cli", "render a synthetic drive with exact ground truth into a rosbag2"),
     "train": ("mono_depth_ros.learning.train_cli", "train a depth network offline from rosbags"),
     "evaluate": ("mono_depth_ros.learning.evaluate_cli", "evaluate a checkpoint on a bag with ground-truth depth"),
     "egomotion-eval": ("mono_depth_ros.egomotion.cli", "relative-pose accuracy of each ego-motion source on a bag"),
     "adapt": ("mono_depth_ros.adapt.offline", "adapt a checkpoint on a bag with the node's engine, faster than real time"),
     "replay": ("mono_depth_ros.ros.replay", "publish a bag onto its topics with recorded timing and /clock"),
     "record": ("mono_depth_ros.ros.record", "record chosen topics to a rosbag2 (mcap/sqlite3) with rosbags"),
-    "demo": ("mono_depth_ros.ros.demo", "the main job: synthetic drive -> depth node over DDS -> pictures and metrics"),
+    "demo": ("mono_depth_ros.tools.demo", "the main job: synthetic drive -> depth node over DDS -> pictures and metrics"),
     "export": ("mono_depth_ros.export", "export any backend to ONNX (fixed/dynamic shapes, fp16), checked against eager"),
-    "bench": ("mono_depth_ros.bench.cli", "speed against peer networks, this CPU's peak, cloud build and DDS latency"),
+    "bench": ("mono_depth_ros.tools.bench.cli", "speed against peer networks, this CPU's peak, cloud build and DDS latency"),
 }
 
 

@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .models.base import DepthNet, DepthOutput
+
 __all__ = ["TOLERANCE", "export_onnx", "check_onnx", "trtexec_command", "add_arguments", "main"]
 
 #: fp32: max relative error; fp16: 99th percentile of the relative error (ONNX Runtime vs eager fp32).
@@ -40,9 +42,9 @@ TRTEXEC = ("trtexec --onnx=depth.onnx --saveEngine=depth.plan --fp16 "
            "--minShapes=image:1x3x192x640 --optShapes=image:1x3x192x640 --maxShapes=image:4x3x384x1280")
 
 
-def export_onnx(model: torch.nn.Module, out: str | Path, input_size: tuple[int, int], dynamic: bool = False,
+def export_onnx(model: DepthNet, out: str | Path, input_size: tuple[int, int], dynamic: bool = False,
                 fp16: bool = False, opset: int = 17, metadata: dict[str, Any] | None = None) -> Path:
-    """Export ``model``'s eval forward to ``out``.
+    """Export ``model.predict_depth`` (eval mode; (1,3,H,W) "image" -> (1,1,H,W) "depth") to ``out``.
 
     Args:
         input_size: (H, W) of the example input (multiples of the model's ``size_multiple``).
@@ -55,11 +57,11 @@ def export_onnx(model: torch.nn.Module, out: str | Path, input_size: tuple[int, 
     """
     import onnx
 
-    mult = int(getattr(model, "size_multiple", 32))
+    mult = type(model).size_multiple
     h, w = int(input_size[0]), int(input_size[1])
     if h % mult or w % mult or h <= 0 or w <= 0:
-        raise ValueError(f"export size {w}x{h} must be positive multiples of {mult} for {getattr(model, 'arch', '?')}")
-    net = copy.deepcopy(model).eval()
+        raise ValueError(f"export size {w}x{h} must be positive multiples of {mult} for {model.arch}")
+    net = DepthOutput(copy.deepcopy(model).eval())
     x = torch.rand(1, 3, h, w)
     if fp16:
         net, x = net.half(), x.half()
@@ -74,7 +76,7 @@ def export_onnx(model: torch.nn.Module, out: str | Path, input_size: tuple[int, 
         torch.onnx.export(net, (x,), buf, input_names=["image"], output_names=["depth"], dynamo=False,
                           opset_version=opset, dynamic_axes=axes)
     proto = onnx.load_from_string(buf.getvalue())
-    meta = {"arch": getattr(model, "arch", ""), "output_kind": getattr(model, "output_kind", "metric"),
+    meta = {"arch": model.arch, "output_kind": model.output_kind,
             "input_size": [h, w], "precision": "fp16" if fp16 else "fp32", **(metadata or {})}
     for k, v in meta.items():
         entry = proto.metadata_props.add()
@@ -85,7 +87,7 @@ def export_onnx(model: torch.nn.Module, out: str | Path, input_size: tuple[int, 
     return out
 
 
-def check_onnx(path: str | Path, model: torch.nn.Module, input_size: tuple[int, int], fp16: bool = False,
+def check_onnx(path: str | Path, model: DepthNet, input_size: tuple[int, int], fp16: bool = False,
                seed: int = 0) -> dict[str, float]:
     """Run ``path`` in ONNX Runtime (CPU) and eager fp32 ``model`` on one random (1,3,H,W) image.
 
@@ -98,7 +100,7 @@ def check_onnx(path: str | Path, model: torch.nn.Module, input_size: tuple[int, 
     x = torch.rand(1, 3, int(input_size[0]), int(input_size[1]), generator=g)
     model = model.eval()
     with torch.no_grad():
-        ref = model(x).float().numpy()
+        ref = model.predict_depth(x).float().numpy()
     so = ort.SessionOptions()
     so.log_severity_level = 3
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
@@ -158,7 +160,7 @@ def main(args: argparse.Namespace) -> int:
           f"{'fp16' if args.fp16 else 'fp32'}, {'dynamic' if args.dynamic else 'fixed'} shapes)")
     if args.check:
         sizes = [size]
-        mult = int(getattr(model, "size_multiple", 32))
+        mult = type(model).size_multiple
         if args.dynamic and mult != 14:
             sizes.append((size[0] + 2 * mult, size[1] + 2 * mult))
         for s in sizes:
@@ -169,7 +171,7 @@ def main(args: argparse.Namespace) -> int:
                   f"{'ok' if r['ok'] else 'FAILED'})")
             if not r["ok"]:
                 return 3
-    print("TensorRT: " + trtexec_command(out, size, args.dynamic and int(getattr(model, "size_multiple", 32)) != 14))
+    print("TensorRT: " + trtexec_command(out, size, args.dynamic and type(model).size_multiple != 14))
     return 0
 
 

@@ -17,9 +17,8 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from kornia.geometry.depth import unproject_meshgrid
 
-from .conventions import ALIGN_CORNERS, pixels_to_grid, scale_intrinsics_torch
+from .conventions import ALIGN_CORNERS, pixel_rays, pixels_to_grid, scale_intrinsics
 
 __all__ = ["Pose", "PinholeCamera", "warp", "check_shape", "stereo_T_source_target", "relative_pose"]
 
@@ -146,8 +145,8 @@ def stereo_T_source_target(baseline: float | torch.Tensor, batch: int = 1,
 class PinholeCamera:
     """Pinhole intrinsics K (B,3,3) in pixels for images of size (H, W).
 
-    The unit-depth ray grid K^-1 [u, v, 1]^T is built once per camera (kornia's
-    ``unproject_meshgrid``) and cached, so one camera object per (H, W, K)
+    The unit-depth ray grid K^-1 [u, v, 1]^T is built once per camera
+    (:func:`mono_depth_ros.conventions.pixel_rays`, which honours skew as :meth:`project` does) and cached, so one camera object per (H, W, K)
     reuses it for every frame.
     """
 
@@ -184,7 +183,7 @@ class PinholeCamera:
         ``fx' = fx*sx``, ``cx' = (cx + 0.5)*sx - 0.5``.
         """
         sy = sx if sy is None else sy
-        K = scale_intrinsics_torch(self.K, sx, sy)
+        K = scale_intrinsics(self.K, sx, sy)
         return PinholeCamera(K, round(self.height * sy), round(self.width * sx))
 
     def to(self, device=None, dtype=None) -> "PinholeCamera":
@@ -196,7 +195,7 @@ class PinholeCamera:
     def rays(self) -> torch.Tensor:
         """(B,3,H*W) unit-depth rays K^-1 [u,v,1]^T, cached."""
         if self._rays is None:
-            grid = unproject_meshgrid(self.height, self.width, self.K, False, self.K.device, self.K.dtype)
+            grid = pixel_rays(self.K, self.height, self.width)  # (B,H,W,3)
             self._rays = grid.reshape(self.batch, self.height * self.width, 3).transpose(1, 2).contiguous()
         return self._rays
 

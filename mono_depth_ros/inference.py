@@ -1,6 +1,8 @@
 """Depth inference on one frame (no rclpy): resize, run the network, return metric depth.
 
-The node and the offline tools both call :class:`DepthPredictor`. Serving
+The node and the offline tools (``mono-depth evaluate``, the demo) all call
+:meth:`DepthPredictor.predict`: one inference path, so the tools score exactly what the
+node publishes (depth at network resolution). Serving
 weights can be swapped atomically from another thread (online adaptation)
 with :meth:`DepthPredictor.swap_state`; a swap waits at most for the copy of
 one state dict, never for a training step.
@@ -12,14 +14,16 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from mono_depth_ros.canonical import CanonicalCamera, run_canonical
 from mono_depth_ros.conventions import scale_intrinsics
+from mono_depth_ros.models.base import DepthNet, DepthOutput
+from mono_depth_ros.preprocess import resize_rgb, to_tensor
 
-__all__ = ["Prediction", "DepthPredictor", "OnnxRunner", "BACKENDS", "resolve_device"]
+__all__ = ["Prediction", "DepthPredictor", "OnnxRunner", "BACKENDS", "resolve_device", "default_input_size",
+           "node_predictor"]
 
 #: Inference backends: ``auto`` = onnxruntime when it is installed and exports the network, else
 #: torchscript. ONNX Runtime ran the default net 1.5-2x faster than torchscript on a 2-core CPU
@@ -53,18 +57,25 @@ class Prediction:
     K: np.ndarray
 
 
+def default_input_size(model: DepthNet) -> tuple[int, int]:
+    """(H, W) a network runs at when its weights record no training size: 640x192 rounded to its
+    ``size_multiple`` (644x196 for Depth Anything V2's 14)."""
+    m = type(model).size_multiple
+    return (-(-192 // m) * m, -(-640 // m) * m)
+
+
 class DepthPredictor:
     """Holds the serving network; ``predict`` is safe to call from one thread while another swaps weights."""
 
-    def __init__(self, model: torch.nn.Module, input_size: tuple[int, int], device: str = "cpu",
+    def __init__(self, model: DepthNet, input_size: tuple[int, int], device: str = "cpu",
                  num_threads: int = 0, backend: str = "auto", canonical: CanonicalCamera | None = None):
         """``canonical``: the camera the weights were trained with; when given, each frame's depth
         is converted to the real camera (:func:`mono_depth_ros.canonical.run_canonical`) with the
         K passed to :meth:`predict`."""
         h, w = input_size
-        mult = int(getattr(model, "size_multiple", 32))
+        mult = type(model).size_multiple
         if h % mult or w % mult or h <= 0 or w <= 0:
-            raise ValueError(f"input size must be positive multiples of {mult} for {getattr(model, 'arch', 'this')} "
+            raise ValueError(f"input size must be positive multiples of {mult} for {model.arch} "
                              f"network, got {w}x{h}")
         if backend not in BACKENDS:
             raise ValueError(f"inference backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -80,7 +91,7 @@ class DepthPredictor:
         self.requested_backend = backend
         self.backend = "not built yet"
         self.canonical = canonical
-        self.output_kind = str(getattr(model, "output_kind", "metric"))
+        self.output_kind = str(model.output_kind)
 
     @classmethod
     def from_config(cls, model_name: str, checkpoint: str, input_size: tuple[int, int] | None, min_depth: float,
@@ -122,25 +133,20 @@ class DepthPredictor:
             # Online adaptation on a CPU trains the DPT head only (2.7 M of DA-V2 Small's 24.8 M
             # parameters, a step 2.5x faster: docs/backends.md); inference is unaffected.
             model.freeze_backbone(True)
-        kind = getattr(model, "output_kind", "metric")
+        kind = model.output_kind
         if kind != "metric":
             log.warning("network %s outputs %s, not metres: its depth has an unknown scale%s until it is "
                         "scaled online", desc, kind, " and shift" if "affine" in kind else "")
         cam = meta.get("canonical_camera") if canonical_camera and kind == "metric" else None
         if isinstance(cam, dict):
             cam = CanonicalCamera.from_dict(cam, desc)
-        default = (196, 644) if getattr(model, "size_multiple", 32) == 14 else (192, 640)
-        size = tuple(input_size) if input_size else tuple(meta.get("input_size", default))
+        size = tuple(input_size) if input_size else tuple(meta.get("input_size", default_input_size(model)))
         return cls(model, size, device, num_threads, backend, canonical=cam), desc
 
     def preprocess(self, rgb: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
         """(H,W,3) uint8 -> resized (h,w,3) uint8 and (1,3,h,w) float tensor in [0,1]."""
-        h, w = self.input_size
-        small = rgb if rgb.shape[:2] == (h, w) else cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
-        if not small.flags.writeable:  # views of message buffers are read-only; torch wants writable memory
-            small = small.copy()
-        x = torch.from_numpy(small).to(self.device).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
-        return small, x
+        small = resize_rgb(rgb, self.input_size)
+        return small, to_tensor(small, self.device)
 
     @torch.inference_mode()
     def predict(self, rgb: np.ndarray, K: np.ndarray) -> Prediction:
@@ -182,12 +188,12 @@ class DepthPredictor:
                 import warnings
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", torch.jit.TracerWarning)
-                    traced = torch.jit.trace(self.model, x, check_trace=False)  # shares the parameters
+                    traced = torch.jit.trace(DepthOutput(self.model), x, check_trace=False)  # shares the parameters
                 return traced, name
             except Exception as exc:  # a model or install a backend cannot handle still runs on the next one
                 log.warning("inference backend %s failed (%s: %s); trying the next one", name, type(exc).__name__,
                             str(exc).splitlines()[0][:200] if str(exc) else "")
-        return self.model, "eager"
+        return self.model.predict_depth, "eager"
 
     def swap_state(self, state_dict: dict) -> None:
         """Atomically replace the serving weights.
@@ -213,6 +219,25 @@ class DepthPredictor:
             self.version += 1
 
 
+def node_predictor(cfg, state: tuple | None = None, size: tuple[int, int] | None = None
+                   ) -> tuple[DepthPredictor, str]:
+    """The node's predictor from its settings (``model``, ``checkpoint``, ``input_width``/``input_height``,
+    ``min_depth``, ``max_depth``, ``device``, ``num_threads``, ``adapt``, ``inference_backend``).
+
+    ``state`` = (model, meta, description) of resumed adapted weights, run at ``size`` (the size the
+    configured weights chose). Returns (predictor, description of the weights).
+    """
+    if size is None and cfg.input_width and cfg.input_height:
+        size = (cfg.input_height, cfg.input_width)
+    # The adaptation engine trains the raw network on this camera's frames, so the canonical camera
+    # conversion (for weights trained on another camera) applies only without it. (Resumed weights
+    # keep what their own metadata says, as before.)
+    return DepthPredictor.from_config(
+        cfg.model, "" if state is not None else cfg.checkpoint, size, cfg.min_depth, cfg.max_depth, cfg.device,
+        cfg.num_threads or (1 if cfg.adapt else 0), state=state, backend=cfg.inference_backend,
+        canonical_camera=True if state is not None else not cfg.adapt)
+
+
 class OnnxRunner:
     """The serving network as an ONNX Runtime session (CPU execution provider).
 
@@ -221,7 +246,7 @@ class OnnxRunner:
     is how adapted weights reach the server. Callable like the module: (1,3,h,w) -> (1,1,h,w).
     """
 
-    def __init__(self, model: torch.nn.Module, example: torch.Tensor, num_threads: int):
+    def __init__(self, model: DepthNet, example: torch.Tensor, num_threads: int):
         import io
         import warnings
 
@@ -233,13 +258,13 @@ class OnnxRunner:
         buf = io.BytesIO()
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            torch.onnx.export(model, (example.cpu(),), buf, input_names=["image"], output_names=["depth"],
+            torch.onnx.export(DepthOutput(model), (example.cpu(),), buf, input_names=["image"], output_names=["depth"],
                               dynamo=False, opset_version=17, do_constant_folding=False)
         self._graph = onnx.load_from_string(buf.getvalue())
         self.session = self._open(buf.getvalue())
         # The exporter merges initializers with equal values (e.g. freshly initialised norms, all ones)
         # and drops unused ones: such state-dict entries have no initializer of their own to rewrite.
-        names = {i.name for i in self._graph.graph.initializer}
+        names = {_state_key(i.name) for i in self._graph.graph.initializer}
         self._unmapped = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()
                           if k not in names and v.is_floating_point()}
         self._example_shape = tuple(example.shape)
@@ -265,7 +290,7 @@ class OnnxRunner:
         graph = type(self._graph)()
         graph.CopyFrom(self._graph)
         for init in graph.graph.initializer:
-            v = state_dict.get(init.name)
+            v = state_dict.get(_state_key(init.name))
             if v is not None:
                 dtype = helper.tensor_dtype_to_np_dtype(init.data_type)
                 init.CopyFrom(numpy_helper.from_array(v.detach().cpu().numpy().astype(dtype, copy=False), init.name))
@@ -278,3 +303,8 @@ class OnnxRunner:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         image = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
         return torch.from_numpy(self.session.run(None, {"image": image})[0])
+
+
+def _state_key(initializer: str) -> str:
+    """ONNX initializer name of an exported :class:`DepthOutput` -> the network's state-dict key."""
+    return initializer[len(DepthOutput.PREFIX):] if initializer.startswith(DepthOutput.PREFIX) else initializer

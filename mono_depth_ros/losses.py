@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conventions import scale_intrinsics_torch
+from .conventions import scale_intrinsics
 from .geometry import PinholeCamera, check_shape, warp
 from .models.base import disp_to_depth
 
@@ -461,8 +461,8 @@ class FastSelfSupervisedLoss(nn.Module):
             else:
                 f = h // hs
                 tgt_s = F.avg_pool2d(target, f)   # = area resampling (h, w are multiples of f)
-                Kt = scale_intrinsics_torch(K, ws / w, hs / h)
-                Ks = scale_intrinsics_torch(K_source, 1.0 / f, 1.0 / f)
+                Kt = scale_intrinsics(K, ws / w, hs / h)
+                Ks = scale_intrinsics(K_source, 1.0 / f, 1.0 / f)
                 srcs = self._source_level(f, pyramid)
                 depth = disp_to_depth(disp, self.min_depth, self.max_depth)
             cam_t = PinholeCamera(Kt, tgt_s.shape[-2], tgt_s.shape[-1])

@@ -131,56 +131,62 @@ def format_markdown(summary: dict[str, dict[str, float]]) -> str:
 
 class PrequentialScorer:
     """Depth predictions and ground truth matched by stamp (either may come first), each pair scored
-    once with :func:`compute_depth_metrics`, with running means. Prequential: a prediction is
-    published (or, offline, computed) *before* any training step has seen its frame.
+    once with :func:`compute_depth_metrics` (metric: no median scaling), with running means.
+    Prequential: a prediction is published (or, offline, computed) *before* any training step has
+    seen its frame.
 
-    Used by ``mono-depth adapt`` and by the ground-truth scoring node. Not thread-safe: one thread.
+    The one scorer of ``mono-depth adapt`` and of the ground-truth scoring node
+    (``mono_depth_ros.tools.score_node``). Not thread-safe: one thread calls every method.
 
     Args:
-        keep: unmatched predictions / ground truths kept (oldest dropped first).
+        keep: unmatched predictions / ground truths kept per side (oldest dropped first).
     """
 
+    #: Per-frame metrics (the keys published on ``depth/metrics``).
     KEYS = ("abs_rel", "sq_rel", "rmse", "a1", "scale_ratio")
 
     def __init__(self, keep: int = 30):
         from collections import OrderedDict
-        self.keep = keep
-        self._preds: "OrderedDict[int, tuple[np.ndarray, object]]" = OrderedDict()
+        self.keep = int(keep)
+        self._preds: "OrderedDict[int, np.ndarray]" = OrderedDict()
         self._gts: "OrderedDict[int, np.ndarray]" = OrderedDict()
         self.frames = 0
+        self.unscorable = 0
         self.mean = {k: 0.0 for k in self.KEYS}
 
-    def add_prediction(self, stamp_ns: int, depth: np.ndarray, tag=None):
-        """(H,W) metres. Returns (tag, metrics) when its ground truth was already there, else None."""
+    def add_prediction(self, stamp_ns: int, depth: np.ndarray) -> dict | None:
+        """(H,W) predicted metres at ``stamp_ns``. The frame's metrics once paired, else None."""
         gt = self._gts.pop(stamp_ns, None)
         if gt is not None:
-            return self._score(depth, gt, tag)
-        self._preds[stamp_ns] = (depth, tag)
-        while len(self._preds) > self.keep:
-            self._preds.popitem(last=False)
+            return self._score(gt, depth)
+        self._hold(self._preds, stamp_ns, depth)
         return None
 
-    def add_ground_truth(self, stamp_ns: int, gt: np.ndarray):
-        """(H,W) metres, any size (resized nearest to the prediction's). (tag, metrics) or None."""
+    def add_ground_truth(self, stamp_ns: int, gt: np.ndarray) -> dict | None:
+        """(H',W') true metres (+inf/NaN invalid; resized nearest to the prediction). Metrics once paired."""
         pred = self._preds.pop(stamp_ns, None)
         if pred is not None:
-            return self._score(pred[0], gt, pred[1])
-        self._gts[stamp_ns] = gt
-        while len(self._gts) > self.keep:
-            self._gts.popitem(last=False)
+            return self._score(gt, pred)
+        self._hold(self._gts, stamp_ns, gt)
         return None
 
-    def _score(self, pred: np.ndarray, gt: np.ndarray, tag):
+    def _hold(self, store, stamp_ns: int, item: np.ndarray) -> None:
+        store[stamp_ns] = item
+        while len(store) > self.keep:
+            store.popitem(last=False)
+
+    def _score(self, gt: np.ndarray, pred: np.ndarray) -> dict | None:
         if gt.shape != pred.shape:
-            import cv2
-            gt = cv2.resize(gt, (pred.shape[1], pred.shape[0]), interpolation=cv2.INTER_NEAREST)
+            from .preprocess import resize_depth
+            gt = resize_depth(gt, pred.shape)
         m = compute_depth_metrics(gt, pred)
         if m is None:
+            self.unscorable += 1
             return None
         self.frames += 1
         for k in self.KEYS:
             self.mean[k] += (m[k] - self.mean[k]) / self.frames
-        return tag, m
+        return m
 
     def clear(self) -> None:
         """Time jumped: unmatched predictions and ground truth are forgotten."""

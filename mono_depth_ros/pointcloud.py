@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from mono_depth_ros.conventions import pixel_rays
+
 __all__ = ["RayGrid", "depth_to_points", "voxel_downsample", "colorize_depth"]
 
 
 class RayGrid:
-    """Unit-depth rays ``K^-1 [u, v, 1]`` for a strided pixel grid, cached per (H, W, K, stride).
+    """:func:`mono_depth_ros.conventions.pixel_rays` for a strided pixel grid, cached per (H, W, K, stride).
 
     ``rays`` has shape (H', W', 3) with H' = ceil(H/stride); multiplying by
     depth gives optical-frame points.
@@ -25,12 +27,7 @@ class RayGrid:
     def get(self, height: int, width: int, K: np.ndarray, stride: int) -> np.ndarray:
         key = (height, width, stride, tuple(np.asarray(K, np.float64).ravel().round(9)))
         if key != self._key:
-            v, u = np.mgrid[0:height:stride, 0:width:stride].astype(np.float64)
-            fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-            skew = K[0, 1]
-            y = (v - cy) / fy
-            x = (u - cx - skew * y) / fx
-            self.rays = np.stack([x, y, np.ones_like(x)], axis=-1).astype(np.float32)
+            self.rays = pixel_rays(K, height, width, stride)
             self._key = key
         return self.rays
 

@@ -27,7 +27,7 @@ from mono_depth_ros.adapt.engine import AdaptConfig
 from mono_depth_ros.conventions import Topics
 from mono_depth_ros.egomotion.provider import EgoMotionConfig
 from mono_depth_ros.egomotion.selector import GatingConfig
-from mono_depth_ros.models.registry import MODEL_CHOICES
+from mono_depth_ros.models.registry import MODEL_CHOICES, size_multiple_of
 from mono_depth_ros.options import OPTION_KEY, Option, option
 
 __all__ = ["InferenceSettings", "InputSettings", "OutputSettings", "AdaptationSettings", "NodeSettings",
@@ -52,8 +52,9 @@ def checkpoint_dir_for(fully_qualified_name: str) -> str:
 
 
 def size_multiple_for(model: str) -> int:
-    """The input-size multiple of a ``model`` choice: 14 for Depth Anything V2 (ViT patches), else 32."""
-    return 14 if str(model).startswith("depth_anything") else 32
+    """The input-size multiple of a ``model`` choice (the network class's ``size_multiple``: 14 for
+    Depth Anything V2's ViT patches, 32 for the U-Nets); 32 for an unknown name (refused elsewhere)."""
+    return size_multiple_of(model) if model in MODEL_CHOICES else 32
 
 
 # ------------------------------------------------------------------ the node's parts
@@ -156,9 +157,6 @@ class AdaptationSettings:
                                           "the right camera_info; its P gives the baseline (Tx = -fx * B), else TF "
                                           "right optical frame <- left optical frame",
                                           read_only="the subscription's topic is set at start")
-    evaluate_gt: bool = option(False, "evaluate_gt", "score every frame against a ground-truth depth topic "
-                               "(depth_gt; synthetic bags) before learning from it",
-                               read_only="the depth_gt subscription is made at start")
 
 
 @dataclass(frozen=True)

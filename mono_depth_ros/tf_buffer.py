@@ -21,25 +21,30 @@ Transforms are returned as ``T_target_source`` 4x4 float64 matrices
 
 Why our own: tf2_ros has no PyPI wheel, and tf2's C++ buffer is not reachable
 from the wheels; this is the thin part of it the node needs.
+
+:class:`TransformLookup` is the one transform interface of the package: this
+buffer implements it, and so does the node's tf2_ros-backed
+:class:`mono_depth_ros.ros.tf.TfSource`. The ego-motion provider's ``tf``
+source, the camera extrinsics and the point-cloud projection all ask it; a time
+jump clears it through :meth:`TransformLookup.clear`.
 """
 from __future__ import annotations
 
 import bisect
 import logging
 import threading
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
-from mono_depth_ros.conventions import to_sec
+from mono_depth_ros.conventions import to_sec, transform_matrix
 from mono_depth_ros.egomotion.samples import TransformSample
 
-__all__ = ["TransformSample", "TfBuffer", "TfError", "LookupError_", "ExtrapolationError", "quat_to_matrix"]
+__all__ = ["TransformLookup", "TransformSample", "TfBuffer", "TfError", "LookupError_", "ExtrapolationError", "quat_to_matrix"]
 
 log = logging.getLogger(__name__)
 
-#: tf2's QUATERNION_NORMALIZATION_TOLERANCE on |norm^2 - 1|.
-QUATERNION_NORM_TOLERANCE = 0.01
 
 
 class TfError(Exception):
@@ -51,23 +56,42 @@ class LookupError_(TfError):  # noqa: N801 - avoid shadowing builtins.LookupErro
 
 
 class ExtrapolationError(TfError):
-    """The requested time lies outside the buffered range of a link."""
+    """The requested time lies outside the buffered range of a link.
+
+    Attributes:
+        future: True when the time is newer than the newest data (data may still come), False when it is
+            older than the oldest kept data, None when unknown.
+        latest_ns: the newest stamp of the link that failed (0 when unknown).
+    """
+
+    def __init__(self, message: str, future: bool | None = None, latest_ns: int = 0):
+        super().__init__(message)
+        self.future = future
+        self.latest_ns = latest_ns
+
+
+@runtime_checkable
+class TransformLookup(Protocol):
+    """The one transform lookup of the package (tf2_ros semantics; 4x4 float64, metres).
+
+    Implemented by :class:`TfBuffer` and by the node's ``ros.tf.TfSource`` (tf2_ros or TfBuffer behind it).
+    Failures raise :class:`TfError` (:class:`LookupError_`, :class:`ExtrapolationError`).
+    """
+
+    def lookup(self, target: str, source: str, stamp_ns: int = 0) -> np.ndarray:
+        """(4,4) T_target_source at ``stamp_ns`` (0: latest common time)."""
+
+    def lookup_full(self, target: str, target_ns: int, source: str, source_ns: int, fixed: str) -> np.ndarray:
+        """(4,4) T_target(target_ns)_source(source_ns) through ``fixed`` (assumed not to move between the two times):
+        ``inv(T_fixed_target(target_ns)) @ T_fixed_source(source_ns)``; tf2's ``lookup_transform_full``."""
+
+    def clear(self) -> None:
+        """Forget dynamic transforms (a time jump); static ones stay."""
 
 
 def quat_to_matrix(translation, rotation_xyzw) -> np.ndarray:
-    """(3,), (4,) -> (4,4) homogeneous transform. Raises ValueError on bad input."""
-    t = np.asarray(translation, dtype=np.float64)
-    q = np.asarray(rotation_xyzw, dtype=np.float64)
-    if t.shape != (3,) or q.shape != (4,) or not (np.all(np.isfinite(t)) and np.all(np.isfinite(q))):
-        raise ValueError(f"non-finite or malformed transform: t={t}, q={q}")
-    n = np.linalg.norm(q)
-    if abs(n * n - 1.0) > QUATERNION_NORM_TOLERANCE:
-        raise ValueError(f"quaternion of norm {n:.4g} is not a rotation "
-                         f"(|norm^2 - 1| > {QUATERNION_NORM_TOLERANCE})")
-    T = np.eye(4)
-    T[:3, :3] = Rotation.from_quat(q / n).as_matrix()
-    T[:3, 3] = t
-    return T
+    """(3,), (4,) -> (4,4) homogeneous transform (tf2's quaternion tolerance). Raises ValueError on bad input."""
+    return transform_matrix(translation, rotation_xyzw)
 
 
 class _Link:
@@ -102,14 +126,14 @@ class _Link:
             del self.stamps[:i], self.trans[:i], self.quats[:i]
 
     def at(self, stamp_ns: int, tol_ns: int, child: str) -> np.ndarray:
-        if self.static or stamp_ns == 0:
-            j = -1
-            return _matrix(self.trans[j], self.quats[j])
+        if self.static:
+            return _matrix(self.trans[-1], self.quats[-1])
         s = self.stamps
         if stamp_ns < s[0] - tol_ns or stamp_ns > s[-1] + tol_ns:
             raise ExtrapolationError(
                 f"lookup of {self.parent} -> {child} at t={to_sec(stamp_ns):.3f}s is outside the buffered "
-                f"range [{to_sec(s[0]):.3f}, {to_sec(s[-1]):.3f}]s (tolerance {to_sec(tol_ns):.3f}s)")
+                f"range [{to_sec(s[0]):.3f}, {to_sec(s[-1]):.3f}]s (tolerance {to_sec(tol_ns):.3f}s)",
+                future=stamp_ns > s[-1], latest_ns=s[-1])
         if stamp_ns <= s[0]:
             return _matrix(self.trans[0], self.quats[0])
         if stamp_ns >= s[-1]:
@@ -206,23 +230,53 @@ class TfBuffer:
 
         Raises LookupError_ (unknown / unconnected frames) or ExtrapolationError.
         """
+        with self._lock:
+            return self._lookup_locked(target, source, stamp_ns, self.tol_ns)
+
+    def lookup_full(self, target: str, target_ns: int, source: str, source_ns: int, fixed: str) -> np.ndarray:
+        """(4,4) T_target(target_ns)_source(source_ns) through ``fixed``, tf2's ``lookup_transform_full``.
+
+        ``T_fixed_target(target_ns)^-1 @ T_fixed_source(source_ns)``: e.g. camera(t0) -> camera(t1) through
+        ``odom``, whatever chain links odom and the camera. Unlike :meth:`lookup` it never extrapolates
+        (tolerance 0, like tf2): a held end value would be made-up motion. Times are taken literally, 0
+        included (the ego-motion provider asks at image stamps; tf2's "0 = latest" is :meth:`lookup`'s).
+
+        Raises LookupError_ (unknown / unconnected frames) or ExtrapolationError (``future`` says which side).
+        """
+        with self._lock:
+            T_fixed_source = self._lookup_locked(fixed, source, source_ns, 0, literal=True)
+            T_fixed_target = self._lookup_locked(fixed, target, target_ns, 0, literal=True)
+        return np.linalg.inv(T_fixed_target) @ T_fixed_source
+
+    def _lookup_locked(self, target: str, source: str, stamp_ns: int, tol_ns: int,
+                       literal: bool = False) -> np.ndarray:
         if target == source:
             return np.eye(4)
-        with self._lock:
-            known = set(self._links) | {lk.parent for lk in self._links.values()}
-            for f in (target, source):
-                if f not in known:
-                    raise LookupError_(f"frame {f!r} does not exist (known frames: {sorted(known)})")
-            ct, cs = self._chain(target), self._chain(source)
-            common = next((f for f in cs if f in set(ct)), None)
-            if common is None:
-                raise LookupError_(
-                    f"frames {target!r} and {source!r} are not connected (tree roots {ct[-1]!r} and {cs[-1]!r})")
-            if stamp_ns == 0:
-                stamp_ns = self._latest_common(ct[: ct.index(common)] + cs[: cs.index(common)])
-            T_common_source = self._walk(cs[: cs.index(common)], stamp_ns)
-            T_common_target = self._walk(ct[: ct.index(common)], stamp_ns)
+        up_t, up_s = self._paths(target, source)
+        if stamp_ns == 0 and not literal:
+            stamp_ns = self._latest_common(up_t + up_s)
+        T_common_source = self._walk(up_s, stamp_ns, tol_ns)
+        T_common_target = self._walk(up_t, stamp_ns, tol_ns)
         return np.linalg.inv(T_common_target) @ T_common_source
+
+    def latest_common_ns(self, target: str, source: str) -> int:
+        """Newest stamp at which ``target`` <- ``source`` can be looked up (0: static only). Raises LookupError_."""
+        with self._lock:
+            up_t, up_s = self._paths(target, source)
+            return self._latest_common(up_t + up_s)
+
+    def _paths(self, target: str, source: str) -> tuple[list[str], list[str]]:
+        """Children from ``target`` and from ``source`` up to (not including) their common ancestor."""
+        known = set(self._links) | {lk.parent for lk in self._links.values()}
+        for f in (target, source):
+            if f not in known:
+                raise LookupError_(f"frame {f!r} does not exist (known frames: {sorted(known)})")
+        ct, cs = self._chain(target), self._chain(source)
+        common = next((f for f in cs if f in set(ct)), None)
+        if common is None:
+            raise LookupError_(
+                f"frames {target!r} and {source!r} are not connected (tree roots {ct[-1]!r} and {cs[-1]!r})")
+        return ct[: ct.index(common)], cs[: cs.index(common)]
 
     def can_transform(self, target: str, source: str, stamp_ns: int = 0) -> bool:
         try:
@@ -235,9 +289,9 @@ class TfBuffer:
         dyn = [self._links[c].stamps[-1] for c in children if not self._links[c].static]
         return min(dyn) if dyn else 0
 
-    def _walk(self, children: list[str], stamp_ns: int) -> np.ndarray:
+    def _walk(self, children: list[str], stamp_ns: int, tol_ns: int) -> np.ndarray:
         """Compose T_ancestor_child along ``children`` (child first, upwards)."""
         T = np.eye(4)
         for child in children:
-            T = self._links[child].at(stamp_ns, self.tol_ns, child) @ T
+            T = self._links[child].at(stamp_ns, tol_ns, child) @ T
         return T

@@ -14,7 +14,7 @@ import json
 
 import torch
 
-from mono_depth_ros.bench.core import adaptation_step
+from mono_depth_ros.tools.bench.core import adaptation_step
 from mono_depth_ros.models import build_model
 
 

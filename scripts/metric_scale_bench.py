@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from mono_depth_ros.adapt.scale import MetricScaleEstimator
-from mono_depth_ros.synth import render_drive
+from mono_depth_ros.tools.synth import render_drive
 
 
 def main() -> None:

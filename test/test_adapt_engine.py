@@ -33,7 +33,7 @@ def abs_rel(model, frames) -> float:
     with torch.no_grad():
         for f in frames[::3]:
             x = torch.from_numpy(f.image).permute(2, 0, 1)[None].float() / 255
-            m = compute_depth_metrics(f.depth, model(x)[0, 0].numpy())
+            m = compute_depth_metrics(f.depth, model.predict_depth(x)[0, 0].numpy())
             vals.append(m["abs_rel"] if m else np.inf)
     return float(np.mean(vals))
 
@@ -58,7 +58,7 @@ def pretrained(drive):
 
 @pytest.fixture(scope="module")
 def drive():
-    from mono_depth_ros.synth import render_drive
+    from mono_depth_ros.tools.synth import render_drive
     return list(render_drive("A", seed=5, duration_s=3.0, width=192, height=64))
 
 
@@ -76,7 +76,7 @@ def replay_loss(engine, state) -> float:
         for t in engine.replay.items:
             tg = t.target[None].float() / 255
             loss, _ = engine.loss_fn(tg, [s[None].float() / 255 for s in t.sources],
-                                     [x[None] for x in t.T_source_target], t.K[None], m(tg))
+                                     [x[None] for x in t.T_source_target], t.K[None], m.predict_disps(tg))
             losses.append(float(loss))
     m.load_state_dict(current)
     return float(np.mean(losses))
@@ -226,18 +226,18 @@ class TestCheckpointStore:
 
 def test_anchor_images_keep_the_starting_depth_there(drive, pretrained):
     """With source-domain anchors, adaptation moves the depth on those images less than without."""
-    from mono_depth_ros.synth import render_drive
+    from mono_depth_ros.tools.synth import render_drive
     anchors = np.stack([f.image for f in render_drive("A", seed=8, duration_s=1.0, width=192, height=64)])
     x = torch.from_numpy(anchors).permute(0, 3, 1, 2).float() / 255
     with torch.no_grad():
-        start = torch.log(pretrained.eval()(x))
+        start = torch.log(pretrained.eval().predict_depth(x))
 
     def drift(weight):
         engine, provider = make_engine(small(lr=2e-3, replay_per_step=1, anchor_weight=weight), model=pretrained,
                                        anchors=anchors if weight > 0 else None)
         feed(engine, provider, drive, steps=2)
         with torch.no_grad():
-            return float((torch.log(engine.model.eval()(x)) - start).abs().mean())
+            return float((torch.log(engine.model.eval().predict_depth(x)) - start).abs().mean())
 
     free, anchored = drift(0.0), drift(3.0)
     assert anchored < 0.7 * free, (free, anchored)

@@ -158,7 +158,7 @@ def test_monodepth2_folder_matches_reference(tmp_path, num_layers, stereo):
     assert (info["canonical_camera"] is not None) == stereo
     x = torch.rand(2, 3, 64, 96)
     with torch.no_grad():
-        got = model(x)
+        got = model.predict_depth(x)
     _close(got, _ref_monodepth2_depth(enc, dec, x, stereo))
     # the released keys exactly (encoder.pth less its meta entries, depth.pth)
     keys = set(torch.load(tmp_path / "mono_640x192" / "encoder.pth", weights_only=True)) - {"height", "width",
@@ -176,7 +176,7 @@ def test_monodepth2_stereo_survives_checkpoint_roundtrip(tmp_path):
     assert info2["canonical_camera"] == info["canonical_camera"]
     x = torch.rand(1, 3, 64, 96)
     with torch.no_grad():
-        _close(again(x), model(x))
+        _close(again.predict_depth(x), model.predict_depth(x))
 
 
 def test_monodepth2_bad_folder_names_file(tmp_path):
@@ -279,8 +279,8 @@ def test_depth_anything_official_pth_matches_reference(tmp_path, variant, metric
         got = model.native(x)[:, 0]
     assert float(ref.std()) > 1e-3  # a non-trivial output
     _close(got, ref)
-    with torch.no_grad():  # the DepthNet contract: depth = disp_to_depth(forward_disps)
-        depth = model(x)[:, 0]
+    with torch.no_grad():  # the DepthNet contract: depth = disp_to_depth(predict_disps)
+        depth = model.predict_depth(x)[:, 0]
     _close(depth, ref.clamp(0.1, 100.0) if metric else 1.0 / ref.clamp(0.01, 10.0))
 
 
@@ -320,13 +320,13 @@ def test_depth_anything_errors_name_the_file(tmp_path):
     with pytest.raises(CheckpointError, match=r"cut\.pth.*output_conv1"):
         load_model("default", tmp_path / "cut.pth")
     with pytest.raises(ValueError, match="multiples of 14"):
-        build_model("depth_anything_v2_small").eval()(torch.rand(1, 3, 32, 32))
+        build_model("depth_anything_v2_small").predict_depth(torch.rand(1, 3, 32, 32))
 
 
 def test_depth_anything_head_only_adaptation_and_checkpoint(tmp_path):
     model = build_model("depth_anything_v2_metric_small", head_max_depth=80.0)
     model.freeze_backbone().train()
-    disps = model(torch.rand(1, 3, 28, 42))
+    disps = model.predict_disps(torch.rand(1, 3, 28, 42))
     assert len(disps) == 1 and disps[0].shape == (1, 1, 28, 42)
     assert 0 <= float(disps[0].min()) and float(disps[0].max()) <= 1
     disps[0].mean().backward()
@@ -338,7 +338,7 @@ def test_depth_anything_head_only_adaptation_and_checkpoint(tmp_path):
     assert again.arch == "depth_anything_v2_metric_small" and again.head_max_depth == 80.0
     x = torch.rand(1, 3, 28, 42)
     with torch.no_grad():
-        _close(again(x), model(x))
+        _close(again.predict_depth(x), model.predict_depth(x))
 
 
 # --------------------------------------------------------------------------- canonical camera
@@ -372,10 +372,10 @@ class TestCanonicalCamera:
     def test_predictor_applies_it(self):
         from mono_depth_ros.inference import DepthPredictor
 
-        class Const(torch.nn.Module):
-            size_multiple = 32
+        from mono_depth_ros.models import DepthNet
 
-            def forward(self, x):
+        class Const(DepthNet):
+            def predict_depth(self, x):
                 return torch.full((x.shape[0], 1, *x.shape[-2:]), 20.0)
         pred = DepthPredictor(Const(), (32, 64), backend="eager", canonical=self.cam)
         K = np.array([[150.0, 0, 63.5], [0, 150.0, 31.5], [0, 0, 1]])  # 128x64 image, fx 75 px at network size
@@ -383,7 +383,7 @@ class TestCanonicalCamera:
         assert np.allclose(out.depth, 15.0)
 
     def test_shipped_weights_record_domain_a(self):
-        from mono_depth_ros.synth.presets import get_preset
+        from mono_depth_ros.tools.synth.presets import get_preset
 
         _, info = load_checkpoint(shipped_checkpoint_path())
         cam = info["canonical_camera"]
@@ -438,7 +438,7 @@ def test_predictor_from_config_opens_a_monodepth2_folder(tmp_path):
 def test_adaptation_engine_steps_depth_anything_head_only():
     """The node's engine runs on Depth Anything V2 (patch-14 sizes, one output scale, ViT frozen)."""
     from mono_depth_ros.adapt.engine import AdaptConfig
-    from mono_depth_ros.synth import render_drive
+    from mono_depth_ros.tools.synth import render_drive
     from test.test_adapt_engine import feed, make_engine
 
     frames = list(render_drive("A", seed=5, duration_s=1.5, width=182, height=56))
@@ -472,7 +472,7 @@ def test_onnx_serving_swap_rewrites_weights_the_exporter_merged():
     pred.swap_state(state)
     out = pred.predict(img, K)
     with torch.no_grad():
-        ref = m(torch.from_numpy(first.rgb).permute(2, 0, 1)[None].float() / 255)[0, 0].numpy()
+        ref = m.predict_depth(torch.from_numpy(first.rgb).permute(2, 0, 1)[None].float() / 255)[0, 0].numpy()
     assert np.abs(out.depth - ref).max() <= 1e-4 * ref.max()
 
 

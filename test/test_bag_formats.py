@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.slow]
 @pytest.fixture(scope="module")
 def bare_mcap(tmp_path_factory):
     """A synthetic drive's storage file on its own, without its rosbag2 folder (no metadata.yaml)."""
-    from mono_depth_ros.synth import generate_bag
+    from mono_depth_ros.tools.synth import generate_bag
     d = tmp_path_factory.mktemp("bare")
     bag = generate_bag(d / "drive", preset="A", seed=4, duration_s=2.0, width=128, height=64, progress=False,
                        contact_sheet=False, sensors="camera,depth_gt,pose_gt,odom,tf,tf_static")
@@ -32,7 +32,7 @@ def _cli(*argv, timeout=240):
 
 def test_bare_mcap_and_db3_open_like_a_folder(bare_mcap, tmp_path):
     from mono_depth_ros.bagio import bag_topics, iter_messages
-    from mono_depth_ros.synth import generate_bag
+    from mono_depth_ros.tools.synth import generate_bag
     topics = bag_topics(bare_mcap)
     assert topics["/camera/image_raw"] == "sensor_msgs/msg/Image"
     assert sum(1 for _ in iter_messages(bare_mcap, ["/camera/image_raw"])) == 21

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from mono_depth_ros.bench import core
-from mono_depth_ros.bench.peers import DepthAnythingV2Small, FastDepthNet
+from mono_depth_ros.tools.bench import core
+from mono_depth_ros.tools.bench.peers import DepthAnythingV2Small, FastDepthNet
 from mono_depth_ros.inference import DepthPredictor, OnnxRunner
 from mono_depth_ros.pointcloud import voxel_downsample
 
@@ -24,11 +24,11 @@ def test_peer_networks_follow_the_depthnet_contract(cls, params_m):
     net = cls().eval()
     assert sum(p.numel() for p in net.parameters()) / 1e6 == pytest.approx(params_m, abs=0.01)
     with torch.inference_mode():
-        depth = net(torch.rand(1, 3, 64, 96))
+        depth = net.predict_depth(torch.rand(1, 3, 64, 96))
     assert depth.shape == (1, 1, 64, 96)
     assert torch.isfinite(depth).all() and (depth >= net.min_depth).all() and (depth <= net.max_depth).all()
     net.train()
-    disps = net(torch.rand(1, 3, 64, 96))
+    disps = net.predict_disps(torch.rand(1, 3, 64, 96))
     assert len(disps) == 1 and disps[0].shape == (1, 1, 64, 96)
 
 

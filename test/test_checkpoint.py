@@ -20,7 +20,7 @@ def net():
 
 def test_round_trip_with_optimizer(tmp_path, net):
     opt = torch.optim.Adam(net.parameters(), 1e-3)
-    net(torch.rand(2, 3, 64, 64)).__getitem__(0).mean().backward()
+    net.predict_disps(torch.rand(2, 3, 64, 64))[0].mean().backward()
     opt.step()
     p = save_checkpoint(tmp_path / "a.pt", net, (192, 640), opt, steps=7, frames_seen=56, meta={"note": "x"})
     assert sorted(os.listdir(tmp_path)) == ["a.pt"]  # no temp files left behind
@@ -127,5 +127,5 @@ def test_shipped_weights_load():
     assert info["arch"] == "default" and p.stat().st_size < 5_000_000
     H, W = info["input_size"]
     with torch.no_grad():
-        d = model(torch.rand(1, 3, H, W))
+        d = model.predict_depth(torch.rand(1, 3, H, W))
     assert d.shape == (1, 1, H, W) and torch.isfinite(d).all()

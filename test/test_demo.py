@@ -22,6 +22,7 @@ def test_demo_quick_writes_tables_pictures_cloud_and_checkpoint(tmp_path):
             m = result[when][d]["raw"]
             assert 0 < m["abs_rel"] < 10 and 0 <= m["a1"] <= 1 and m["images"] >= 20, (when, d, m)
     assert result["prequential_frames"] >= 5
+    assert "depth scorer ready" in (out / "scorer.log").read_text()   # prequential figures: the separate scorer
     assert int(result["node"]["frames_processed"]) >= 20
     for name in ("depth_strip.png", "curves.png", "fused_cloud.ply", "metrics.md", "checkpoints/adapted.pt"):
         assert (out / name).stat().st_size > 100, name

@@ -35,9 +35,9 @@ def test_analytic_drive_meets_targets():
 
 def synth_motion(preset: str, seed: int, duration_s: float) -> tuple[BagMotion, np.ndarray]:
     """The synthetic world generator's trajectory and sensor noise models, without rendering."""
-    world_mod = pytest.importorskip("mono_depth_ros.synth.world")
-    sensors = pytest.importorskip("mono_depth_ros.synth.sensors")
-    presets = pytest.importorskip("mono_depth_ros.synth.presets")
+    world_mod = pytest.importorskip("mono_depth_ros.tools.synth.world")
+    sensors = pytest.importorskip("mono_depth_ros.tools.synth.sensors")
+    presets = pytest.importorskip("mono_depth_ros.tools.synth.presets")
     p = presets.get_preset(preset)
     world = world_mod.build_world(p, seed, duration_s)
     traj, noise = world.trajectory, p.noise

@@ -39,7 +39,7 @@ def test_odometry_tf_and_bag_give_the_same_relative_poses(drive_bag):
     T_base_cam = motion.T_base_camera()
     np.testing.assert_allclose(T_base_cam, d.T_base_camera, atol=1e-12)   # from /tf_static
     from_bag = EgoMotionProvider(EgoMotionConfig(buffer_s=1e6), T_base_cam)
-    ego_cli.feed_provider(from_bag, motion.events)
+    ego_cli.feed_provider(from_bag, motion.events, motion.static)
     stamps = d.camera_stamps_ns[::4]
     ref = poses(from_odom, stamps, "odom")
     np.testing.assert_allclose(poses(from_tf, stamps, "tf"), ref, atol=1e-12)

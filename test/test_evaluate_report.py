@@ -10,7 +10,7 @@ from .rosutil import ROOT
 
 @pytest.fixture(scope="module")
 def gt_bag(tmp_path_factory):
-    from mono_depth_ros.synth import generate_bag
+    from mono_depth_ros.tools.synth import generate_bag
     out = tmp_path_factory.mktemp("ev") / "gt"
     generate_bag(out, preset="A", seed=4, duration_s=2.0, width=320, height=96, progress=False,
                  contact_sheet=False, sensors="camera,depth_gt,pose_gt")

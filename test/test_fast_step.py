@@ -16,7 +16,7 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="module")
 def frames():
     """Three consecutive rendered frames (synthetic, exact depth and poses), 64x192."""
-    from mono_depth_ros.synth import render_drive
+    from mono_depth_ros.tools.synth import render_drive
     return list(render_drive("B", seed=3, duration_s=0.25, width=192, height=64))[:3]
 
 
@@ -71,7 +71,7 @@ class TestFastLossMatchesReference:
 
         def run(loss_fn):
             net.zero_grad()
-            loss, parts = loss_fn(target, sources, T, K, net(target))
+            loss, parts = loss_fn(target, sources, T, K, net.predict_disps(target))
             loss.backward()
             return loss.detach(), parts, torch.cat([p.grad.flatten() for p in net.parameters() if p.grad is not None])
 
@@ -175,7 +175,7 @@ def test_batchnorm_folding_keeps_outputs_and_gradients():
     def run():
         net.train().freeze_batchnorm(True)
         net.zero_grad()
-        out = net(x)
+        out = net.predict_disps(x)
         sum(o.mean() for o in out).backward()
         return out[0].detach(), torch.cat([p.grad.flatten() for p in net.parameters()])
 

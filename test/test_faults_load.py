@@ -1,4 +1,4 @@
-"""Short load test (the 10-minute one is `python -m mono_depth_ros.ros.loadtest`, not in CI):
+"""Short load test (the 10-minute one is `python -m mono_depth_ros.tools.loadtest`, not in CI):
 a 30 Hz camera into the node with adaptation on; a deliberately slow reliable `points` subscriber
 (its own process) joins half-way. Depth must not slow down, latency must not grow, memory must stay
 bounded and the drop counter must account for every frame the node received."""
@@ -10,7 +10,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.faults]
 
 
 def test_short_load_slow_points_subscriber_does_not_slow_depth(tmp_path):
-    from mono_depth_ros.ros.loadtest import format_report, run
+    from mono_depth_ros.tools.loadtest import format_report, run
 
     res = run(duration=24.0, rate=30.0, size=(640, 360), warmup=8.0, compare=10.0, window=4.0, slow_delay=0.5,
               workdir=str(tmp_path / "load"), log=lambda *a: None)

@@ -241,19 +241,23 @@ def test_colcon_build_installs_launch_config_executables_and_index(tools, colcon
         assert (share / rel).is_file(), f"share/mono_depth_ros/{rel} not installed\n{out[-3000:]}"
         assert (share / rel).read_bytes() == (ROOT / rel).read_bytes()
     assert (install / "share" / "ament_index" / "resource_index" / "packages" / "mono_depth_ros").is_file()
-    for exe in ("depth_node", "mono-depth"):
+    for exe in ("depth_node", "mono-depth", "depth_scorer"):
         path = install / "lib" / "mono_depth_ros" / exe
         assert path.is_file() and os.access(path, os.X_OK), f"lib/mono_depth_ros/{exe} missing or not executable"
     site = install / "lib" / PYVER / "site-packages"
     assert (site / "mono_depth_ros" / "ros" / "depth_node.py").is_file()
     shipped = sorted(p.name for p in (ROOT / "mono_depth_ros" / "weights").glob("*.pt"))
     assert shipped and sorted(p.name for p in (site / "mono_depth_ros" / "weights").glob("*.pt")) == shipped
+    anchors = sorted(p.name for p in (ROOT / "mono_depth_ros" / "weights" / "anchors_A").glob("*.webp"))
+    assert anchors and sorted(p.name for p in (site / "mono_depth_ros" / "weights" / "anchors_A").glob("*.webp")) \
+        == anchors
     assert "test" not in {p.name for p in site.iterdir()}, "tests must not be installed as a package"
     env = tools.env(extra_prefixes=(install,))
     res = subprocess.run(tools.ros2 + ["pkg", "executables", "mono_depth_ros"], env=env, text=True,
                          capture_output=True, timeout=60)
     assert res.returncode == 0, res.stderr
-    assert set(res.stdout.split("\n")) >= {"mono_depth_ros depth_node", "mono_depth_ros mono-depth"}, res.stdout
+    assert set(res.stdout.split("\n")) >= {"mono_depth_ros depth_node", "mono_depth_ros mono-depth",
+                                            "mono_depth_ros depth_scorer"}, res.stdout
     res = subprocess.run(tools.ros2 + ["pkg", "prefix", "mono_depth_ros"], env=env, text=True,
                          capture_output=True, timeout=60)
     assert res.stdout.strip() == str(install), res.stdout + res.stderr

@@ -5,9 +5,9 @@ import sys
 from .rosutil import ROOT
 
 CORE = ["conventions", "options", "settings", "geometry", "models", "losses", "metrics", "checkpoint", "inference",
-        "pointcloud", "tf_buffer", "egomotion", "adapt", "adapt.session", "adapt.offline", "synth", "synth.bag", "bagio",
-        "learning.trainer", "learning.evaluate", "learning.report", "bench.core", "bench.peers", "bench.variants",
-        "bench.cli"]
+        "pointcloud", "tf_buffer", "egomotion", "adapt", "adapt.session", "adapt.offline", "tools.synth",
+        "tools.synth.bag", "bagio", "learning.trainer", "learning.evaluate", "learning.report", "tools.bench.core",
+        "tools.bench.peers", "tools.bench.variants", "tools.bench.cli", "tools.anchors"]
 
 
 def test_core_modules_import_without_rclpy():

@@ -14,7 +14,7 @@ SKY = 1000.0           # depth given to sky pixels (+inf in the renderer)
 
 @pytest.fixture(scope="module")
 def drive():
-    from mono_depth_ros.synth import render_drive
+    from mono_depth_ros.tools.synth import render_drive
     return list(render_drive("A", seed=5, duration_s=2.0, width=640, height=192, camera_noise=False))
 
 

@@ -60,14 +60,14 @@ class TestContract:
     def test_eval_depth_in_range(self, name):
         net = build_model(name, min_depth=0.5, max_depth=50.0).eval()
         with torch.no_grad():
-            d = net(torch.rand(2, 3, 64, 96))
+            d = net.predict_depth(torch.rand(2, 3, 64, 96))
         assert d.shape == (2, 1, 64, 96)
         assert float(d.min()) >= 0.5 - 1e-4 and float(d.max()) <= 50.0 + 1e-3
 
     def test_train_multiscale(self, name):
         net = build_model(name).train()
-        outs = net(torch.rand(2, 3, 64, 96))
-        assert isinstance(outs, list) and len(outs) == 4
+        outs = net.predict_disps(torch.rand(2, 3, 64, 96))
+        assert isinstance(outs, list) and len(outs) == 4 == net.num_scales
         for s, o in enumerate(outs):
             assert o.shape == (2, 1, 64 // 2 ** s, 96 // 2 ** s)
             assert float(o.min()) >= 0 and float(o.max()) <= 1
@@ -76,9 +76,9 @@ class TestContract:
     def test_bad_size(self, name):
         net = build_model(name).eval()
         with pytest.raises(ValueError, match="multiples of 32"):
-            net(torch.rand(1, 3, 60, 96))
+            net.predict_depth(torch.rand(1, 3, 60, 96))
         with pytest.raises(ValueError, match=r"\(B,3,H,W\)"):
-            net(torch.rand(1, 1, 64, 96))
+            net.predict_disps(torch.rand(1, 1, 64, 96))
 
 
 def test_disp_to_depth_endpoints():
@@ -122,13 +122,37 @@ def test_freeze_batchnorm_keeps_running_stats():
     net.train()
     bn = next(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
     before = bn.running_mean.clone()
-    net(torch.rand(1, 3, 64, 64))
+    net.predict_disps(torch.rand(1, 3, 64, 64))
     assert not bn.training and torch.equal(before, bn.running_mean)
 
 
-def test_infer_depth_any_size_restores_mode():
-    from mono_depth_ros.models import infer_depth
-    net = build_model("default").train()
+def test_outputs_do_not_depend_on_the_mode():
+    """The contract names its two outputs; train()/eval() changes neither (frozen BatchNorm: same numbers)."""
+    net = build_model("default").freeze_batchnorm(True)
+    x = torch.rand(1, 3, 64, 96)
     with torch.no_grad():
-        d = infer_depth(net, torch.rand(1, 3, 50, 70), (32, 64))
-    assert d.shape == (1, 1, 50, 70) and net.training
+        d_eval, s_eval = net.eval().predict_depth(x), net.predict_disps(x)
+        d_train, s_train = net.train().predict_depth(x), net.predict_disps(x)
+    assert d_eval.shape == d_train.shape == (1, 1, 64, 96) and len(s_eval) == len(s_train) == 4
+    # (train mode folds the frozen BatchNorm into the convolutions: equal up to rounding)
+    assert torch.allclose(d_eval, d_train, rtol=1e-4) and all(torch.allclose(a, b, atol=1e-5)
+                                                              for a, b in zip(s_eval, s_train))
+    assert torch.equal(net(x)[0], s_train[0])  # forward is predict_disps
+    assert torch.allclose(d_eval, net.disp_to_depth(s_eval[0]))
+
+
+def test_size_multiple_and_num_scales_are_class_attributes():
+    from mono_depth_ros.models import MODEL_CHOICES, network_class, size_multiple_of
+    assert {n: size_multiple_of(n) for n in MODEL_CHOICES} == {
+        n: 14 if n.startswith("depth_anything") else 32 for n in MODEL_CHOICES}
+    assert {n: network_class(n).num_scales for n in MODEL_CHOICES} == {
+        n: 1 if n.startswith("depth_anything") else 4 for n in MODEL_CHOICES}
+
+
+def test_no_import_cycle_between_networks_and_registry():
+    """models/monodepth2.py defines networks only; the registry and the released-weights loaders import it."""
+    import ast
+    import mono_depth_ros.models.monodepth2 as m2
+    tree = ast.parse(open(m2.__file__).read())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not any(mod and ("registry" in mod or "released" in mod) for mod in imported), imported

@@ -16,7 +16,7 @@ REMAPS = {"image": "/camera/image_raw", "camera_info": "/camera/camera_info", "d
 
 @pytest.fixture(scope="module")
 def small_drive(tmp_path_factory):
-    from mono_depth_ros.synth import generate_bag
+    from mono_depth_ros.tools.synth import generate_bag
     out = tmp_path_factory.mktemp("drive") / "drive_A_small"
     generate_bag(out, preset="A", seed=11, duration_s=8.0, width=320, height=96, progress=False,
                  contact_sheet=False)
@@ -114,7 +114,8 @@ def test_too_high_learning_rate_rolls_back_instead_of_publishing_garbage(tmp_pat
     import numpy as np
     from diagnostic_msgs.msg import DiagnosticArray
 
-    from mono_depth_ros.bagio import depth_to_numpy, image_to_numpy, iter_messages
+    from mono_depth_ros.bagio import iter_messages
+    from mono_depth_ros.msgconv import depth_image_to_metres, image_to_rgb
     from mono_depth_ros.checkpoint import load_checkpoint, shipped_checkpoint_path
     from mono_depth_ros.conventions import Topics
     from mono_depth_ros.inference import DepthPredictor
@@ -131,28 +132,33 @@ def test_too_high_learning_rate_rolls_back_instead_of_publishing_garbage(tmp_pat
         if topic == Topics.BAG_CAMERA_INFO:
             K = np.array(msg.k).reshape(3, 3)
         elif topic == Topics.BAG_IMAGE and K is not None:
-            frame[s] = pred.predict(image_to_numpy(msg), K).depth
+            frame[s] = pred.predict(image_to_rgb(msg), K).depth
         elif s in frame:
             import cv2
             d = frame.pop(s)
-            gt = cv2.resize(depth_to_numpy(msg), (d.shape[1], d.shape[0]), interpolation=cv2.INTER_NEAREST)
+            gt = cv2.resize(depth_image_to_metres(msg), (d.shape[1], d.shape[0]), interpolation=cv2.INTER_NEAREST)
             base[s] = compute_depth_metrics(gt, d)["abs_rel"]
     start = float(np.mean(list(base.values())))
 
     node, ex = ros_node
     proc = NodeProcess(tmp_path, params={"use_sim_time": True, "adapt_lr": 0.05, "adapt_steps_per_frame": 2,
-                                         "evaluate_gt": True, "publish_points": False, "checkpoint_period": 0.0},
+                                         "publish_points": False, "checkpoint_period": 0.0},
                        remaps=REMAPS)
+    # Ground truth is scored by the separate tool (tools/score_node.py), as the demo does.
+    scorer = NodeProcess(tmp_path, params={"use_sim_time": True}, remaps={"depth_gt": REMAPS["depth_gt"]},
+                         module="mono_depth_ros.tools.score_node", name="scorer")
     metrics = []
     node.create_subscription(DiagnosticArray, "/depth/metrics", lambda m: metrics.append(m), 50)
     try:
         assert proc.wait_for_log("depth node ready", 90), proc.log()
+        assert scorer.wait_for_log("depth scorer ready", 60), scorer.log()
         done = _replay_in_thread(node, small_drive)
         assert spin_until(node, done.is_set, 60, ex)
         spin_until(node, lambda: False, 2.0, ex)
         stats = _diag(node, ex)
     finally:
         proc.stop()
+        scorer.stop()
     assert int(stats["adapt_rollbacks"]) > 0, stats
     served = {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec:
               float({kv.key: kv.value for kv in m.status[0].values}["abs_rel"]) for m in metrics}

@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def source_bag(tmp_path_factory):
-    from mono_depth_ros.synth import generate_bag
+    from mono_depth_ros.tools.synth import generate_bag
     out = tmp_path_factory.mktemp("rr") / "src"
     generate_bag(out, preset="A", seed=3, duration_s=3.0, width=160, height=64, progress=False,
                  contact_sheet=False, sensors="camera,odom,tf,tf_static")

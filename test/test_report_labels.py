@@ -18,7 +18,7 @@ def bags(tmp_path_factory):
     from rosbags.typesys import Stores, get_typestore
 
     from mono_depth_ros.bagio import open_reader
-    from mono_depth_ros.synth import generate_bag
+    from mono_depth_ros.tools.synth import generate_bag
     d = tmp_path_factory.mktemp("labels")
     synth = generate_bag(d / "synth", preset="A", seed=4, duration_s=1.0, width=128, height=64, progress=False,
                          contact_sheet=False, sensors="camera,depth_gt,pose_gt")

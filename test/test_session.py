@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-BAG_TO_NODE = {"/odom": "/odom", "/imu/data": "/imu", "/gps/fix": "/gps/fix", "/tf": "/tf", "/tf_static": "/tf_static"}
+BAG_TO_NODE = {"/odom": "/odom", "/imu/data": "/imu", "/gps/fix": "/gps/fix", "/tf": "/tf", "/tf_static": "/tf_static",
+               "/pose": "/pose"}
 
 
 @pytest.fixture(scope="module")
 def drive(tmp_path_factory):
-    from mono_depth_ros.synth import generate_bag
+    from mono_depth_ros.tools.synth import generate_bag
     out = tmp_path_factory.mktemp("drive") / "drive_A_session"
     generate_bag(out, preset="A", seed=12, duration_s=5.0, width=320, height=96, progress=False, contact_sheet=False)
     return out
@@ -39,7 +40,7 @@ def _node_path(bag, tmp_path, anchors, monkeypatch):
     from mono_depth_ros.ros.conversions import camera_info_to_K, image_to_rgb
     from mono_depth_ros.ros.params import NodeConfig
     from mono_depth_ros.ros.problems import ProblemReporter
-    from mono_depth_ros.ros.replay import _msg_class
+    from mono_depth_ros.ros.conversions import message_class as _msg_class
     from mono_depth_ros.ros.tf import TfSource
 
     monkeypatch.setattr(node_adaptation, "load_anchor_images", lambda spec: anchors)
@@ -124,12 +125,38 @@ def test_ego_motion_subscriptions_exist_only_while_adapting(tmp_path):
     node = DepthNode("session_subs", context=ctx, parameter_overrides=overrides)
     try:
         topics = lambda: [s.topic_name for s in node.subscriptions]  # noqa: E731
-        assert ego <= set(topics()) and topics().count("/tf") == 2, topics()   # TF's own + the session's
+        assert ego <= set(topics()) and topics().count("/tf") == 1, topics()   # one /tf: the node's lookup
         assert node.set_parameters([Parameter("adapt", value=False)])[0].successful
         assert not ego & set(topics()) and topics().count("/tf") == 1, topics()
         assert node.adaptation.engine.enabled is False
         assert node.set_parameters([Parameter("adapt", value=True)])[0].successful
         assert ego <= set(topics()) and node.adaptation.engine.enabled is True
+    finally:
+        node.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
+
+
+def test_node_subscribes_the_inputs_of_its_sources(tmp_path):
+    """One subscription per input the configured sources read: the pose source adds /pose
+    (PoseWithCovarianceStamped), imu_gps adds /imu and /gps/fix; TF only through the node's lookup."""
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.parameter import Parameter
+
+    from mono_depth_ros.ros.depth_node import DepthNode
+
+    ctx = Context()
+    rclpy.init(context=ctx)
+    overrides = [Parameter("adapt_anchor", value="none"), Parameter("resume", value=False),
+                 Parameter("egomotion_sources", value="pose,tf"),
+                 Parameter("checkpoint_dir", value=str(tmp_path / "ck")), Parameter("checkpoint_period", value=0.0)]
+    node = DepthNode("session_pose", context=ctx, parameter_overrides=overrides)
+    try:
+        subs = {s.topic_name: s.msg_type.__name__ for s in node.subscriptions}
+        assert subs.get("/pose") == "PoseWithCovarianceStamped", subs
+        assert not {"/odom", "/imu", "/gps/fix"} & set(subs), subs
+        assert [s.topic_name for s in node.subscriptions].count("/tf") == 1
     finally:
         node.shutdown()
         node.destroy_node()

@@ -127,7 +127,7 @@ class TestStereoTriplets:
 # ----------------------------------------------------------------------------- a stereo bag, standing still
 @pytest.fixture(scope="module")
 def standing_bag(tmp_path_factory):
-    from mono_depth_ros.synth import generate_bag
+    from mono_depth_ros.tools.synth import generate_bag
     out = tmp_path_factory.mktemp("stereo") / "standing_B"
     generate_bag(out, preset="B", seed=12, duration_s=3.0, width=320, height=96, progress=False,
                  contact_sheet=False, sensors="camera,right_camera,depth_gt,odom,tf,tf_static", stand_still=True,
@@ -137,17 +137,18 @@ def standing_bag(tmp_path_factory):
 
 def _scale(predictor, bag) -> float:
     """Median over the bag's frames of median(gt/pred) (metric scale: 1.0 = right)."""
-    from mono_depth_ros.bagio import depth_to_numpy, image_to_numpy, iter_messages
+    from mono_depth_ros.bagio import iter_messages
     from mono_depth_ros.conventions import Topics
     from mono_depth_ros.metrics import compute_depth_metrics
+    from mono_depth_ros.msgconv import depth_image_to_metres, image_to_rgb
     K, imgs, gts = None, [], []
     for topic, _, msg in iter_messages(bag, [Topics.BAG_IMAGE, Topics.BAG_CAMERA_INFO, Topics.BAG_DEPTH_GT]):
         if topic == Topics.BAG_CAMERA_INFO:
             K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
         elif topic == Topics.BAG_IMAGE:
-            imgs.append(image_to_numpy(msg))
+            imgs.append(image_to_rgb(msg))
         else:
-            gts.append(depth_to_numpy(msg))
+            gts.append(depth_image_to_metres(msg))
     ratios = []
     for img, gt in zip(imgs[::6], gts[::6]):
         pred = cv2.resize(predictor.predict(img, K).depth, gt.shape[::-1], interpolation=cv2.INTER_LINEAR)
@@ -306,8 +307,8 @@ class TestBaseline:
 
 
 def test_a_standing_drive_never_moves_and_starts_where_the_moving_one_does():
-    from mono_depth_ros.synth.presets import get_preset
-    from mono_depth_ros.synth.world import build_world
+    from mono_depth_ros.tools.synth.presets import get_preset
+    from mono_depth_ros.tools.synth.world import build_world
     moving = build_world(get_preset("B"), 3, 5.0).trajectory
     standing = build_world(get_preset("B").replace(stand_still=True), 3, 5.0).trajectory
     assert np.all(standing.v == 0.0) and np.ptp(standing.pos[:, :2], axis=0).max() == 0.0

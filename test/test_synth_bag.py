@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mono_depth_ros import bagio
+from mono_depth_ros import bagio, msgconv
 from mono_depth_ros.conventions import (
     BASE_FRAME, CAMERA_LINK_FRAME, CAMERA_OPTICAL_FRAME, MAP_FRAME, ODOM_FRAME, Topics,
 )
-from mono_depth_ros.synth import generate_bag, get_preset, render_drive
-from mono_depth_ros.synth.bag import DYNAMIC_MASK_TOPIC
+from mono_depth_ros.tools.synth import generate_bag, get_preset, render_drive
+from mono_depth_ros.tools.synth.bag import DYNAMIC_MASK_TOPIC
 
 SMALL = dict(duration_s=1.0, width=64, height=24, progress=False)
 
@@ -31,7 +31,7 @@ def bag(tmp_path_factory):
 
 
 def _all_sensors():
-    from mono_depth_ros.synth.bag import SENSORS
+    from mono_depth_ros.tools.synth.bag import SENSORS
     return SENSORS
 
 
@@ -57,7 +57,7 @@ def test_bag_topics_types_and_headers(bag):
     img_t, img = by_topic[Topics.BAG_IMAGE][0]
     dep_t, dep = by_topic[Topics.BAG_DEPTH_GT][0]
     assert img.header == dep.header and img.header.frame_id == CAMERA_OPTICAL_FRAME
-    rgb, d = bagio.image_to_numpy(img), bagio.depth_to_numpy(dep)
+    rgb, d = msgconv.image_to_rgb(img), msgconv.depth_image_to_metres(dep)
     assert rgb.shape == (24, 64, 3) and rgb.dtype == np.uint8
     assert d.shape == (24, 64) and d.dtype == np.float32 and np.isposinf(d).any()
     _, mask = by_topic[DYNAMIC_MASK_TOPIC][0]

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from mono_depth_ros.synth import PRESETS, get_preset
-from mono_depth_ros.synth.stats import domain_statistics, image_statistics
+from mono_depth_ros.tools.synth import PRESETS, get_preset
+from mono_depth_ros.tools.synth.stats import domain_statistics, image_statistics
 
 
 def test_presets_have_readable_aliases():

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from mono_depth_ros.synth.drive import Drive, DriveConfig
+from mono_depth_ros.tools.synth.drive import Drive, DriveConfig
 
 
 def _warp_depth_error(f0, f1):

@@ -4,9 +4,9 @@ import pymap3d
 import pytest
 from scipy.spatial.transform import Rotation
 
-from mono_depth_ros.synth.presets import get_preset
-from mono_depth_ros.synth.sensors import simulate_gps, simulate_imu, simulate_odometry
-from mono_depth_ros.synth.world import GRAVITY, build_world
+from mono_depth_ros.tools.synth.presets import get_preset
+from mono_depth_ros.tools.synth.sensors import simulate_gps, simulate_imu, simulate_odometry
+from mono_depth_ros.tools.synth.world import GRAVITY, build_world
 
 DURATION = 60.0
 

@@ -27,7 +27,7 @@ TINY = dict(preset="A", duration_s=3.0, width=W, height=H, rate_hz=10, progress=
 
 @pytest.fixture(scope="module")
 def bags(tmp_path_factory):
-    synth = pytest.importorskip("mono_depth_ros.synth")
+    synth = pytest.importorskip("mono_depth_ros.tools.synth")
     root = tmp_path_factory.mktemp("own_bags")
     out = {
         "drive1": synth.generate_bag(root / "drive1", seed=5, sensors=NO_GT, **TINY),
@@ -86,7 +86,7 @@ def test_egomotion_poses_agree_with_ground_truth_within_odometry_noise(bags):
 
 
 def test_bag_without_motion_topics_is_a_clear_error(tmp_path):
-    synth = pytest.importorskip("mono_depth_ros.synth")
+    synth = pytest.importorskip("mono_depth_ros.tools.synth")
     bag = synth.generate_bag(tmp_path / "camera_only", seed=1, sensors="camera", **dict(TINY, duration_s=0.5))
     d = load_bag(bag)
     with pytest.raises(ValueError, match="camera_only.*no training frame got an ego-motion pose"):

@@ -18,13 +18,13 @@ W, H = 128, 64
 
 @pytest.fixture(scope="module")
 def frames():
-    synth = pytest.importorskip("mono_depth_ros.synth")
+    synth = pytest.importorskip("mono_depth_ros.tools.synth")
     return list(synth.render_drive("A", seed=3, duration_s=0.2, width=W, height=H, rate_hz=10, camera_noise=False))
 
 
 @pytest.fixture(scope="module")
 def bag(tmp_path_factory):
-    synth = pytest.importorskip("mono_depth_ros.synth")
+    synth = pytest.importorskip("mono_depth_ros.tools.synth")
     out = tmp_path_factory.mktemp("bags") / "tiny_A"
     synth.generate_bag(out, preset="A", seed=5, duration_s=0.8, width=W, height=H, rate_hz=10,
                        sensors="camera,depth_gt,pose_gt", progress=False, contact_sheet=False)

@@ -55,6 +55,7 @@ def main(argv=None) -> int:
     from mono_depth_ros.adapt.engine import AdaptationEngine, AdaptConfig, Triplet
     from mono_depth_ros.checkpoint import load_checkpoint, shipped_checkpoint_path
     from mono_depth_ros.learning.data import load_bag
+    from mono_depth_ros.inference import DepthPredictor
     from mono_depth_ros.learning.evaluate import evaluate_frames
 
     torch.set_num_threads(args.threads)
@@ -95,7 +96,7 @@ def main(argv=None) -> int:
     res = {"name": args.name, "overrides": overrides, "steps_per_frame": args.steps_per_frame,
            "steps": sum(statuses.values()), "statuses": statuses, "wall_s": round(wall, 1), "final_lr": engine.lr}
     for d, frames in held.items():
-        s = evaluate_frames(adapted.eval(), [frames], (H, W)).summary()["raw"]
+        s = evaluate_frames(DepthPredictor(adapted, (H, W)), [frames]).summary()["raw"]
         res[d] = {"abs_rel": round(s["abs_rel"], 4), "scale": round(s["scale_ratio"], 3)}
     print(f"{args.name}: {res['steps']} steps in {wall:.0f} s, held-out B AbsRel {res['B']['abs_rel']:.3f} "
           f"(scale {res['B']['scale']:.3f}), A AbsRel {res['A']['abs_rel']:.3f} (scale {res['A']['scale']:.3f}), "

@@ -36,12 +36,12 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
-import cv2
 import numpy as np
 import torch
 
 from mono_depth_ros.learning.step import StepStatus, guarded_step
 from mono_depth_ros.losses import SCALE_MODES, FastSelfSupervisedLoss, SelfSupervisedLoss
+from mono_depth_ros.preprocess import resize_rgb
 from mono_depth_ros.models import DepthNet
 from mono_depth_ros.options import option
 
@@ -276,8 +276,7 @@ class AdaptationEngine:
         if anchors is None or len(anchors) == 0 or cfg.anchor_weight <= 0:
             return None
         h, w = cfg.train_height, cfg.train_width
-        imgs = np.stack([a if a.shape[:2] == (h, w) else cv2.resize(a, (w, h), interpolation=cv2.INTER_AREA)
-                         for a in anchors])
+        imgs = np.stack([resize_rgb(a, (h, w)) for a in anchors])
         x = torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous().to(self.device)
         if self.crop is not None:
             ch, cw = self.crop
@@ -286,7 +285,7 @@ class AdaptationEngine:
             x = torch.stack([img[:, y0:y0 + ch, x0:x0 + cw] for img in x for y0 in ys for x0 in xs])
         ref = []
         for i in range(0, len(x), 4):
-            disp = self.model(x[i:i + 4].float() / 255.0)[0]
+            disp = self.model.predict_disps(x[i:i + 4].float() / 255.0)[0]
             ref.append(torch.log(self.model.disp_to_depth(disp)))
         return AnchorTerm(x, torch.cat(ref), cfg.anchor_weight, cfg.anchor_per_step, self._rng,
                           batched=cfg.step == "fast")
@@ -381,7 +380,7 @@ class AdaptationEngine:
 
     def _run_terms(self, model, inputs: StepInputs, net_in: torch.Tensor, extras: list, judged_only: bool):
         """Forward pass + the weighted terms -> (total, parts, health)."""
-        out = model(net_in)
+        out = model.predict_disps(net_in)
         B = inputs.target.shape[0]
         disps = [d[:B] for d in out] if extras else list(out)
         ctx = TermContext(inputs, model, disps)

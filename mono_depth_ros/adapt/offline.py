@@ -26,8 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options; those shared with the node (``--lr`` = ``adapt_lr``, ...) are derived from the settings
     dataclasses (defaults, ranges, choices, help: :func:`mono_depth_ros.settings.add_cli_arguments`)."""
     from mono_depth_ros.adapt import AdaptConfig
-    from mono_depth_ros.egomotion import EgoMotionConfig, GatingConfig
     from mono_depth_ros.conventions import Topics
+    from mono_depth_ros.egomotion import EgoMotionConfig, GatingConfig
     from mono_depth_ros.settings import AdaptationSettings, add_cli_arguments
     p.add_argument("bag", type=Path, nargs="+", help="rosbag2 drive(s) with images, camera_info and motion")
     p.add_argument("--out", type=Path, required=True, help="adapted checkpoint to write (.pt)")
@@ -69,9 +69,10 @@ def adapt_bag(bags, model, input_size, adapt_cfg, ego_cfg, gating, steps_per_fra
     """Run one :class:`~.session.AdaptationSession` over ``bags`` (log-time order). Returns (session, curve dict)."""
     from tqdm import tqdm
 
-    from mono_depth_ros.bagio import depth_to_numpy, image_to_numpy, iter_messages
+    from mono_depth_ros.bagio import iter_messages
+    from mono_depth_ros.msgconv import depth_image_to_metres, image_to_rgb
     from mono_depth_ros.conventions import Topics
-    from mono_depth_ros.egomotion import stamp_to_ns
+    from mono_depth_ros.msgconv import stamp_to_ns
     from mono_depth_ros.inference import DepthPredictor
     from mono_depth_ros.metrics import PrequentialScorer
 
@@ -81,22 +82,21 @@ def adapt_bag(bags, model, input_size, adapt_cfg, ego_cfg, gating, steps_per_fra
     session = AdaptationSession(model, adapt_cfg, ego_cfg, gating, steps_per_frame,
                                 on_weights=predictor.swap_state, anchors=anchors)
     curve = {"frame": [], "abs_rel": [], "a1": [], "step": [], "loss": [], "loss_frame": []}
-    topics = [Topics.BAG_IMAGE, Topics.BAG_CAMERA_INFO, Topics.BAG_ODOM, Topics.BAG_IMU, Topics.BAG_GPS,
-              Topics.BAG_TF, Topics.BAG_TF_STATIC, Topics.BAG_DEPTH_GT]
+    handlers = session.bag_handlers()   # every ego-motion topic and /tf_static (egomotion.samples.MOTION_INPUTS)
+    topics = [Topics.BAG_IMAGE, Topics.BAG_CAMERA_INFO, *handlers, Topics.BAG_DEPTH_GT]
     if adapt_cfg.stereo:
         topics += [Topics.BAG_RIGHT_IMAGE, Topics.BAG_RIGHT_CAMERA_INFO]
-    handlers = {Topics.BAG_ODOM: session.on_odometry, Topics.BAG_IMU: session.on_imu, Topics.BAG_GPS: session.on_gps,
-                Topics.BAG_TF: session.on_tf, Topics.BAG_TF_STATIC: session.on_tf_static}
     bar = tqdm(desc="adapt", unit="frame", disable=not progress)
     scorer = PrequentialScorer(keep=5)
     K = None
     right_info = None    # (K, P) of the right camera
     frame_i = 0
 
-    def scored(got) -> None:
-        if got is not None:
-            i, m = got
-            curve["frame"].append(i)
+    frame_of: dict[int, int] = {}    # stamp -> frame index of the scored frames
+
+    def scored(stamp: int, m) -> None:
+        if m is not None:
+            curve["frame"].append(frame_of.pop(stamp))
             curve["abs_rel"].append(m["abs_rel"])
             curve["a1"].append(m["a1"])
 
@@ -116,17 +116,21 @@ def adapt_bag(bags, model, input_size, adapt_cfg, ego_cfg, gating, steps_per_fra
                 right_info = (np.asarray(msg.k, dtype=np.float64).reshape(3, 3),
                               np.asarray(msg.p, dtype=np.float64).reshape(3, 4))
             elif topic == Topics.BAG_RIGHT_IMAGE and right_info is not None:
-                session.on_right_frame(stamp_to_ns(msg.header.stamp), msg.header.frame_id, image_to_numpy(msg),
+                session.on_right_frame(stamp_to_ns(msg.header.stamp), msg.header.frame_id, image_to_rgb(msg),
                                        *right_info)
             elif topic == Topics.BAG_DEPTH_GT:
                 if eval_every:
-                    scored(scorer.add_ground_truth(stamp_to_ns(msg.header.stamp), depth_to_numpy(msg)))
+                    stamp = stamp_to_ns(msg.header.stamp)
+                    scored(stamp, scorer.add_ground_truth(stamp, depth_image_to_metres(msg)))
             elif topic == Topics.BAG_IMAGE and K is not None:
-                rgb = image_to_numpy(msg)
+                rgb = image_to_rgb(msg)
                 stamp = stamp_to_ns(msg.header.stamp)
                 if eval_every and frame_i % eval_every == 0:
                     # Scored before any step has seen this frame (prequential).
-                    scored(scorer.add_prediction(stamp, predictor.predict(rgb, K).depth, frame_i))
+                    frame_of[stamp] = frame_i
+                    scored(stamp, scorer.add_prediction(stamp, predictor.predict(rgb, K).depth))
+                    while len(frame_of) > scorer.keep:   # predictions the scorer dropped unmatched
+                        frame_of.pop(next(iter(frame_of)))
                 session.on_frame(stamp, msg.header.frame_id, rgb, K)
                 session.run_due(on_report=stepped)
                 frame_i += 1

@@ -44,6 +44,7 @@ import torch
 from mono_depth_ros.conventions import scale_intrinsics
 from mono_depth_ros.geometry import PinholeCamera, check_shape, warp
 from mono_depth_ros.losses import photometric_error
+from mono_depth_ros.preprocess import resize_rgb, to_tensor
 
 __all__ = ["MetricScaleConfig", "ScaleEstimate", "MetricScaleEstimator", "RunningLogScale", "OnlineMetricScale",
            "apply_scale_shift", "MODES", "wants_online_scale"]
@@ -171,11 +172,11 @@ class MetricScaleEstimator:
         H, W = rgb.shape[:2]
         if depth.shape != (H, W):
             raise ValueError(f"depth {depth.shape} and image {rgb.shape[:2]} differ in size")
-        small = cv2.resize(rgb, (c.width, c.height), interpolation=cv2.INTER_AREA)
+        small = resize_rgb(rgb, (c.height, c.width))
         # Shrink disparity, not depth: an area average of depth is dominated by far pixels.
         disp = cv2.resize(1.0 / np.maximum(depth.astype(np.float32), 1e-6), (c.width, c.height),
                           interpolation=cv2.INTER_AREA)
-        img = torch.from_numpy(np.ascontiguousarray(small)).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+        img = to_tensor(small)
         d = torch.from_numpy(1.0 / np.maximum(disp, 1e-9)).reshape(1, 1, c.height, c.width)
         return img, d, scale_intrinsics(K, c.width / W, c.height / H)
 

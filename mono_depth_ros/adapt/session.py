@@ -21,7 +21,6 @@ import torch
 
 from mono_depth_ros.egomotion import EgoMotionConfig, GatingConfig
 from mono_depth_ros.egomotion.feed import EgoMotionFeed
-from mono_depth_ros.egomotion.static_tf import lookup_static
 
 from .engine import AdaptationEngine, AdaptConfig, StepReport
 
@@ -95,9 +94,9 @@ class AdaptationSession(EgoMotionFeed):
         steps_per_frame: training steps per learnable frame (fractions spread steps over frames).
         on_weights: receives verified weights for serving.
         anchors: (N,H,W,3) uint8 source-domain images, or None.
-        transforms: a transform lookup (``lookup(target, source, t_ns)``) for the camera
-            extrinsics (the node's TF); None = from ``/tf_static`` messages handed to
-            :meth:`on_tf_static` (the bag path).
+        transforms: the process's transform lookup (``tf_buffer.TransformLookup``: the node's TfSource) for the
+            ``tf`` ego-motion source and the camera extrinsics; None = the provider's own buffer, filled
+            by :meth:`on_tf` / :meth:`on_tf_static` (the bag path).
         report: ``report(key, text)`` for problems worth a throttled log line (extrinsics missing).
     """
 
@@ -105,14 +104,13 @@ class AdaptationSession(EgoMotionFeed):
                  gating: GatingConfig | None = None, steps_per_frame: float = 1.0,
                  on_weights: Callable[[dict], None] | None = None, anchors: np.ndarray | None = None,
                  transforms=None, report: Callable[[str, str], None] | None = None):
-        super().__init__(ego, gating)
+        super().__init__(ego, gating, transforms)   # the tf source and the extrinsics ask the same lookup
         adapt = adapt or fit_to_model(model)
         if adapt.size_multiple != int(model.size_multiple):
             raise ValueError(f"adaptation settings are for a size multiple of {adapt.size_multiple}, the network "
                              f"needs {model.size_multiple}: build them with fit_to_model()")
         self.engine = AdaptationEngine(model, self.selector, adapt, on_weights, anchors)
         self.pacer = StepPacer(steps_per_frame)
-        self.transforms = transforms
         self._report = report or (lambda key, text: log.warning(text))
         self.T_right_left: np.ndarray | None = None    # stereo: the known baseline, once found
         self._K_left: np.ndarray | None = None
@@ -123,9 +121,9 @@ class AdaptationSession(EgoMotionFeed):
         False (not added) while adaptation is off or the extrinsics are unknown."""
         if not self.engine.enabled:
             return False
-        if not self.have_extrinsics and self.transforms is not None:
-            self._lookup_extrinsics(frame_id)
         if not self.camera_ready(frame_id):
+            if self.extrinsics_error:
+                self._report("extrinsics", f"adaptation waits: {self.extrinsics_error}")
             return False
         self._K_left = K
         self.engine.add_frame(stamp_ns, rgb, K)
@@ -137,7 +135,7 @@ class AdaptationSession(EgoMotionFeed):
         """Offer the right image of a rectified stereo pair (H,W,3) uint8 (paired with the left frame of
         the same stamp, within ``AdaptConfig.stereo_sync_tolerance``), its (3,3) K and its camera_info's
         (3,4) P. The baseline comes from P (``Tx = -fx * B``), else from the transform lookup (the
-        node's TF) or ``/tf_static`` (the bag path): ``T_right_left`` = right frame <- left frame.
+        node's TF; ``/tf_static`` in a bag): ``T_right_left`` = right frame <- left frame.
         False (not added) while stereo or adaptation is off, the left camera or the baseline is not
         known yet, or the pair is not rectified (K differs from the left's)."""
         if not (self.engine.enabled and self.engine.cfg.stereo) or self.camera_frame is None:
@@ -166,27 +164,13 @@ class AdaptationSession(EgoMotionFeed):
                 return stereo_T_source_target(baseline, dtype=torch.float64)[0].numpy()
         left = self.camera_frame
         try:
-            if self.transforms is not None:
-                T = np.asarray(self.transforms.lookup(right_frame, left, 0), dtype=np.float64)
-            else:
-                T = lookup_static(self._static, right_frame, left)
+            T = np.asarray(self.transforms.lookup(right_frame, left, 0), dtype=np.float64)
         except Exception as exc:  # TfError / LookupError / tf2's: the text says which transform is missing
             self._report("stereo_baseline", f"stereo: the right camera_info's P has no baseline (Tx = 0) and the "
                                             f"transform {right_frame} <- {left} is unknown: {exc}")
             return None
         log.info("adaptation: stereo T_right_left from TF, t = %s", np.round(T[:3, 3], 4).tolist())
         return T
-
-    def _lookup_extrinsics(self, camera_frame: str) -> None:
-        base = self.provider.config.base_frame
-        try:
-            T = self.transforms.lookup(base, camera_frame, 0)
-        except Exception as exc:  # TfError, or tf2's exceptions: the text says which transform is missing
-            self._report("extrinsics", f"adaptation waits for the transform {base} <- {camera_frame} "
-                                       f"(camera extrinsics): {exc}")
-            return
-        self.set_extrinsics(T)
-        log.info("adaptation: camera extrinsics %s <- %s, t = %s", base, camera_frame, np.round(T[:3, 3], 3).tolist())
 
     # -------------------------------------------------------------- steps
     def run_due(self, limit: int | None = None, on_report: Callable[[StepReport], None] | None = None) -> int:

@@ -146,7 +146,7 @@ class AnchorTerm(LossTerm):
             disp = ctx.extra[self.name]
         else:
             idx = self.pick()
-            disp = model(self.images[idx].float() / 255.0)[0]
+            disp = model.predict_disps(self.images[idx].float() / 255.0)[0]
         return (torch.log(model.disp_to_depth(disp)) - self.logdepth[self._idx]).abs().mean()
 
 

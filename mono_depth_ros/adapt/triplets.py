@@ -17,11 +17,11 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 
 from mono_depth_ros.conventions import scale_intrinsics
+from mono_depth_ros.preprocess import resize_rgb
 
 __all__ = ["Triplet", "TripletBuilder", "FrameCounters"]
 
@@ -86,7 +86,7 @@ class TripletBuilder:
         """(H,W,3) uint8 + its K -> (3,h,w) uint8 at training size (own copy) + K at that size."""
         h, w = self.size
         H, W = rgb.shape[:2]
-        small = rgb if (H, W) == (h, w) else cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+        small = resize_rgb(rgb, (h, w))
         Ks = scale_intrinsics(K, w / W, h / H)
         if not small.flags.writeable or small is rgb:
             small = small.copy()  # own the pixels: message buffers are read-only and may be reused

@@ -37,22 +37,23 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from ..tf_buffer import TfBuffer, TfError
 from ..conventions import BASE_FRAME, CAMERA_OPTICAL_FRAME, NS_PER_S, ODOM_FRAME, Topics
-from .provider import SOURCES, EgoMotionConfig, EgoMotionProvider
-from .samples import (from_imu_msg, from_navsatfix_msg, from_odometry_msg, from_tf_message,
-                      pose_from_pose_msg, stamp_to_ns)
-from .static_tf import lookup_static
+from .provider import SOURCE_INPUTS, SOURCES, EgoMotionConfig, EgoMotionProvider
+from ..msgconv import pose_to_matrix, stamp_to_ns
+from .samples import MOTION_INPUTS, from_tf_message
 from .timeseries import PoseStatus
 
-__all__ = ["add_arguments", "main", "BagMotion", "load_bag", "feed_provider", "evaluate", "format_table",
+__all__ = ["add_arguments", "main", "BagMotion", "load_bag", "feed_provider", "evaluate", "sources_with_inputs", "format_table",
            "load_trajectory", "TRAJECTORY_FORMATS"]
 
 TRAJECTORY_FORMATS = ("tum", "kitti")
 #: Reference source when a bag has neither ground truth nor a trajectory file (first that answers).
 REFERENCE_ORDER = ("odom", "tf", "imu_speed", "imu_gps", "odom_twist")
 
-BAG_TOPICS = (Topics.BAG_ODOM, Topics.BAG_TF, Topics.BAG_TF_STATIC, Topics.BAG_IMU, Topics.BAG_GPS,
-              Topics.BAG_POSE_GT)
+#: bag topic -> ego-motion input kind (every row of MOTION_INPUTS).
+MOTION_TOPICS = {spec.bag_topic: kind for kind, spec in MOTION_INPUTS.items()}
+BAG_TOPICS = (*MOTION_TOPICS, Topics.BAG_TF_STATIC, Topics.BAG_POSE_GT)
 
 
 def iter_bag(path, topics):
@@ -82,14 +83,25 @@ def iter_bag(path, topics):
 class BagMotion:
     """Everything ego-motion needs from a bag, as plain samples in bag order."""
 
-    events: list = field(default_factory=list)      # (kind, sample): kind in odometry|tf|imu|gps
+    events: list = field(default_factory=list)      # (kind, sample): kind a key of MOTION_INPUTS
     static: list = field(default_factory=list)      # TransformSample from /tf_static
     gt_stamps_ns: list = field(default_factory=list)
     gt_T_map_camera: list = field(default_factory=list)
     image_stamps_ns: list = field(default_factory=list)   # header stamps on the image topic (KITTI timing)
 
     def T_base_camera(self, base_frame: str = BASE_FRAME, camera_frame: str = CAMERA_OPTICAL_FRAME) -> np.ndarray:
-        return lookup_static(self.static, base_frame, camera_frame)
+        """(4,4) base <- camera from the bag's /tf_static, through the package's transform buffer.
+
+        Raises:
+            LookupError: the frames are not connected by static transforms.
+        """
+        buffer = TfBuffer()
+        for t in self.static:
+            buffer.set_transform(t, static=True)
+        try:
+            return buffer.lookup(base_frame, camera_frame)
+        except TfError as exc:
+            raise LookupError(f"no static transform chain from {camera_frame!r} to {base_frame!r}: {exc}") from None
 
 
 def load_bag(path, image_topic: str | None = None) -> BagMotion:
@@ -100,26 +112,22 @@ def load_bag(path, image_topic: str | None = None) -> BagMotion:
         if topic == image_topic:
             out.image_stamps_ns.append(stamp_to_ns(msg.header.stamp))
             continue
-        if topic == Topics.BAG_ODOM:
-            out.events.append(("odometry", from_odometry_msg(msg)))
-        elif topic == Topics.BAG_TF:
-            out.events.extend(("tf", t) for t in from_tf_message(msg))
+        if topic in MOTION_TOPICS:
+            kind = MOTION_TOPICS[topic]
+            out.events.extend((kind, s) for s in MOTION_INPUTS[kind].convert(msg))
         elif topic == Topics.BAG_TF_STATIC:
             out.static.extend(from_tf_message(msg))
-        elif topic == Topics.BAG_IMU:
-            out.events.append(("imu", from_imu_msg(msg)))
-        elif topic == Topics.BAG_GPS:
-            out.events.append(("gps", from_navsatfix_msg(msg)))
         elif topic == Topics.BAG_POSE_GT:
             out.gt_stamps_ns.append(stamp_to_ns(msg.header.stamp))
-            out.gt_T_map_camera.append(pose_from_pose_msg(msg.pose))
+            out.gt_T_map_camera.append(pose_to_matrix(msg.pose))
     return out
 
 
-def feed_provider(provider: EgoMotionProvider, events) -> None:
-    """Feed (kind, sample) events in order."""
-    add = {"odometry": provider.add_odometry, "tf": provider.add_transform,
-           "imu": provider.add_imu, "gps": provider.add_gps}
+def feed_provider(provider: EgoMotionProvider, events, static=()) -> None:
+    """Feed the /tf_static samples ``static``, then (kind, sample) events in order."""
+    for t in static:
+        provider.add_transform(t, static=True)
+    add = {kind: getattr(provider, spec.add) for kind, spec in MOTION_INPUTS.items()}
     for kind, sample in events:
         add[kind](sample)
 
@@ -202,7 +210,13 @@ def _grid_stamps(motion: BagMotion, dt_s: float) -> np.ndarray:
     return np.arange(min(ev) + margin, max(ev) - margin, int(round(dt_s * NS_PER_S / 2)), dtype=np.int64)
 
 
-def evaluate(motion: BagMotion, sources=SOURCES, dt_s: float = 0.1, min_travel_m: float = 0.2,
+def sources_with_inputs(motion: BagMotion) -> list[str]:
+    """The sources whose input kinds all occur in the bag (all of them when none does)."""
+    kinds = {k for k, _ in motion.events}
+    return [s for s in SOURCES if set(SOURCE_INPUTS[s]) <= kinds] or list(SOURCES)
+
+
+def evaluate(motion: BagMotion, sources=None, dt_s: float = 0.1, min_travel_m: float = 0.2,
              config: EgoMotionConfig | None = None, T_base_camera: np.ndarray | None = None,
              reference: str | tuple | None = None) -> dict:
     """Per-source relative-pose errors vs a reference.
@@ -215,11 +229,12 @@ def evaluate(motion: BagMotion, sources=SOURCES, dt_s: float = 0.1, min_travel_m
         "n", "coverage", "t_err_median_pct", "t_err_p95_pct", "r_err_median_deg",
         "r_err_p95_deg", "t_err_median_m", "used": {reported source: count}}}}
     """
+    sources = sources_with_inputs(motion) if sources is None else sources
     cfg = config or EgoMotionConfig()
     # Offline: keep everything, feed everything, then query.
     cfg = dataclasses.replace(cfg, buffer_s=1e7)
     provider = EgoMotionProvider(cfg, motion.T_base_camera() if T_base_camera is None else T_base_camera)
-    feed_provider(provider, motion.events)
+    feed_provider(provider, motion.events, motion.static)
     if isinstance(reference, str):
         label = f"source {reference}"
         stamps = _grid_stamps(motion, dt_s)
@@ -305,8 +320,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", default="auto", choices=("auto", *SOURCES),
                         help="without ground truth or --trajectory: the source the others are compared with "
                              f"(auto: first that answers of {', '.join(REFERENCE_ORDER)})")
-    parser.add_argument("--sources", nargs="+", default=list(SOURCES), choices=SOURCES,
-                        help="sources to evaluate (each on its own)")
+    parser.add_argument("--sources", nargs="+", default=None, choices=SOURCES,
+                        help="sources to evaluate (each on its own; default: every source whose inputs the bag has)")
     parser.add_argument("--dt", type=float, default=0.1, help="seconds between the two camera frames")
     parser.add_argument("--min-travel", type=float, default=0.2,
                         help="skip pairs whose true camera travel is below this (m)")
@@ -341,7 +356,7 @@ def main(args: argparse.Namespace) -> int:
     cfg = EgoMotionConfig(odom_frame=args.odom_frame, base_frame=args.base_frame,
                           imu_rotation=args.imu_rotation, gps_fit=args.gps_fit, gps_window_s=args.gps_window,
                           gps_imu_window_s=args.gps_imu_window)
-    sources = list(args.sources)
+    sources = list(args.sources) if args.sources else sources_with_inputs(motion)
     try:
         if args.trajectory:
             stamps = None
@@ -380,7 +395,7 @@ def _pick_reference(motion: BagMotion, wanted: str, cfg, T_base_camera, dt_s: fl
                          "(odometry, /tf, IMU, GPS) to compare")
     candidates = REFERENCE_ORDER if wanted == "auto" else (wanted,)
     provider = EgoMotionProvider(dataclasses.replace(cfg, buffer_s=1e7), T_base_camera)
-    feed_provider(provider, motion.events)
+    feed_provider(provider, motion.events, motion.static)
     stamps = _grid_stamps(motion, dt_s)
     mid = len(stamps) // 2
     for name in candidates:

@@ -6,7 +6,7 @@ Typical use (the ROS node does the same from its callbacks)::
                                  T_base_camera=T_base_cam)          # (4,4) from TF
     provider.add_odometry(from_odometry_msg(msg))                    # per message
     provider.add_imu(from_imu_msg(msg)); provider.add_gps(from_navsatfix_msg(msg))
-    for tf in from_tf_message(msg): provider.add_transform(tf)
+    for tf in from_tf_message(msg): provider.add_transform(tf)      # or: a shared TransformLookup
     rp = provider.relative_pose(t_target_ns, t_source_ns)
     if rp.status is PoseStatus.OK:
         use(rp.T_target_source, rp.source)       # (4,4), camera optical frame
@@ -26,20 +26,24 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from ..conventions import BASE_FRAME, NS_PER_S, ODOM_FRAME
+from .. import tf_buffer as _tf   # module import: tf_buffer imports egomotion.samples (no cycle at import)
+from ..conventions import BASE_FRAME, NS_PER_S, ODOM_FRAME, QUATERNION_NORM_TOLERANCE, quaternion_is_unit, to_ns
 from ..options import option
-from .samples import (GPS_COVARIANCE_TYPE_UNKNOWN, GpsFix, ImuSample, OdometrySample,
+from .samples import (GPS_COVARIANCE_TYPE_UNKNOWN, GpsFix, ImuSample, OdometrySample, PoseSample,
                       TransformSample)
 from .sources import (GpsTrack, ImuGpsSource, ImuRotation, ImuSpeedSource, OdomSource, PoseSource,
-                      TwistSource)
+                      TransformSource, TwistSource)
 from .timeseries import Coverage, PoseStatus, TimeSeries, invert_T
 
-__all__ = ["SOURCES", "parse_sources", "EgoMotionConfig", "RelativePose", "EgoMotionProvider"]
+__all__ = ["SOURCES", "SOURCE_INPUTS", "parse_sources", "EgoMotionConfig", "RelativePose", "EgoMotionProvider"]
 
 log = logging.getLogger(__name__)
 
 #: Source names accepted in ``EgoMotionConfig.priority``.
-SOURCES = ("odom", "odom_twist", "tf", "imu_gps", "imu_speed")
+SOURCES = ("odom", "odom_twist", "tf", "imu_gps", "imu_speed", "pose")
+#: source -> the input kinds (keys of ``samples.MOTION_INPUTS``) it needs.
+SOURCE_INPUTS = {"odom": ("odometry",), "odom_twist": ("odometry",), "tf": ("tf",), "imu_gps": ("imu", "gps"),
+                 "imu_speed": ("imu", "odometry"), "pose": ("pose",)}
 
 
 def parse_sources(text: str) -> tuple[str, ...]:
@@ -55,10 +59,6 @@ def parse_sources(text: str) -> tuple[str, ...]:
     return srcs
 
 
-def _ns(sec: float) -> int:
-    return int(round(sec * NS_PER_S))
-
-
 @dataclass(frozen=True)
 class EgoMotionConfig:
     """Every ego-motion parameter, with its unit.
@@ -67,7 +67,9 @@ class EgoMotionConfig:
         priority: sources tried in order; the first that answers wins. A source
             that is NOT_YET (data will come) makes the query wait rather than
             fall back; absent, stale or gapped sources are skipped.
-        odom_frame / base_frame: the TF pair used by the ``tf`` source.
+        odom_frame / base_frame: the ``tf`` source asks the transform lookup for
+            base_frame(t_target) <- base_frame(t_source) through odom_frame, so any chain
+            of TF links between them works (e.g. odom -> base_footprint -> base_link).
         buffer_s: seconds of samples kept (older ones are pruned).
         max_gap_s: largest spacing between consecutive samples that
             interpolation/integration may bridge.
@@ -99,11 +101,14 @@ class EgoMotionConfig:
             2000 deg/s, the range of common MEMS gyros) are spikes: rejected, counted.
         imu_max_acceleration: accelerometer samples above this (m/s^2, 16 g) are
             spikes: rejected, counted.
+        pose_max_variance: a localiser pose (``pose`` source) whose x, y or yaw variance (m^2, rad^2)
+            is NaN, negative or above this is rejected (counted); like ``odom_max_pose_variance`` the
+            default only catches "unknown" markers. PoseStamped carries no covariance: always accepted.
     """
 
     priority: tuple[str, ...] = option(("odom", "tf", "imu_gps", "imu_speed"), "egomotion_sources",
                                        "ego-motion sources in priority order (odom, odom_twist, tf, imu_gps, "
-                                       "imu_speed)", read_only="the sources' subscriptions are made at start",
+                                       "imu_speed, pose)", read_only="the sources' subscriptions are made at start",
                                        cli="--egomotion", to_param=",".join, from_param=parse_sources)
     odom_frame: str = option(ODOM_FRAME, "odom_frame", "odometry frame of the tf ego-motion source (REP 105)",
                              read_only="the ego-motion provider is built at start")
@@ -123,9 +128,10 @@ class EgoMotionConfig:
     gps_min_fixes: int = 4
     gps_max_variance: float = 100.0
     gps_min_status: int = 0
-    quaternion_norm_tolerance: float = 0.01
+    quaternion_norm_tolerance: float = QUATERNION_NORM_TOLERANCE
     imu_max_angular_velocity: float = 35.0
     imu_max_acceleration: float = 160.0
+    pose_max_variance: float = 1e6
 
     def __post_init__(self):
         object.__setattr__(self, "priority", tuple(self.priority))
@@ -154,7 +160,7 @@ class RelativePose:
         status: OK, NOT_YET (ask again later) or NEVER.
         stamp_target_ns / stamp_source_ns: the queried image stamps.
         source: the source that answered (``odom``, ``odom_twist``, ``tf``,
-            ``imu_gps``, ``imu_speed``), or the one waited for / last tried.
+            ``imu_gps``, ``imu_speed``, ``pose``), or the one waited for / last tried.
         T_target_source: (4,4) camera optical frame at target <- at source
             (``inv(T_odom_cam(t)) @ T_odom_cam(s)``), metres; None unless OK.
         T_base_target_source: (4,4) same motion in base_link; None unless OK.
@@ -192,12 +198,6 @@ def _finite(*arrays) -> bool:
     return all(np.all(np.isfinite(a)) for a in arrays)
 
 
-def _quat_ok(q: np.ndarray, tol: float) -> bool:
-    """Finite and unit within ``tol`` (|norm^2 - 1| <= tol, tf2's rule)."""
-    with np.errstate(over="ignore"):             # |q| ~ 1e200: norm^2 = inf, refused below
-        return bool(np.all(np.isfinite(q)) and abs(float(np.dot(q, q)) - 1.0) <= tol)
-
-
 class EgoMotionProvider:
     """Buffers odometry / TF / IMU / GPS samples and answers relative camera poses.
 
@@ -205,42 +205,51 @@ class EgoMotionProvider:
         config: :class:`EgoMotionConfig`.
         T_base_camera: (4,4) base_link <- camera optical frame; identity (poses
             of the base itself) until :meth:`set_camera_extrinsics` is called.
+        transforms: the process's transform lookup (:class:`~mono_depth_ros.tf_buffer.TransformLookup`,
+            e.g. the node's ``TfSource``) that the ``tf`` source asks; None: the provider owns a
+            :class:`~mono_depth_ros.tf_buffer.TfBuffer` that :meth:`add_transform` fills (the bag path).
+            :meth:`reset` clears it either way: a time jump clears transforms in this one place.
     """
 
-    def __init__(self, config: EgoMotionConfig | None = None, T_base_camera: np.ndarray | None = None):
+    def __init__(self, config: EgoMotionConfig | None = None, T_base_camera: np.ndarray | None = None,
+                 transforms: "_tf.TransformLookup | None" = None):
         self.config = config or EgoMotionConfig()
         c = self.config
         self._lock = threading.RLock()
         self._counters: Counter = Counter()
-        self._max_gap = _ns(c.max_gap_s)
+        self._max_gap = to_ns(c.max_gap_s)
         self._R_base_imu = Rotation.from_matrix(np.asarray(c.R_base_imu, dtype=np.float64))
         self._odom_pose = TimeSeries(7)
         self._odom_twist = TimeSeries(6)
-        self._tf_pose = TimeSeries(7)
+        self.owns_transforms = transforms is None
+        self.transforms = _tf.TfBuffer(cache_time_s=c.buffer_s) if transforms is None else transforms
         self._gyro = TimeSeries(3)
         self._imu_orientation = TimeSeries(4)
         self._accel = TimeSeries(3)
-        self._gps = GpsTrack(_ns(c.gps_window_s), c.gps_min_fixes, c.gps_origin, _ns(c.gps_imu_window_s))
+        self._pose = TimeSeries(7)
+        self._pose_frame: str | None = None
+        self._gps = GpsTrack(to_ns(c.gps_window_s), c.gps_min_fixes, c.gps_origin, to_ns(c.gps_imu_window_s))
         self._streams = {"odom_pose": self._odom_pose, "odom_twist": self._odom_twist,
-                         "tf": self._tf_pose, "imu_gyro": self._gyro,
+                         "imu_gyro": self._gyro,
                          "imu_orientation": self._imu_orientation, "imu_accel": self._accel,
-                         "gps": self._gps.series}
+                         "gps": self._gps.series, "pose": self._pose}
         imu = ImuRotation(self._gyro, self._imu_orientation, self._max_gap, c.imu_rotation)
         twist = TwistSource(self._odom_twist, self._max_gap)
         self._sources = {
             "odom": OdomSource(PoseSource(self._odom_pose, self._max_gap), twist),
             "odom_twist": twist,
-            "tf": PoseSource(self._tf_pose, self._max_gap),
+            "tf": TransformSource(self.transforms, c.odom_frame, c.base_frame),
             "imu_speed": ImuSpeedSource(imu, self._odom_twist, self._max_gap),
             # The GPS track is smoothed over a window, so fixes may be sparser
             # than max_gap; its own window check applies instead.
             "imu_gps": ImuGpsSource(imu, self._gps, self._accel, c.gps_fit),
+            "pose": PoseSource(self._pose, self._max_gap),
         }
         # Which streams each source reads (for the stale check).
         self._source_streams = {
-            "odom": ("odom_pose", "odom_twist"), "odom_twist": ("odom_twist",), "tf": ("tf",),
+            "odom": ("odom_pose", "odom_twist"), "odom_twist": ("odom_twist",), "tf": (),
             "imu_speed": ("imu_gyro", "imu_orientation", "odom_twist"),
-            "imu_gps": ("imu_gyro", "imu_orientation", "gps"),
+            "imu_gps": ("imu_gyro", "imu_orientation", "gps"), "pose": ("pose",),
         }
         self._newest_ns: int | None = None
         self._stream_newest: dict[str, int] = {}
@@ -265,10 +274,14 @@ class EgoMotionProvider:
             return dict(self._counters)
 
     def reset(self, reason: str = "requested") -> None:
-        """Clear every buffer (the GPS origin is kept)."""
+        """Clear every buffer, and the dynamic transforms of a lookup this provider owns (the bag path; a
+        lookup handed in is cleared by its owner: the node's time-jump handler). The GPS origin is kept."""
         with self._lock:
             for s in self._streams.values():
                 s.clear()
+            if self.owns_transforms:
+                self.transforms.clear()
+            self._pose_frame = None
             self._newest_ns = None
             self._stream_newest.clear()
             self.epoch += 1
@@ -285,7 +298,7 @@ class EgoMotionProvider:
         """
         c = self.config
         own = self._stream_newest.get(stream)
-        if own is not None and stamp_ns < own - _ns(c.time_jump_tolerance_s):
+        if own is not None and stamp_ns < own - to_ns(c.time_jump_tolerance_s):
             self._counters["time_jumps"] += 1
             self.reset(f"time jumped backwards by {(own - stamp_ns) / NS_PER_S:.3f} s "
                        f"on {stream} (bag loop or sim-time reset?)")
@@ -294,13 +307,13 @@ class EgoMotionProvider:
             self._stream_newest[stream] = stamp_ns
         if self._newest_ns is None or stamp_ns > self._newest_ns:
             self._newest_ns = stamp_ns
-            keep_from = stamp_ns - _ns(c.buffer_s)
+            keep_from = stamp_ns - to_ns(c.buffer_s)
             for s in self._streams.values():
                 s.prune(keep_from)
         return True
 
     def _insert(self, stream: str, series: TimeSeries, stamp_ns: int, value) -> bool:
-        if stamp_ns < self._newest_ns - _ns(self.config.buffer_s):
+        if stamp_ns < self._newest_ns - to_ns(self.config.buffer_s):
             self._counters[f"{stream}_too_old"] += 1
             return False
         result = series.insert(stamp_ns, value)
@@ -322,7 +335,7 @@ class EgoMotionProvider:
         with self._lock:
             self._counters["odom_received"] += 1
             qtol = self.config.quaternion_norm_tolerance
-            pose_finite = _finite(sample.position) and _quat_ok(sample.orientation, qtol)
+            pose_finite = _finite(sample.position) and quaternion_is_unit(sample.orientation, qtol)
             twist_finite = _finite(sample.linear_velocity, sample.angular_velocity)
             if not pose_finite:
                 self._counters["odom_rejected_bad_pose"] += 1
@@ -348,21 +361,57 @@ class EgoMotionProvider:
                                             np.concatenate([sample.position, q]))
             return entered
 
-    def add_transform(self, sample: TransformSample) -> bool:
-        """Feed one TF sample; only ``odom_frame -> base_frame`` is used (others counted, ignored)."""
+    def add_transform(self, sample: TransformSample, static: bool = False) -> bool:
+        """Feed one TF sample (``/tf``, or ``/tf_static`` with ``static=True``) into the owned transform buffer.
+
+        Any link counts (odom -> base_footprint -> base_link -> camera ...), except links into
+        ``odom_frame`` (a localiser's map -> odom correction is no odometry: counted, ignored). Bad values
+        are counted and refused. With a shared lookup (``transforms=`` given) the sample only drives the
+        time bookkeeping (time jumps, staleness): whoever owns that lookup fills it.
+        """
         with self._lock:
-            if sample.parent_frame.lstrip("/") != self.config.odom_frame or \
-                    sample.child_frame.lstrip("/") != self.config.base_frame:
+            if sample.child_frame.lstrip("/") == self.config.odom_frame:
                 self._counters["tf_ignored_other_frames"] += 1
                 return False
-            self._counters["tf_received"] += 1
+            self._counters["tf_static_received" if static else "tf_received"] += 1
             if not (_finite(sample.translation)
-                    and _quat_ok(sample.rotation, self.config.quaternion_norm_tolerance)):
+                    and quaternion_is_unit(sample.rotation, self.config.quaternion_norm_tolerance)):
                 self._counters["tf_rejected_bad_values"] += 1
                 return False
-            self._admit("tf", sample.stamp_ns)
-            q = sample.rotation / np.linalg.norm(sample.rotation)
-            return self._insert("tf", self._tf_pose, sample.stamp_ns, np.concatenate([sample.translation, q]))
+            if not static:
+                self._admit("tf", sample.stamp_ns)
+                if sample.stamp_ns < self._newest_ns - to_ns(self.config.buffer_s):
+                    self._counters["tf_too_old"] += 1
+                    return False
+            if not self.owns_transforms:
+                return True
+            return self.transforms.set_transform(sample, static=static)
+
+    def add_pose(self, sample: PoseSample) -> bool:
+        """Feed one localiser pose (T_frame_base; the ``pose`` source). Returns True when it entered the buffer.
+
+        Refused and counted: non-finite values or a non-unit quaternion (``pose_rejected_bad_values``), an
+        x/y/yaw variance that is NaN, negative or above ``pose_max_variance`` (``pose_rejected_covariance``),
+        and poses in another frame than the first one seen since the last reset (``pose_ignored_other_frame``:
+        relative motion needs one world frame).
+        """
+        with self._lock:
+            self._counters["pose_received"] += 1
+            if not (_finite(sample.position) and quaternion_is_unit(sample.orientation, self.config.quaternion_norm_tolerance)):
+                self._counters["pose_rejected_bad_values"] += 1
+                return False
+            if sample.covariance is not None:
+                var = np.diag(sample.covariance)[[0, 1, 5]]
+                if not (np.all(np.isfinite(var)) and np.all(var >= 0) and np.all(var <= self.config.pose_max_variance)):
+                    self._counters["pose_rejected_covariance"] += 1
+                    return False
+            if self._pose_frame not in (None, sample.frame_id):
+                self._counters["pose_ignored_other_frame"] += 1
+                return False
+            self._admit("pose", sample.stamp_ns)
+            self._pose_frame = sample.frame_id
+            q = sample.orientation / np.linalg.norm(sample.orientation)
+            return self._insert("pose", self._pose, sample.stamp_ns, np.concatenate([sample.position, q]))
 
     def add_imu(self, sample: ImuSample) -> bool:
         """Feed one IMU sample (vectors rotated into base_link by ``R_base_imu``).
@@ -375,7 +424,7 @@ class EgoMotionProvider:
             c = self.config
             gyro_ok = _finite(sample.angular_velocity)
             accel_ok = _finite(sample.linear_acceleration)
-            orient_ok = sample.orientation is not None and _quat_ok(sample.orientation, c.quaternion_norm_tolerance)
+            orient_ok = sample.orientation is not None and quaternion_is_unit(sample.orientation, c.quaternion_norm_tolerance)
             if not gyro_ok:
                 self._counters["imu_rejected_bad_gyro"] += 1
             elif np.linalg.norm(sample.angular_velocity) > c.imu_max_angular_velocity:
@@ -422,7 +471,7 @@ class EgoMotionProvider:
                     self._counters["gps_rejected_covariance"] += 1
                     return False
             self._admit("gps", sample.stamp_ns)
-            if sample.stamp_ns < self._newest_ns - _ns(self.config.buffer_s):
+            if sample.stamp_ns < self._newest_ns - to_ns(self.config.buffer_s):
                 self._counters["gps_too_old"] += 1
                 return False
             result = self._gps.add_fix(sample.stamp_ns, sample.latitude, sample.longitude, sample.altitude)
@@ -436,9 +485,11 @@ class EgoMotionProvider:
     # ------------------------------------------------------------ queries
     def _stale(self, name: str) -> bool:
         newest = [self._streams[s].newest for s in self._source_streams[name] if len(self._streams[s])]
+        if name == "tf":   # fed here (bag path) or seen by the lookup's last extrapolation error (shared lookup)
+            newest = [n for n in (self._stream_newest.get("tf"), self._sources["tf"].newest_ns) if n]
         if not newest or self._newest_ns is None:
             return False
-        return max(newest) < self._newest_ns - _ns(self.config.stale_timeout_s)
+        return max(newest) < self._newest_ns - to_ns(self.config.stale_timeout_s)
 
     def _query_source(self, name: str, t_target: int, t_source: int):
         """(Coverage, T_bt_bs | None, reported source name)."""

@@ -19,11 +19,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# One home for message stamps and pose messages (shared with the node and the bag tools);
+# re-exported here under the names the ego-motion API has always had.
+from mono_depth_ros.msgconv import pose_to_matrix as pose_from_pose_msg  # noqa: F401
+from mono_depth_ros.msgconv import stamp_to_ns
+
 __all__ = [
-    "OdometrySample", "TransformSample", "ImuSample", "GpsFix",
+    "OdometrySample", "TransformSample", "ImuSample", "GpsFix", "PoseSample", "from_pose_stamped_msg",
     "GPS_STATUS_NO_FIX", "GPS_STATUS_FIX", "GPS_COVARIANCE_TYPE_UNKNOWN",
     "stamp_to_ns", "from_odometry_msg", "from_transform_stamped",
     "from_tf_message", "from_imu_msg", "from_navsatfix_msg", "pose_from_pose_msg",
+    "MotionInput", "MOTION_INPUTS",
 ]
 
 #: sensor_msgs/NavSatStatus values (REP 145 / NavSatStatus.msg).
@@ -160,11 +166,6 @@ class GpsFix:
 
 # ---------------------------------------------------------------- converters
 
-def stamp_to_ns(stamp) -> int:
-    """``builtin_interfaces/Time`` (``.sec``, ``.nanosec``) -> int ns."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-
-
 def _xyz(v) -> list[float]:
     return [float(v.x), float(v.y), float(v.z)]
 
@@ -240,11 +241,84 @@ def from_navsatfix_msg(msg) -> GpsFix:
     )
 
 
-def pose_from_pose_msg(pose) -> np.ndarray:
-    """``geometry_msgs/Pose`` -> (4,4) homogeneous T (e.g. T_map_camera from PoseStamped.pose)."""
-    from scipy.spatial.transform import Rotation
+@dataclass(frozen=True, eq=False)
+class PoseSample:
+    """One localiser pose (``geometry_msgs/PoseWithCovarianceStamped`` or ``PoseStamped``): the base frame's
+    pose in ``frame_id`` (``map`` for AMCL, ``odom``/``map`` for robot_localization).
 
-    T = np.eye(4)
-    T[:3, :3] = Rotation.from_quat(_xyzw(pose.orientation)).as_matrix()
-    T[:3, 3] = _xyz(pose.position)
-    return T
+    Attributes:
+        position: (3,) m; orientation: (4,) quaternion xyzw of T_frame_base.
+        covariance: (6,6), order x y z roll pitch yaw; None for ``PoseStamped`` (no covariance).
+    """
+
+    stamp_ns: int
+    position: np.ndarray
+    orientation: np.ndarray
+    covariance: np.ndarray | None = None
+    frame_id: str = "map"
+
+    def __post_init__(self):
+        object.__setattr__(self, "stamp_ns", int(self.stamp_ns))
+        object.__setattr__(self, "position", _arr(self.position, (3,)))
+        object.__setattr__(self, "orientation", _arr(self.orientation, (4,)))
+        if self.covariance is not None:
+            object.__setattr__(self, "covariance", _arr(self.covariance, (6, 6)))
+
+
+def from_pose_stamped_msg(msg) -> PoseSample:
+    """``geometry_msgs/PoseWithCovarianceStamped`` or ``PoseStamped`` -> :class:`PoseSample` (told apart by field:
+    ``msg.pose.pose`` exists only in the one with covariance)."""
+    inner = msg.pose
+    pose, cov = (inner.pose, inner.covariance) if hasattr(inner, "pose") else (inner, None)
+    return PoseSample(stamp_ns=stamp_to_ns(msg.header.stamp), position=_xyz(pose.position),
+                      orientation=_xyzw(pose.orientation),
+                      covariance=None if cov is None else np.asarray(cov, dtype=np.float64).reshape(6, 6),
+                      frame_id=str(msg.header.frame_id))
+
+
+# ------------------------------------------------------------------ the input table
+@dataclass(frozen=True)
+class MotionInput:
+    """One kind of ego-motion message, and how every feeder hands it to the provider.
+
+    The node, ``mono-depth adapt``/``train`` over bags and ``mono-depth egomotion-eval`` all read
+    :data:`MOTION_INPUTS`, so a new input is one row here (plus its provider method and source).
+
+    Attributes:
+        kind: short name (``EgoMotionFeed.on_message(kind, msg)``; ``egomotion-eval``'s event kind).
+        add: the :class:`~mono_depth_ros.egomotion.provider.EgoMotionProvider` method that takes one sample.
+        convert: message (rclpy or rosbags) -> list of samples.
+        msg_types: ROS message types accepted (first: the node's default subscription type).
+        topic: the node's default topic (relative: namespaces and remapping apply).
+        bag_topic: the topic in bags (``conventions.Topics.BAG_*``).
+    """
+
+    kind: str
+    add: str
+    convert: object
+    msg_types: tuple
+    topic: str
+    bag_topic: str
+
+
+def _rows() -> dict:
+    from ..conventions import Topics
+    rows = (
+        MotionInput("odometry", "add_odometry", lambda m: [from_odometry_msg(m)], ("nav_msgs/msg/Odometry",),
+                    Topics.ODOM, Topics.BAG_ODOM),
+        # In the node /tf reaches the provider through the node's one TransformLookup (ros/tf.py), not this row.
+        MotionInput("tf", "add_transform", from_tf_message, ("tf2_msgs/msg/TFMessage",), "/tf", Topics.BAG_TF),
+        MotionInput("imu", "add_imu", lambda m: [from_imu_msg(m)], ("sensor_msgs/msg/Imu",), Topics.IMU,
+                    Topics.BAG_IMU),
+        MotionInput("gps", "add_gps", lambda m: [from_navsatfix_msg(m)], ("sensor_msgs/msg/NavSatFix",),
+                    Topics.GPS, Topics.BAG_GPS),
+        MotionInput("pose", "add_pose", lambda m: [from_pose_stamped_msg(m)],
+                    ("geometry_msgs/msg/PoseWithCovarianceStamped", "geometry_msgs/msg/PoseStamped"),
+                    Topics.POSE, Topics.BAG_POSE),
+    )
+    return {r.kind: r for r in rows}
+
+
+#: kind -> :class:`MotionInput`: every ego-motion message kind (``/tf_static`` is not motion: the
+#: transform lookup takes it, ``EgoMotionFeed.on_tf_static``).
+MOTION_INPUTS: dict[str, MotionInput] = _rows()

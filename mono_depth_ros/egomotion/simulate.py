@@ -23,6 +23,7 @@ import pymap3d
 from scipy.spatial.transform import Rotation
 
 from ..conventions import NS_PER_S, T_BASE_OPTICAL_ROTATION
+from ..msgconv import ns_to_stamp
 from .samples import GpsFix, ImuSample, OdometrySample, TransformSample
 
 __all__ = ["NoiseModel", "DEFAULT_GPS_ORIGIN", "default_T_base_camera", "true_pose",
@@ -210,7 +211,8 @@ def write_drive_bag(drive: SimulatedDrive, path, *, topics=None) -> None:
     Pose, Tf, TfS = M["geometry_msgs/msg/Pose"], M["geometry_msgs/msg/Transform"], M["geometry_msgs/msg/TransformStamped"]
 
     def hdr(ns, frame):
-        return Header(stamp=Time(sec=int(ns) // NS_PER_S, nanosec=int(ns) % NS_PER_S), frame_id=frame)
+        sec, nanosec = ns_to_stamp(ns)
+        return Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id=frame)
 
     def vec(v, cls=Vec):
         return cls(x=float(v[0]), y=float(v[1]), z=float(v[2]))

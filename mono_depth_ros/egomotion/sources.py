@@ -63,6 +63,39 @@ class PoseSource:
         return OK_COVERAGE, invert_T(self.series.interp_pose(t_target)) @ self.series.interp_pose(t_source)
 
 
+class TransformSource:
+    """Relative base motion from a transform lookup: base(t_target) <- base(t_source) through ``odom_frame``.
+
+    Asks :meth:`~mono_depth_ros.tf_buffer.TransformLookup.lookup_full`, so any chain of links between
+    the odometry frame and the base works (odom -> base_footprint -> base_link, ...), from the package's
+    own buffer or from tf2_ros. Data newer than the lookup's is NOT_YET (it may still come); older, or
+    frames that are not (yet) connected, NEVER.
+
+    Attributes:
+        newest_ns: newest stamp of the chain as reported by the last extrapolation error (0: unknown);
+            the provider's stale check reads it when the lookup is fed elsewhere.
+    """
+
+    def __init__(self, transforms, odom_frame: str, base_frame: str):
+        self.transforms = transforms
+        self.odom_frame = odom_frame
+        self.base_frame = base_frame
+        self.newest_ns = 0
+
+    def query(self, t_target: int, t_source: int):
+        from ..tf_buffer import ExtrapolationError, TfError
+        b = self.base_frame
+        try:
+            return OK_COVERAGE, self.transforms.lookup_full(b, t_target, b, t_source, self.odom_frame)
+        except ExtrapolationError as exc:
+            self.newest_ns = exc.latest_ns or self.newest_ns
+            if exc.future:
+                return Coverage(PoseStatus.NOT_YET, "newer than data"), _NO
+            return Coverage(PoseStatus.NEVER, f"older than buffer ({exc})"), _NO
+        except TfError as exc:
+            return Coverage(PoseStatus.NEVER, f"no data ({exc})"), _NO
+
+
 class TwistSource:
     """Dead reckoning from body-frame twist samples (D=6: v (3) m/s, w (3) rad/s).
 

@@ -17,9 +17,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..conventions import Topics, scale_intrinsics
+from ..conventions import Topics, scale_intrinsics, stereo_baseline_from_P
+from ..geometry import stereo_T_source_target
+from ..msgconv import camera_info_to_K, depth_image_to_metres, image_to_rgb, pose_to_matrix, stamp_to_ns
+from ..preprocess import resize_depth, resize_rgb_batch, to_tensor
 
-__all__ = ["BagFrames", "load_bag", "pose_msg_to_matrix", "SupervisedSampler", "SelfSupervisedSampler",
+__all__ = ["BagFrames", "load_bag", "SupervisedSampler", "SelfSupervisedSampler",
            "color_augment"]
 
 CACHE_VERSION = 2
@@ -58,19 +61,8 @@ class BagFrames:
         return int(self.images.shape[1]), int(self.images.shape[2])
 
 
-def pose_msg_to_matrix(pose) -> np.ndarray:
-    """``geometry_msgs/Pose`` -> (4,4) float64 (scipy quaternion, scalar-last)."""
-    from scipy.spatial.transform import Rotation
-
-    q = pose.orientation
-    T = np.eye(4)
-    T[:3, :3] = Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix()
-    T[:3, 3] = [pose.position.x, pose.position.y, pose.position.z]
-    return T
-
-
 def _stamp(msg) -> int:
-    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+    return stamp_to_ns(msg.header.stamp)
 
 
 def _cache_file(cache_dir: Path, bag: Path, size: tuple[int, int] | None) -> Path:
@@ -81,26 +73,15 @@ def _cache_file(cache_dir: Path, bag: Path, size: tuple[int, int] | None) -> Pat
     return cache_dir / f"{bag.name}_{digest}.npz"
 
 
-def _resize_images(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    import cv2
-
-    H, W = size
-    interp = cv2.INTER_AREA if H < images.shape[1] else cv2.INTER_LINEAR
-    return np.stack([cv2.resize(im, (W, H), interpolation=interp) for im in images])
-
-
 def _resize(images: np.ndarray, depths: np.ndarray | None, K: np.ndarray, size: tuple[int, int]):
-    import cv2
-
     H, W = size
     h0, w0 = images.shape[1:3]
     if (H, W) == (h0, w0):
         return images, depths, K
-    images = _resize_images(images, size)
+    images = resize_rgb_batch(images, size)
     if depths is not None:
         # Nearest keeps depth edges and +inf sky exact (no averaging across edges).
-        depths = np.stack([cv2.resize(d.astype(np.float32), (W, H), interpolation=cv2.INTER_NEAREST)
-                           for d in depths]).astype(np.float16)
+        depths = np.stack([resize_depth(d.astype(np.float32), size) for d in depths]).astype(np.float16)
     return images, depths, scale_intrinsics(K, W / w0, H / h0)
 
 
@@ -117,7 +98,7 @@ def load_bag(path: str | os.PathLike, size: tuple[int, int] | None = None, need_
     Raises:
         ValueError: missing topics or no camera info.
     """
-    from ..bagio import depth_to_numpy, image_to_numpy, iter_messages
+    from ..bagio import iter_messages
 
     bag = Path(path)
     cache = None
@@ -143,18 +124,17 @@ def load_bag(path: str | os.PathLike, size: tuple[int, int] | None = None, need_
         if topic == Topics.BAG_IMAGE:
             if max_frames is not None and len(images) >= max_frames:
                 break
-            images[_stamp(msg)] = image_to_numpy(msg)
+            images[_stamp(msg)] = image_to_rgb(msg)
         elif topic == Topics.BAG_DEPTH_GT:
-            depths[_stamp(msg)] = depth_to_numpy(msg).astype(np.float16)
+            depths[_stamp(msg)] = depth_image_to_metres(msg).astype(np.float16)
         elif topic == Topics.BAG_POSE_GT:
-            poses[_stamp(msg)] = pose_msg_to_matrix(msg.pose)
+            poses[_stamp(msg)] = pose_to_matrix(msg.pose)
         elif topic == Topics.BAG_CAMERA_INFO and K is None:
-            K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+            K = camera_info_to_K(msg)
         elif topic == Topics.BAG_RIGHT_IMAGE:
-            rights[_stamp(msg)] = image_to_numpy(msg)
+            rights[_stamp(msg)] = image_to_rgb(msg)
         elif topic == Topics.BAG_RIGHT_CAMERA_INFO and baseline is None:
-            P = np.asarray(msg.p, dtype=np.float64).reshape(3, 4)
-            baseline = -P[0, 3] / P[0, 0]   # REP 104: Tx = -fx * baseline
+            baseline = stereo_baseline_from_P(msg.p)
     if not images:
         raise ValueError(f"{bag}: no images on {Topics.BAG_IMAGE}")
     if K is None:
@@ -173,7 +153,7 @@ def load_bag(path: str | os.PathLike, size: tuple[int, int] | None = None, need_
     right = np.stack([rights[s] for s in stamps]) if rights and all(s in rights for s in stamps) else None
     if size is not None:
         if right is not None and tuple(size) != right.shape[1:3]:
-            right = _resize_images(right, size)
+            right = resize_rgb_batch(right, size)
         img, dep, K = _resize(img, dep, K, size)
     frames = BagFrames(img, dep, pos, K, np.asarray(stamps, dtype=np.int64), str(bag), right,
                        baseline if right is not None else None)
@@ -194,11 +174,6 @@ def _check_needs(frames: BagFrames, need_depth: bool, need_pose: bool) -> None:
         raise ValueError(f"{frames.source}: no ground-truth depth on {Topics.BAG_DEPTH_GT}")
     if need_pose and frames.T_map_camera is None:
         raise ValueError(f"{frames.source}: no ground-truth poses on {Topics.BAG_POSE_GT}")
-
-
-def _to_tensor_images(images: np.ndarray) -> torch.Tensor:
-    """(B,H,W,3) uint8 -> (B,3,H,W) float in [0,1]."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 def color_augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -248,7 +223,7 @@ class SupervisedSampler:
         pick = self.index[self.rng.integers(0, len(self.index), self.batch_size)]
         imgs = np.stack([self.drives[i].images[k] for i, k in pick])
         deps = np.stack([self.drives[i].depths[k] for i, k in pick]).astype(np.float32)
-        x = _to_tensor_images(imgs)
+        x = to_tensor(imgs)
         d = torch.from_numpy(deps)[:, None]
         if self.augment:
             flip = torch.rand(self.batch_size, generator=self.gen) < 0.5
@@ -321,10 +296,10 @@ class SelfSupervisedSampler:
     def sample(self) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
         rows = self.index[self.rng.integers(0, len(self.index), self.batch_size)]
         pick = rows[:, :2]
-        tgt = _to_tensor_images(np.stack([self.drives[i].images[k] for i, k in pick]))
+        tgt = to_tensor(np.stack([self.drives[i].images[k] for i, k in pick]))
         sources, poses = [], []
         for j in range(2):
-            sources.append(_to_tensor_images(np.stack([self.drives[r[0]].images[r[2 + j]] for r in rows])))
+            sources.append(to_tensor(np.stack([self.drives[r[0]].images[r[2 + j]] for r in rows])))
             if self.pairs is None:
                 T = np.stack([np.linalg.inv(self.drives[r[0]].T_map_camera[r[2 + j]])
                               @ self.drives[r[0]].T_map_camera[r[1]] for r in rows])
@@ -332,10 +307,9 @@ class SelfSupervisedSampler:
                 T = np.stack([self.pairs[r[0]].T_source_target[r[4], j] for r in rows])
             poses.append(torch.from_numpy(T).float())
         if self.stereo:
-            sources.append(_to_tensor_images(np.stack([self.drives[i].right_images[k] for i, k in pick])))
-            T = torch.eye(4).repeat(self.batch_size, 1, 1)
-            T[:, 0, 3] = -torch.tensor([self.drives[i].baseline for i, _ in pick], dtype=torch.float32)
-            poses.append(T)   # T_right_left, see geometry.stereo_T_source_target
+            sources.append(to_tensor(np.stack([self.drives[i].right_images[k] for i, k in pick])))
+            poses.append(stereo_T_source_target(torch.tensor([self.drives[i].baseline for i, _ in pick]),
+                                                self.batch_size))   # T_right_left
         K = torch.from_numpy(np.stack([self.drives[i].K for i, _ in pick])).float()
         if self.augment:
             W = tgt.shape[-1]

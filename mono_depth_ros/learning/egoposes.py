@@ -75,8 +75,7 @@ def egomotion_pairs(path: str | os.PathLike, stamps_ns, ego: EgoMotionConfig | N
     pending: list[int] = []
     rows: list[tuple[int, tuple[int, ...], np.ndarray, str]] = []
     dropped: Counter = Counter()
-    topics = [Topics.BAG_IMAGE, Topics.BAG_ODOM, Topics.BAG_IMU, Topics.BAG_GPS, Topics.BAG_TF,
-              Topics.BAG_TF_STATIC]
+    topics = [Topics.BAG_IMAGE, *feed.bag_handlers()]
     images = 0
 
     def resolve(final: bool) -> None:
@@ -96,8 +95,7 @@ def egomotion_pairs(path: str | os.PathLike, stamps_ns, ego: EgoMotionConfig | N
                 dropped[_short(sel.reason) or "no pose"] += 1
         pending[:] = keep
 
-    dispatch = {Topics.BAG_ODOM: feed.on_odometry, Topics.BAG_IMU: feed.on_imu, Topics.BAG_GPS: feed.on_gps,
-                Topics.BAG_TF: feed.on_tf, Topics.BAG_TF_STATIC: feed.on_tf_static}
+    dispatch = feed.bag_handlers()
     for topic, _, msg in iter_messages(bag, topics):
         if topic != Topics.BAG_IMAGE:
             dispatch[topic](msg)

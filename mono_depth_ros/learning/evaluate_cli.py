@@ -12,6 +12,7 @@ __all__ = ["add_arguments", "main"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..inference import BACKENDS
     from ..models import MODEL_CHOICES
 
     parser.add_argument("--checkpoint", default=None,
@@ -25,8 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bag", dest="bags", action="append", required=True, metavar="PATH",
                         help="bag with ground-truth depth (repeatable; metrics pooled over all)")
     parser.add_argument("--size", default=None, metavar="WxH",
-                        help="network input size; images are resized to it and the depth back to the GT "
-                             "resolution (default: the checkpoint's training input_size; 'bag': the bag's size)")
+                        help="network input size; images are resized to it as the node does, and the GT to the "
+                             "depth's grid (nearest) (default: the checkpoint's training input_size; 'bag': the "
+                             "bag's size)")
+    parser.add_argument("--backend", default="auto", choices=BACKENDS,
+                        help="inference backend, as the node's inference_backend parameter (same default)")
     parser.add_argument("--stride", type=int, default=1, help="evaluate every N-th frame")
     parser.add_argument("--max-frames", type=int, default=None, help="at most N frames per bag")
     parser.add_argument("--max-depth", type=float, default=80.0, help="GT cap in metres (KITTI: 80)")
@@ -37,11 +41,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(predictions fused with the bag's camera poses)")
 
 
+def build_predictor(args: argparse.Namespace, drives, size: tuple[int, int] | None = None):
+    """The :class:`~mono_depth_ros.inference.DepthPredictor` that ``evaluate`` scores, built by
+    ``DepthPredictor.from_config`` -- the constructor the node's :func:`~mono_depth_ros.inference.node_predictor`
+    calls -- with the same weights, size, backend (``--backend``, default ``auto`` like the node's
+    ``inference_backend``) and canonical camera (``--no-canonical`` = the node with ``adapt: true``).
+
+    ``size`` (H, W): from ``--size WxH``; ``--size bag`` = the first bag's size; None = the checkpoint's.
+    """
+    from ..checkpoint import shipped_checkpoint_path
+    from ..inference import DepthPredictor
+
+    if args.size == "bag":
+        size = drives[0].size
+    path = args.checkpoint or shipped_checkpoint_path()
+    predictor, _ = DepthPredictor.from_config(args.model, str(path), size, 0.1, 100.0, "cpu", args.threads,
+                                              backend=args.backend, canonical_camera=args.canonical)
+    return predictor
+
+
 def main(args: argparse.Namespace) -> int:
     import torch
 
     from ..bagio import BagError
-    from ..checkpoint import CheckpointError, load_model, shipped_checkpoint_path
+    from ..checkpoint import CheckpointError, shipped_checkpoint_path
     from ..metrics import format_markdown
     from .data import load_bag
     from .evaluate import evaluate_frames
@@ -57,28 +80,27 @@ def main(args: argparse.Namespace) -> int:
         size = (h, w)
     path = args.checkpoint or shipped_checkpoint_path()
     try:
-        model, info = load_model(args.model, path)
         drives = [load_bag(b, need_depth=True) for b in args.bags]
+        predictor = build_predictor(args, drives, size)
     except (CheckpointError, BagError, ValueError) as exc:
         print(f"mono-depth evaluate: {exc}", file=sys.stderr)
         return 1
-    if args.size is None:
-        size = tuple(info["input_size"])
-    canonical = info.get("canonical_camera") if args.canonical and model.output_kind == "metric" else None
-    args.canonical_camera = canonical
-    acc = evaluate_frames(model, drives, size, args.stride, args.max_frames, args.max_depth, canonical=canonical)
+    model, size, canonical = predictor.model, predictor.input_size, predictor.canonical
+    info = {"arch": model.arch}
+    acc = evaluate_frames(predictor, drives, args.stride, args.max_frames, args.max_depth)
     summary = acc.summary()
     if args.json:
         print(json.dumps({"checkpoint": str(path), "arch": info["arch"], "bags": args.bags,
-                          "input_size": list(size or drives[0].size), "output_kind": model.output_kind,
+                          "input_size": list(size), "output_kind": model.output_kind,
+                          "inference_backend": predictor.backend,
                           "canonical_camera": canonical.to_dict() if canonical else None,
                           "metrics": summary}, indent=2))
     else:
         print(f"checkpoint {path} ({info['arch']}), bags {', '.join(args.bags)}, "
-              f"input {(size or drives[0].size)[1]}x{(size or drives[0].size)[0]}, GT cap {args.max_depth} m\n")
+              f"input {size[1]}x{size[0]}, backend {predictor.backend}, GT cap {args.max_depth} m\n")
         print(format_markdown(summary))
     if args.report is not None:
-        _write_report(args, model, size, drives, summary, path)
+        _write_report(args, predictor, drives, summary, path)
     return 0
 
 
@@ -89,25 +111,27 @@ def _data_kind(bags) -> str:
     return " (synthetic data)" if kinds == {True} else (" (synthetic and recorded data)" if len(kinds) > 1 else "")
 
 
-def _write_report(args, model, size, drives, summary, ckpt_path) -> None:
-    """Tables, depth strip and 3-D outputs of the first bag into ``args.report``."""
+def _write_report(args, predictor, drives, summary, ckpt_path) -> None:
+    """Tables, depth strip and 3-D outputs of the first bag into ``args.report`` (at network resolution)."""
     from ..metrics import format_markdown
-    from .evaluate import predict_depth
+    from ..preprocess import resize_depth
+    from .evaluate import predict_frames
     from .report import depth_strip, fused_cloud
 
     out = args.report
     out.mkdir(parents=True, exist_ok=True)
     d = drives[0]
     idx = np.arange(0, len(d), max(1, args.stride))
-    cam = getattr(args, "canonical_camera", None)
-    preds = np.concatenate([predict_depth(model, d.images[idx[i:i + 8]], size, d.K, cam)
-                            for i in range(0, len(idx), 8)])
+    pr = predict_frames(predictor, d.images[idx], d.K)
+    preds = np.stack([p.depth for p in pr])
+    rgbs = np.stack([p.rgb for p in pr])
+    gts = np.stack([resize_depth(d.depths[k].astype(np.float32), preds.shape[1:]) for k in idx])
     written = [out / "metrics.md", out / "metrics.json"]
     (out / "metrics.md").write_text(f"# Evaluation{_data_kind(args.bags)}\n\ncheckpoint `{ckpt_path}`, bags "
                                     f"{', '.join(args.bags)}\n\n{format_markdown(summary)}\n")
     (out / "metrics.json").write_text(json.dumps({"checkpoint": str(ckpt_path), "bags": args.bags,
                                                   "metrics": summary}, indent=2))
-    written.append(depth_strip(d.images[idx], preds, d.depths[idx], out / "depth_strip.png"))
+    written.append(depth_strip(rgbs, preds, gts, out / "depth_strip.png"))
     if d.T_map_camera is not None:
-        written.append(fused_cloud(preds, d.images[idx], d.T_map_camera[idx], d.K, out / "fused_cloud.ply"))
+        written.append(fused_cloud(preds, rgbs, d.T_map_camera[idx], pr[0].K, out / "fused_cloud.ply"))
     print("\nwrote:\n" + "\n".join(f"  {p}" for p in written))

@@ -101,7 +101,8 @@ def self_supervised_step(model: DepthNet, optimizer: torch.optim.Optimizer, loss
 
     Args:
         target: (B,3,H,W); sources: list of (B,3,H,W); T_source_target: list of
-        (B,4,4); K: (B,3,3). The model must be in train mode.
+        (B,4,4); K: (B,3,3). The model must be in train mode. ``model`` is a DepthNet or its
+        DistributedDataParallel wrapper: ``model(x)`` is :meth:`DepthNet.predict_disps` for both.
     """
     def compute():
         return loss_fn(target, sources, T_source_target, K, model(target))

@@ -24,8 +24,8 @@ def _size(text: str) -> tuple[int, int]:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, e.g. 640x192, got {text!r}") from None
-    if w <= 0 or h <= 0 or w % 32 or h % 32:
-        raise argparse.ArgumentTypeError(f"width and height must be positive multiples of 32, got {text!r}")
+    if w <= 0 or h <= 0:  # the network's size_multiple is checked once it is built (trainer)
+        raise argparse.ArgumentTypeError(f"width and height must be positive, got {text!r}")
     return w, h
 
 

@@ -33,6 +33,7 @@ from ..models import build_model
 from ..settings import BY_NAME as _PARAMS
 from .data import BagFrames, SelfSupervisedSampler, SupervisedSampler, load_bag
 from .distributed import DEVICES, DistContext, init_distributed, shutdown
+from ..inference import DepthPredictor
 from .evaluate import evaluate_frames
 from .step import StepResult, StepStats, StepStatus, self_supervised_step, supervised_step
 
@@ -95,8 +96,8 @@ class TrainConfig:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.poses not in POSES:
             raise ValueError(f"--poses must be one of {POSES}, got {self.poses!r}")
-        if self.height % 32 or self.width % 32:
-            raise ValueError(f"height/width must be multiples of 32, got {self.height}x{self.width}")
+        if self.height <= 0 or self.width <= 0:
+            raise ValueError(f"height/width must be positive, got {self.height}x{self.width}")
         if not self.bags:
             raise ValueError("at least one training bag is needed")
         if self.steps < 0 or self.batch_size < 1:
@@ -277,6 +278,9 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> Pa
         log(f"initialised {model.arch} from {cfg.init} (trained {info.get('training', {}).get('steps', '?')} steps)")
     else:
         model = build_model(cfg.arch or "default", cfg.min_depth, cfg.max_depth)
+    mult = type(model).size_multiple
+    if cfg.height % mult or cfg.width % mult:
+        raise ValueError(f"height/width must be multiples of {mult} for {model.arch}, got {cfg.height}x{cfg.width}")
     device = ctx.device
     model.to(device)
     model.train()
@@ -374,11 +378,11 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> Pa
             for _ in range(max(1, math.ceil(cfg.val_frames / cfg.batch_size))):
                 if supervised:
                     x, gt = _to(vs.sample(), device)
-                    loss, _ = raw(gt, model.forward_disps(x))
+                    loss, _ = raw(gt, model.predict_disps(x))
                 else:
                     tgt, srcs, T, K = vs.sample()
                     tgt, srcs, T, K = _to(tgt, device), _to(srcs, device), _to(T, device), _to(K, device)
-                    loss, _ = raw(tgt, srcs, T, K, model.forward_disps(tgt))
+                    loss, _ = raw(tgt, srcs, T, K, model.predict_disps(tgt))
                 if bool(torch.isfinite(loss)):
                     vals.append(float(loss))
         return float(np.mean(vals)) if vals else None
@@ -391,8 +395,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> Pa
         if all(d.depths is not None for d in val):
             # The metrics path runs on CPU tensors (as `mono-depth evaluate`): a CPU copy when training on GPU.
             ev = model if device.type == "cpu" else copy.deepcopy(model).cpu()
-            acc = evaluate_frames(ev, val, stride=max(1, len(val[0]) // max(1, cfg.val_frames)),
-                                  max_frames=cfg.val_frames)
+            acc = evaluate_frames(DepthPredictor(ev, (cfg.height, cfg.width), backend="eager"), val,
+                                  stride=max(1, len(val[0]) // max(1, cfg.val_frames)), max_frames=cfg.val_frames)
             entry["metrics"] = acc.summary()
         meta["history"].append(entry)
         model.train()

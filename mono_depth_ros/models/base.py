@@ -1,18 +1,22 @@
 """Common contract of every depth network in the package.
 
-A :class:`DepthNet` maps an RGB image to depth::
+A :class:`DepthNet` maps an RGB image to depth with two named outputs, the same in
+train and eval mode (the mode only decides BatchNorm/dropout behaviour)::
 
-    net.eval();  depth = net(image)   # image (B,3,H,W) in [0,1] -> depth (B,1,H,W) metres
-    net.train(); disps = net(image)   # list of sigmoid disparities, scales 0..3,
-                                      # disps[s] is (B,1,H/2^s,W/2^s) (single-output
-                                      # networks such as Depth Anything V2 give scale 0 only)
+    disps = net.predict_disps(image)  # image (B,3,H,W) in [0,1] -> list of net.num_scales sigmoid
+                                      # disparities, disps[s] is (B,1,H/2^s,W/2^s) (single-output
+                                      # networks such as Depth Anything V2: num_scales = 1)
+    depth = net.predict_depth(image)  # (B,1,H,W) metres = disp_to_depth(disps[0])
     net.disp_to_depth(sigmoid)        # the one place sigmoid -> depth
+    net(image)                        # = predict_disps (for nn.Module hooks, DDP); no caller
+                                      # relies on it: use the named outputs
 
 H and W must be multiples of the class attribute ``size_multiple`` (32 for the
-U-Nets: five stride-2 stages; 14 for Depth Anything V2: its ViT patch). Input
-normalisation happens inside the model. ``output_kind`` says what the eval-mode
-output means (see :data:`OUTPUT_KINDS`), so callers can decide whether a scale
-(or scale and shift) has to be estimated.
+U-Nets: five stride-2 stages; 14 for Depth Anything V2: its ViT patch); every
+caller reads it from the class (:func:`round_to_multiple`). Input normalisation
+happens inside the model. ``output_kind`` says what :meth:`DepthNet.predict_depth`
+means (see :data:`OUTPUT_KINDS`), so callers can decide whether a scale (or scale
+and shift) has to be estimated. Subclasses implement :meth:`DepthNet._disps`.
 """
 from __future__ import annotations
 
@@ -20,11 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DepthNet", "disp_to_depth", "check_image", "infer_depth", "OUTPUT_KINDS"]
+__all__ = ["DepthNet", "DepthOutput", "disp_to_depth", "check_image", "round_to_multiple", "OUTPUT_KINDS"]
 
-NUM_SCALES = 4
-
-#: What a network's eval-mode output is:
+#: What a network's :meth:`DepthNet.predict_depth` is:
 #:   ``metric``: depth in metres (the shipped net, stereo-trained monodepth2, metric DA-V2);
 #:   ``relative_scale``: depth up to one unknown global scale (monocular monodepth2);
 #:   ``relative_affine_disparity``: the network predicts a disparity known up to scale AND shift
@@ -50,7 +52,12 @@ def disp_to_depth(disp: torch.Tensor, min_depth: float, max_depth: float) -> tor
     return 1.0 / scaled
 
 
-def check_image(image: torch.Tensor, multiple: int = 32) -> None:
+def round_to_multiple(value: int, multiple: int) -> int:
+    """``value`` rounded down to a multiple of ``multiple`` (a network's ``size_multiple``), at least one."""
+    return max(multiple, int(value) // multiple * multiple)
+
+
+def check_image(image: torch.Tensor, multiple: int) -> None:
     """Raise ValueError unless ``image`` is (B,3,H,W) float with H, W multiples of ``multiple``."""
     if not isinstance(image, torch.Tensor):
         raise TypeError(f"image must be a torch.Tensor, got {type(image).__name__}")
@@ -67,17 +74,20 @@ def check_image(image: torch.Tensor, multiple: int = 32) -> None:
 
 
 class DepthNet(nn.Module):
-    """Base class: subclasses implement :meth:`forward_disps`.
+    """Base class: subclasses implement :meth:`_disps`.
 
-    Attributes:
+    Class attributes (read from the class, never guessed by callers):
         arch: registry name of the architecture.
         size_multiple: input height and width must be multiples of it.
-        output_kind: one of :data:`OUTPUT_KINDS`, what the eval-mode output means.
+        num_scales: how many disparity maps :meth:`predict_disps` returns.
+        output_kind: one of :data:`OUTPUT_KINDS`, what :meth:`predict_depth` means.
+    Instance attributes:
         min_depth, max_depth: depth range in metres of :meth:`disp_to_depth`.
     """
 
     arch: str = ""
     size_multiple: int = 32
+    num_scales: int = 4
     output_kind: str = "metric"
 
     def __init__(self, min_depth: float = 0.1, max_depth: float = 100.0):
@@ -89,16 +99,22 @@ class DepthNet(nn.Module):
         self._bn_frozen = False
 
     # -- contract -----------------------------------------------------------
-    def forward_disps(self, image: torch.Tensor) -> list[torch.Tensor]:
-        """(B,3,H,W) in [0,1] -> list of 4 sigmoid maps, disps[s] is (B,1,H/2^s,W/2^s)."""
+    def _disps(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """(B,3,H,W) in [0,1], already checked -> list of ``num_scales`` sigmoid maps (B,1,H/2^s,W/2^s)."""
         raise NotImplementedError
 
-    def forward(self, image: torch.Tensor):
-        """Train mode: list of 4 sigmoid disparities; eval mode: (B,1,H,W) depth in metres."""
+    def predict_disps(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """(B,3,H,W) in [0,1] -> list of ``num_scales`` sigmoid disparities, [s] is (B,1,H/2^s,W/2^s)."""
         check_image(image, self.size_multiple)
-        if self.training:
-            return self.forward_disps(image)
-        return self.disp_to_depth(self.forward_disps(image)[0])
+        return self._disps(image)
+
+    def predict_depth(self, image: torch.Tensor) -> torch.Tensor:
+        """(B,3,H,W) in [0,1] -> (B,1,H,W) depth (metres for ``output_kind`` metric), in any mode."""
+        return self.disp_to_depth(self.predict_disps(image)[0])
+
+    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """Alias of :meth:`predict_disps` (what nn.Module hooks and DDP call)."""
+        return self.predict_disps(image)
 
     def disp_to_depth(self, disp: torch.Tensor) -> torch.Tensor:
         """(B,1,H,W) sigmoid -> (B,1,H,W) depth in [min_depth, max_depth] metres."""
@@ -129,33 +145,18 @@ class DepthNet(nn.Module):
         return self
 
 
-def infer_depth(model: DepthNet, image: torch.Tensor, input_size: tuple[int, int] | None = None) -> torch.Tensor:
-    """Depth at the image's own resolution, running the network at ``input_size``.
+class DepthOutput(nn.Module):
+    """``net.predict_depth`` as a module's ``forward``: what tracing and ONNX export need.
 
-    The image is resized (area) to ``input_size`` = (H', W') -- e.g. a
-    checkpoint's training ``input_size`` -- and the depth is resized back
-    bilinearly. Depth is per pixel, so no intrinsics change is needed for the
-    output; the network sees the scene as a camera with K scaled by
-    (W'/W, H'/H) (conventions.scale_intrinsics). Runs in eval mode and
-    restores the previous mode.
-
-    Args:
-        image: (B,3,H,W) in [0,1], any H, W.
-    Returns:
-        (B,1,H,W) depth in metres.
+    Shares the network's parameters (no copy); its state-dict keys are the network's with the
+    prefix ``net.`` (:data:`DepthOutput.PREFIX`). (B,3,H,W) in [0,1] -> (B,1,H,W).
     """
-    if image.dim() != 4 or image.shape[1] != 3:
-        raise ValueError(f"image must be (B,3,H,W) RGB, got shape {tuple(image.shape)}")
-    H, W = int(image.shape[2]), int(image.shape[3])
-    x = image
-    if input_size is not None and tuple(input_size) != (H, W):
-        x = F.interpolate(image, size=tuple(input_size), mode="area")
-    was_training = model.training
-    model.eval()
-    try:
-        depth = model(x)
-    finally:
-        model.train(was_training)
-    if depth.shape[-2:] != (H, W):
-        depth = F.interpolate(depth, size=(H, W), mode="bilinear", align_corners=False)
-    return depth
+
+    PREFIX = "net."
+
+    def __init__(self, net: DepthNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.net.predict_depth(image)

@@ -21,10 +21,10 @@ def measure(name: str, width: int, height: int, runs: int = 20, warmup: int = 3)
     times = []
     with torch.inference_mode():
         for _ in range(warmup):
-            net(x)
+            net.predict_depth(x)
         for _ in range(runs):
             t = time.perf_counter()
-            net(x)
+            net.predict_depth(x)
             times.append((time.perf_counter() - t) * 1000.0)
     times.sort()
     return times[0], times[len(times) // 2]

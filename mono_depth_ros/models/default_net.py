@@ -147,7 +147,7 @@ class DefaultDepthNet(DepthNet):
             feats.append(x)
         return feats
 
-    def forward_disps(self, image: torch.Tensor) -> list[torch.Tensor]:
+    def _disps(self, image: torch.Tensor) -> list[torch.Tensor]:
         feats = self.encode(image)
         x = feats[-1]
         disps: list[torch.Tensor | None] = [None] * 4

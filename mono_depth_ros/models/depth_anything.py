@@ -17,7 +17,7 @@ forward.
 
 Outputs (``native``): relative models give an affine-invariant disparity (ReLU);
 metric models give metres, ``sigmoid * head_max_depth`` (20 for Hypersim, 80 for Virtual
-KITTI). ``forward_disps`` re-expresses either as the sigmoid the package's
+KITTI). ``predict_disps`` re-expresses either as the sigmoid the package's
 :func:`~mono_depth_ros.models.base.disp_to_depth` inverts, so every loss works unchanged.
 """
 from __future__ import annotations
@@ -252,6 +252,7 @@ class DepthAnythingV2(DepthNet):
     """
 
     size_multiple = PATCH
+    num_scales = 1
 
     def __init__(self, min_depth: float = 0.1, max_depth: float = 100.0, variant: str = "small",
                  metric: bool = False, head_max_depth: float = 20.0, pos_interpolation: str = "official"):
@@ -297,7 +298,7 @@ class DepthAnythingV2(DepthNet):
         """(B,3,H,W) in [0,1] -> (B,1,H,W): metres (metric) or relative disparity (relative)."""
         return self.forward_official((image - self.mean) / self.std).unsqueeze(1)
 
-    def forward_disps(self, image: torch.Tensor) -> list[torch.Tensor]:
+    def _disps(self, image: torch.Tensor) -> list[torch.Tensor]:
         """(B,3,H,W) in [0,1] -> [(B,1,H,W)] sigmoid-like map s with disp_to_depth(s) = the output.
 
         Metric: depth clamped to [min_depth, max_depth]. Relative: the disparity read as 1/metres,

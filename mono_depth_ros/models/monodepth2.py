@@ -9,7 +9,7 @@ from its ModuleList). The ResNet is written here because torchvision is not a
 dependency of this package.
 
 A released folder (``mono_640x192/``, ``stereo_640x192/``, ``mono+stereo_1024x320/`` ...)
-loads with :func:`load_monodepth2_folder`. monodepth2 trains stereo with a 0.1 "baseline" in
+loads with :func:`mono_depth_ros.models.released.load_monodepth2_folder`. monodepth2 trains stereo with a 0.1 "baseline" in
 its own units, so its depth is metric after multiplying by ``STEREO_SCALE_FACTOR`` = 5.4
 (KITTI's 0.54 m baseline; evaluate_depth.py). The factor is applied exactly by widening the
 depth range 5.4x (``disp_to_depth`` with min 0.54, max 540 equals 5.4 x that with 0.1, 100), so
@@ -18,7 +18,6 @@ every loss that uses the model's depth range sees metres. Monocular checkpoints 
 """
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 
 import torch
@@ -27,8 +26,7 @@ from torch import nn
 
 from .base import DepthNet
 
-__all__ = ["Monodepth2ResNet18", "Monodepth2ResNet50", "load_monodepth2", "load_monodepth2_folder",
-           "ENCODER_META_KEYS", "STEREO_SCALE_FACTOR", "MONODEPTH2_KITTI_FX"]
+__all__ = ["Monodepth2ResNet18", "Monodepth2ResNet50", "ENCODER_META_KEYS", "STEREO_SCALE_FACTOR", "MONODEPTH2_KITTI_FX"]
 
 #: Non-tensor entries monodepth2 stores in encoder.pth besides the weights.
 ENCODER_META_KEYS = ("height", "width", "use_stereo")
@@ -204,7 +202,7 @@ class Monodepth2ResNet18(DepthNet):
     def _conv(self, key: tuple) -> nn.Module:
         return self.decoder[self._index[key]]
 
-    def forward_disps(self, image: torch.Tensor) -> list[torch.Tensor]:
+    def _disps(self, image: torch.Tensor) -> list[torch.Tensor]:
         feats = self.encoder.features((image - 0.45) / 0.225)
         x = feats[-1]
         disps: list[torch.Tensor | None] = [None] * 4
@@ -232,68 +230,3 @@ class Monodepth2ResNet50(Monodepth2ResNet18):
 
     arch = "monodepth2_resnet50"
     num_layers = 50
-
-
-def _load_state(path: str | os.PathLike, what: str) -> dict:
-    try:
-        obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such file (monodepth2 {what})") from None
-    except Exception as exc:
-        raise ValueError(f"{path}: cannot be read as a weights-only torch file (monodepth2 {what}): "
-                         f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from exc
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a state dict (monodepth2 {what}), got {type(obj).__name__}")
-    return obj
-
-
-def load_monodepth2(encoder_path: str | os.PathLike, depth_path: str | os.PathLike,
-                    min_depth: float = 0.1, max_depth: float = 100.0
-                    ) -> tuple[Monodepth2ResNet18, dict]:
-    """Build a monodepth2 network (ResNet-18 or -50, from the encoder's keys) from its released files.
-
-    Files are read with ``torch.load(weights_only=True)``. ``encoder.pth`` also
-    holds ``height``, ``width`` and ``use_stereo`` (monodepth2 trainer.save_model); they are
-    returned in the meta dict (``input_size`` = (height, width)), not loaded as weights. A
-    stereo-trained encoder (``use_stereo`` True) gives metric depth (:data:`STEREO_SCALE_FACTOR`);
-    ``min_depth``/``max_depth`` are monodepth2's own (0.1, 100) and are widened by the factor.
-
-    Returns:
-        (model in eval mode, meta dict with ``input_size``, ``use_stereo``, ``num_layers``).
-    Raises:
-        ValueError: a file is unreadable, or its keys or shapes do not match monodepth2's layout.
-    """
-    from .registry import load_weights  # local import: registry imports this module
-
-    enc = _load_state(encoder_path, "encoder.pth")
-    dec = _load_state(depth_path, "depth.pth")
-    meta = {k: enc[k] for k in ENCODER_META_KEYS if k in enc}
-    state = {k: v for k, v in enc.items() if k not in ENCODER_META_KEYS}
-    state.update(dec)
-    cls = Monodepth2ResNet50 if "encoder.layer1.0.conv3.weight" in state else Monodepth2ResNet18
-    stereo = bool(meta.get("use_stereo", False))
-    model = cls(min_depth=min_depth, max_depth=max_depth, stereo=stereo)
-    # Files written before PyTorch 0.4.1 lack BatchNorm's num_batches_tracked (unused in eval): zero it.
-    for k in model.state_dict():
-        if k.endswith("num_batches_tracked") and k not in state and k.replace("num_batches_tracked",
-                                                                                "running_mean") in state:
-            state[k] = torch.tensor(0)
-    load_weights(model, state, source=f"{encoder_path} + {depth_path}")
-    if "height" in meta and "width" in meta:
-        meta["input_size"] = (int(meta["height"]), int(meta["width"]))
-    meta["use_stereo"] = stereo
-    meta["num_layers"] = cls.num_layers
-    model.eval()
-    return model, meta
-
-
-def load_monodepth2_folder(folder: str | os.PathLike, min_depth: float = 0.1, max_depth: float = 100.0
-                           ) -> tuple[Monodepth2ResNet18, dict]:
-    """:func:`load_monodepth2` on a released folder holding ``encoder.pth`` and ``depth.pth``."""
-    folder = os.fspath(folder)
-    missing = [n for n in ("encoder.pth", "depth.pth") if not os.path.isfile(os.path.join(folder, n))]
-    if missing:
-        raise ValueError(f"{folder}: not a monodepth2 weights folder, missing {', '.join(missing)} "
-                         f"(expected encoder.pth + depth.pth as in mono_640x192/)")
-    return load_monodepth2(os.path.join(folder, "encoder.pth"), os.path.join(folder, "depth.pth"),
-                           min_depth, max_depth)

@@ -11,7 +11,7 @@ from .default_net import DefaultDepthNet
 from .depth_anything import DepthAnythingV2
 from .monodepth2 import Monodepth2ResNet18, Monodepth2ResNet50
 
-__all__ = ["MODEL_NAMES", "MODEL_CHOICES", "build_model", "load_weights"]
+__all__ = ["MODEL_NAMES", "MODEL_CHOICES", "build_model", "network_class", "size_multiple_of", "load_weights"]
 
 _REGISTRY: dict[str, Callable[..., DepthNet]] = {
     DefaultDepthNet.arch: DefaultDepthNet,
@@ -27,6 +27,19 @@ MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 #: Values of the node's / tools' ``model`` option: the architectures plus ``monodepth2``
 #: (a released folder; ResNet-18 or -50 is read from its encoder.pth).
 MODEL_CHOICES: tuple[str, ...] = MODEL_NAMES + ("monodepth2",)
+
+
+def network_class(name: str) -> type[DepthNet]:
+    """The :class:`DepthNet` subclass behind a :data:`MODEL_CHOICES` name (``monodepth2``: ResNet-18's)."""
+    entry = _REGISTRY.get("monodepth2_resnet18" if name == "monodepth2" else name)
+    if entry is None:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_CHOICES)}")
+    return entry.func if isinstance(entry, functools.partial) else entry
+
+
+def size_multiple_of(name: str) -> int:
+    """The class attribute ``size_multiple`` of a :data:`MODEL_CHOICES` name, without building it."""
+    return int(network_class(name).size_multiple)
 
 
 def build_model(name: str = "default", min_depth: float = 0.1, max_depth: float = 100.0,

@@ -9,32 +9,32 @@ lookup, the serving predictor); it reads nothing else of the node.
 """
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import OrderedDict, deque
+from functools import partial
 
 import numpy as np
 import torch
-from nav_msgs.msg import Odometry
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, Image, Imu, NavSatFix
+from sensor_msgs.msg import CameraInfo, Image
 from std_srvs.srv import SetBool, Trigger
 
 from mono_depth_ros.adapt import CheckpointStore
 from mono_depth_ros.adapt.anchors import load_anchor_images, resolve_anchor
 from mono_depth_ros.adapt.session import AdaptationSession, fit_to_model
 from mono_depth_ros.checkpoint import CheckpointError
-from mono_depth_ros.conventions import Topics
-from mono_depth_ros.egomotion import EgoMotionConfig, GatingConfig
-from mono_depth_ros.egomotion.samples import stamp_to_ns
+from mono_depth_ros.egomotion.provider import SOURCE_INPUTS
+from mono_depth_ros.egomotion.samples import MOTION_INPUTS, stamp_to_ns
 from mono_depth_ros.memory import HeapTrimPolicy
 
-from .conversions import InputError, image_to_rgb
-from .tf import TF_QOS
+from .conversions import InputError, image_to_rgb, message_class
 
 __all__ = ["NodeAdaptation", "resume_state"]
+
+#: Subscription queue depth per ego-motion input (IMU: the sensor-data profile).
+_QUEUE = {"odometry": 50, "gps": 10, "pose": 10}
 
 
 def resume_state(cfg, logger):
@@ -161,18 +161,17 @@ class NodeAdaptation:
         self._subscribe(self.engine.enabled or self._egomotion_wanted)
 
     def _subscribe(self, on: bool) -> None:
-        """The ego-motion subscriptions into the session: made (on) or destroyed (off)."""
+        """The ego-motion subscriptions into the session: made (on) or destroyed (off). One per input the
+        configured sources read (``egomotion.samples.MOTION_INPUTS``); TF is not among them: the "tf"
+        source and the extrinsics read the node's one transform lookup."""
         if on and not self._subs:
             n, g = self._node, self._group
-            self._subs = [
-                n.create_subscription(Odometry, Topics.ODOM, self.session.on_odometry, 50, callback_group=g),
-                n.create_subscription(Imu, Topics.IMU, self.session.on_imu, qos_profile_sensor_data, callback_group=g),
-                n.create_subscription(NavSatFix, Topics.GPS, self.session.on_gps, 10, callback_group=g),
-            ]
-            from tf2_msgs.msg import TFMessage
-
-            from .tf import TF_QOS
-            self._subs.append(n.create_subscription(TFMessage, "/tf", self.session.on_tf, TF_QOS, callback_group=g))
+            wanted = {k for src in self.session.provider.config.priority for k in SOURCE_INPUTS[src]} - {"tf"}
+            for kind in sorted(wanted):
+                spec = MOTION_INPUTS[kind]
+                qos = qos_profile_sensor_data if kind == "imu" else _QUEUE.get(kind, 10)
+                self._subs.append(n.create_subscription(message_class(spec.msg_types[0]), spec.topic,
+                                                        partial(self.session.on_message, kind), qos, callback_group=g))
         elif not on and self._subs:
             for sub in self._subs:
                 self._node.destroy_subscription(sub)

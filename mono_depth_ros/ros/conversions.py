@@ -3,96 +3,23 @@
 cv_bridge from PyPI is broken with numpy 2 and sensor_msgs_py has no wheel, so
 images are decoded with rosbags.image (many encodings, incl. Bayer) and clouds
 are packed from numpy structured arrays (the layout sensor_msgs_py uses).
-Every decoder validates sizes first and raises :class:`InputError` naming the
-problem; the node logs it and keeps running.
+The readers (images, camera info, stamps) live in :mod:`mono_depth_ros.msgconv`,
+shared with the tools that read bags, and are re-exported here; this module adds
+the writers that need rclpy's message classes. Every decoder validates sizes first
+and raises :class:`InputError` naming the problem; the node logs it and keeps running.
 """
 from __future__ import annotations
 
-import cv2
 import numpy as np
-from rosbags.image import ImageConversionError, ImageFormatError
-from rosbags.image.image import convert_color, to_cvtype
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
-from mono_depth_ros.egomotion.samples import stamp_to_ns
+from mono_depth_ros.msgconv import (InputError, camera_info_to_K, compressed_to_rgb, image_to_rgb,  # noqa: F401
+                                    stamp_to_ns)
 
 __all__ = [
     "InputError", "stamp_to_ns", "image_to_rgb", "compressed_to_rgb", "camera_info_to_K",
     "depth_to_msg", "rgb_to_msg", "points_to_cloud", "scaled_camera_info",
 ]
-
-
-class InputError(ValueError):
-    """A message the node cannot use; the text names the problem, ``kind`` classifies it (for throttling)."""
-
-    def __init__(self, text: str, kind: str = "input"):
-        super().__init__(text)
-        self.kind = kind
-
-
-def image_to_rgb(msg: Image) -> np.ndarray:
-    """sensor_msgs/Image -> (H,W,3) uint8 RGB. Raises InputError."""
-    h, w, enc = int(msg.height), int(msg.width), str(msg.encoding)
-    if h <= 0 or w <= 0:
-        raise InputError(f"image has zero size ({w}x{h})", "size")
-    try:
-        _, _, typestr, nchan = to_cvtype(enc)
-    except (ImageFormatError, ImageConversionError, KeyError, ValueError) as exc:
-        raise InputError(f"unsupported image encoding {enc!r}: {exc}", "encoding") from None
-    dtype = np.dtype(typestr)
-    row = w * nchan * dtype.itemsize
-    step = int(msg.step) if msg.step else row
-    if step < row:
-        raise InputError(f"image step {step} is smaller than width*channels*bytes = {row} ({enc}, {w}x{h})", "step")
-    data = msg.data
-    if len(data) < step * (h - 1) + row:
-        raise InputError(f"truncated image data: {len(data)} bytes for {w}x{h} {enc} with step {step} "
-                         f"(need {step * h})", "truncated")
-    buf = np.frombuffer(data, dtype=np.uint8, count=step * h if len(data) >= step * h else len(data))
-    rows = np.lib.stride_tricks.as_strided(buf, shape=(h, row), strides=(step, 1))
-    arr = np.ascontiguousarray(rows).view(dtype)
-    if dtype.itemsize > 1 and bool(msg.is_bigendian) != (np.little_endian is False):
-        arr = arr.byteswap()
-    arr = arr.reshape((h, w) if nchan == 1 else (h, w, nchan))
-    if enc == "rgb8":
-        return arr
-    try:
-        out = convert_color(arr, enc, "rgb8")
-    except (ImageFormatError, ImageConversionError, KeyError, ValueError, cv2.error) as exc:
-        raise InputError(f"cannot convert image encoding {enc!r} to rgb8: {exc}", "encoding") from None
-    if out.dtype != np.uint8:  # 16-bit / float sources: scale to 8 bit
-        out = cv2.normalize(out, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    if out.ndim == 2:
-        out = np.repeat(out[..., None], 3, axis=2)
-    return out
-
-
-def compressed_to_rgb(msg) -> np.ndarray:
-    """sensor_msgs/CompressedImage (jpeg/png) -> (H,W,3) uint8 RGB. Raises InputError."""
-    data = np.frombuffer(bytes(msg.data), np.uint8)
-    if data.size == 0:
-        raise InputError("compressed image has no data", "size")
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if img is None:
-        raise InputError(f"compressed image ({msg.format!r}, {data.size} bytes) could not be decoded", "decode")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
-def camera_info_to_K(info: CameraInfo) -> np.ndarray:
-    """CameraInfo -> (3,3) K in pixels, validated. Raises InputError."""
-    K = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
-    if not np.all(np.isfinite(K)):
-        raise InputError("camera_info K contains NaN/inf", "camera_info")
-    if K[0, 0] <= 0 or K[1, 1] <= 0:
-        raise InputError(f"camera_info has non-positive focal length (fx={K[0, 0]}, fy={K[1, 1]})", "camera_info")
-    if np.abs(K[2] - (0.0, 0.0, 1.0)).max() > 1e-6:
-        raise InputError(f"camera_info K's last row is {K[2].tolist()}, not [0, 0, 1]", "camera_info")
-    with np.errstate(all="ignore"):
-        if not np.all(np.isfinite(np.linalg.inv(K))):     # fx or fy so small that 1/f overflows
-            raise InputError(f"camera_info K is not invertible (fx={K[0, 0]}, fy={K[1, 1]})", "camera_info")
-    if info.width <= 0 or info.height <= 0:
-        raise InputError(f"camera_info has zero size ({info.width}x{info.height})", "camera_info")
-    return K
 
 
 def scaled_camera_info(K: np.ndarray, width: int, height: int, header) -> CameraInfo:
@@ -178,3 +105,11 @@ def cloud_to_xyz(msg: PointCloud2) -> np.ndarray:
     """PointCloud2 written by :func:`points_to_cloud` -> (height*width, 3) float32."""
     arr = np.frombuffer(bytes(msg.data), dtype=_CLOUD_DTYPE)
     return np.stack([arr["x"], arr["y"], arr["z"]], axis=1)
+
+
+def message_class(msgtype: str):
+    """The rclpy message class of a ROS type name, e.g. ``"nav_msgs/msg/Odometry"`` (bags and tables name
+    types this way). ImportError when its package is not installed."""
+    import importlib
+    pkg, kind, name = msgtype.split("/")
+    return getattr(importlib.import_module(f"{pkg}.{kind}"), name)

@@ -32,7 +32,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from mono_depth_ros.conventions import Topics
-from mono_depth_ros.inference import DepthPredictor
+from mono_depth_ros.inference import node_predictor
 from mono_depth_ros.pointcloud import RayGrid, colorize_depth, depth_to_points, voxel_downsample
 from mono_depth_ros.tf_buffer import TfError
 
@@ -106,21 +106,11 @@ class DepthNode(Node):
         self._info: CameraInfo | None = None
         self._rays = RayGrid()
 
-        size = (self.cfg.input_height, self.cfg.input_width) if self.cfg.input_width and self.cfg.input_height \
-            else None
-        configured, weights = DepthPredictor.from_config(
-            self.cfg.model, self.cfg.checkpoint, size, self.cfg.min_depth, self.cfg.max_depth, self.cfg.device,
-            self.cfg.num_threads or (1 if self.cfg.adapt else 0), backend=self.cfg.inference_backend,
-            # The adaptation engine trains the raw network on this camera's frames, so the canonical
-            # camera conversion (for weights trained on another camera) applies only without it.
-            canonical_camera=not self.cfg.adapt)
+        configured, weights = node_predictor(self.cfg)
         self.predictor = configured
         resumed = resume_state(self.cfg, self.get_logger())
         if resumed is not None:
-            self.predictor, weights = DepthPredictor.from_config(
-                self.cfg.model, "", size or configured.input_size, self.cfg.min_depth, self.cfg.max_depth,
-                self.cfg.device, self.cfg.num_threads or (1 if self.cfg.adapt else 0), state=resumed,
-                backend=self.cfg.inference_backend)
+            self.predictor, weights = node_predictor(self.cfg, resumed, configured.input_size)
         self.weights_desc = weights
 
         sensor_group = MutuallyExclusiveCallbackGroup()
@@ -143,7 +133,7 @@ class DepthNode(Node):
         self.pub_color = self.create_publisher(Image, Topics.DEPTH_COLORIZED, OUTPUT_QOS)
         self.pub_points = self.create_publisher(PointCloud2, Topics.POINTS, OUTPUT_QOS)
         self.pub_diag = self.create_publisher(DiagnosticArray, Topics.DIAGNOSTICS, 10)
-        self.tf = TfSource(self)
+        self.tf = TfSource(self, report=self.problems.warn)
         self.adaptation = NodeAdaptation(self, self.cfg, self.predictor, configured.model.state_dict(),
                                          self.problems, self.tf)
         self.metric_scale = NodeMetricScale(self, self.predictor, self.adaptation)  # H4: relative -> metric

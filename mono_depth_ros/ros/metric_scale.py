@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
-
 from mono_depth_ros.adapt.scale import OnlineMetricScale, wants_online_scale
-from mono_depth_ros.egomotion.samples import stamp_to_ns
-from mono_depth_ros.tf_buffer import TfError
+from mono_depth_ros.msgconv import stamp_to_ns
 
 __all__ = ["NodeMetricScale"]
 
@@ -69,17 +66,9 @@ class NodeMetricScale:
         """Estimate from the network's raw output of this frame (after publishing)."""
         if not self.active:
             return
-        if not self.feed.have_extrinsics:
-            cfg = self.node.cfg
-            try:
-                T = self.node.tf.lookup(cfg.base_frame, header.frame_id)   # static: the latest, no wait
-            except TfError as exc:
-                self.node.report("extrinsics", f"metric scale waits for the transform {cfg.base_frame} <- "
-                                               f"{header.frame_id} (camera extrinsics): {exc}", warn=True)
-                return
-            self.feed.set_extrinsics(T)
-            self.node.get_logger().info(f"metric scale: camera extrinsics {cfg.base_frame} <- {header.frame_id} "
-                                        f"from TF, t = {np.round(T[:3, 3], 3).tolist()}")
+        if not self.feed.camera_ready(header.frame_id):   # extrinsics from the node's transform lookup
+            self.node.report("extrinsics", f"metric scale waits: {self.feed.extrinsics_error}", warn=True)
+            return
         self.online.on_frame(stamp_to_ns(header.stamp), raw.rgb, raw.depth, raw.K)
         if not self._announced and self.online.ready:
             self._announced = True

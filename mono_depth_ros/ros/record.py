@@ -159,9 +159,8 @@ class Recorder:
 
     @staticmethod
     def _msg_class(msgtype: str):
-        import importlib
-        pkg, kind, name = msgtype.split("/")
-        return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
+        from .conversions import message_class
+        return message_class(msgtype)
 
     @staticmethod
     def _discover(node, topics: list[str], wait_s: float) -> dict[str, str]:

@@ -12,11 +12,13 @@ the messages' header stamps (``--clock-source``).
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 import time
 from pathlib import Path
+
+from mono_depth_ros.msgconv import ns_to_stamp, stamp_to_ns
+from .conversions import message_class as _msg_class  # one home for "pkg/msg/Type" -> class
 
 __all__ = ["add_arguments", "main", "replay"]
 
@@ -49,9 +51,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _msg_class(msgtype: str):
-    pkg, kind, name = msgtype.split("/")
-    return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
 
 
 def _qos_from_bag(conn):
@@ -72,7 +71,7 @@ def _header_ns(msg, last_ns: int | None) -> int | None:
     stamp = getattr(getattr(msg, "header", None), "stamp", None)
     if stamp is None:
         return None
-    ns = int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+    ns = stamp_to_ns(stamp)
     return None if last_ns is not None and ns < last_ns else ns
 
 
@@ -155,7 +154,7 @@ def replay(node, bag: Path, rate: float = 1.0, loop: bool = False, topics=None, 
                                                                         last_clock)
                     if now is not None and (last_clock is None or now - last_clock >= clock_step):
                         msg = Clock()
-                        msg.clock.sec, msg.clock.nanosec = divmod(now, 1_000_000_000)
+                        msg.clock.sec, msg.clock.nanosec = ns_to_stamp(now)
                         clock_pub.publish(msg)
                         last_clock = now
                 pubs[conn.topic].publish(data)

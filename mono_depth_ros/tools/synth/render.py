@@ -23,8 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 import open3d as o3d
 
-from mono_depth_ros.synth.presets import DomainPreset
-from mono_depth_ros.synth.world import Material, Mesh
+from mono_depth_ros.conventions import pixel_rays
+from mono_depth_ros.tools.synth.presets import DomainPreset
+from mono_depth_ros.tools.synth.world import Material, Mesh
 
 __all__ = ["NoiseTile", "RenderOutput", "Renderer", "camera_rays"]
 
@@ -108,11 +109,9 @@ def _coverage(dist: np.ndarray, half_width: float, footprint: np.ndarray) -> np.
 
 
 def camera_rays(K: np.ndarray, width: int, height: int) -> np.ndarray:
-    """(3,H*W) float32 optical-frame ray directions with z = 1 (so t_hit = depth)."""
-    u, v = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
-    x = (u - K[0, 2] - K[0, 1] * (v - K[1, 2]) / K[1, 1]) / K[0, 0]
-    y = (v - K[1, 2]) / K[1, 1]
-    return np.stack([x.ravel(), y.ravel(), np.ones(width * height)], 0).astype(np.float32)
+    """(3,H*W) float32 optical-frame ray directions with z = 1 (so t_hit = depth): the package's
+    :func:`mono_depth_ros.conventions.pixel_rays`, laid out for the ray caster."""
+    return np.ascontiguousarray(pixel_rays(K, height, width).reshape(-1, 3).T)
 
 
 @dataclass

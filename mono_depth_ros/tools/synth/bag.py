@@ -19,9 +19,10 @@ from mono_depth_ros.conventions import (
     BASE_FRAME, CAMERA_LINK_FRAME, CAMERA_OPTICAL_FRAME, MAP_FRAME, NS_PER_S, ODOM_FRAME,
     RIGHT_CAMERA_OPTICAL_FRAME, Topics,
 )
-from mono_depth_ros.synth.drive import DEFAULT_START_NS, Drive, DriveConfig, SynthFrame
-from mono_depth_ros.synth.presets import T_camera_link_optical, get_preset, noise_with
-from mono_depth_ros.synth.sensors import (
+from mono_depth_ros.msgconv import ns_to_stamp
+from mono_depth_ros.tools.synth.drive import DEFAULT_START_NS, Drive, DriveConfig, SynthFrame
+from mono_depth_ros.tools.synth.presets import T_camera_link_optical, get_preset, noise_with
+from mono_depth_ros.tools.synth.sensors import (
     GEODETIC_ORIGIN, simulate_gps, simulate_imu, simulate_odometry,
 )
 
@@ -43,7 +44,11 @@ SENSORS: dict[str, tuple[str, ...]] = {
     "gps": (Topics.BAG_GPS,),
     "tf": (Topics.BAG_TF,),
     "tf_static": (Topics.BAG_TF_STATIC,),
+    "pose": (Topics.BAG_POSE,),
 }
+#: The ``pose`` sensor: a planar localiser (AMCL-like: x, y, yaw of base_link in map; z, roll, pitch 0) at
+#: 30 Hz with white noise of these standard deviations (m, rad), covariance stated in the message.
+POSE_RATE_HZ, POSE_SIGMA_XY, POSE_SIGMA_YAW = 30.0, 0.02, np.radians(0.1)
 DEFAULT_SENSORS: tuple[str, ...] = ("camera", "depth_gt", "dynamic_mask_gt", "pose_gt", "odom", "imu", "gps", "tf", "tf_static")
 STORAGES = ("mcap", "sqlite3")
 
@@ -75,7 +80,7 @@ class _Msgs:
     def header(self, stamp_ns: int, frame: str):
         T = self.t
         return T["std_msgs/msg/Header"](
-            stamp=T["builtin_interfaces/msg/Time"](sec=int(stamp_ns // NS_PER_S), nanosec=int(stamp_ns % NS_PER_S)),
+            stamp=T["builtin_interfaces/msg/Time"](*ns_to_stamp(stamp_ns)),
             frame_id=frame)
 
     def vec3(self, v):
@@ -149,6 +154,7 @@ _TYPES = {
     Topics.BAG_ODOM: "nav_msgs/msg/Odometry", Topics.BAG_IMU: "sensor_msgs/msg/Imu",
     Topics.BAG_GPS: "sensor_msgs/msg/NavSatFix", Topics.BAG_TF: "tf2_msgs/msg/TFMessage",
     Topics.BAG_TF_STATIC: "tf2_msgs/msg/TFMessage",
+    Topics.BAG_POSE: "geometry_msgs/msg/PoseWithCovarianceStamped",
 }
 
 
@@ -221,6 +227,22 @@ def _sensor_messages(drive: Drive, sensors: tuple[str, ...], M: _Msgs, start_ns:
                 latitude=float(gps.lat[k]), longitude=float(gps.lon[k]), altitude=float(gps.alt[k]),
                 position_covariance=cov, position_covariance_type=2)             # COVARIANCE_TYPE_DIAGONAL_KNOWN
             out.append((stamp, 5, Topics.BAG_GPS, msg))
+    if "pose" in sensors:
+        rng_pose = np.random.default_rng([cfg.seed, 0x5E45, 3])
+        t_pose = np.arange(0.0, cfg.duration_s + 1e-9, 1.0 / POSE_RATE_HZ)
+        t_pose = t_pose[t_pose <= traj.t[-1]]
+        T_true = traj.T_map_base(t_pose)
+        xy = T_true[:, :2, 3] + rng_pose.normal(0.0, POSE_SIGMA_XY, (len(t_pose), 2))
+        yaw = np.arctan2(T_true[:, 1, 0], T_true[:, 0, 0]) + rng_pose.normal(0.0, POSE_SIGMA_YAW, len(t_pose))
+        cov = np.diag([POSE_SIGMA_XY ** 2] * 2 + [1e3] * 3 + [POSE_SIGMA_YAW ** 2]).reshape(-1)  # z/roll/pitch unobserved
+        for k, t in enumerate(t_pose):
+            stamp = start_ns + int(round(t * NS_PER_S))
+            Tk = np.eye(4)
+            Tk[:3, :3] = Rotation.from_euler("z", yaw[k]).as_matrix()
+            Tk[:2, 3] = xy[k]
+            out.append((stamp, 6, Topics.BAG_POSE, T["geometry_msgs/msg/PoseWithCovarianceStamped"](
+                header=M.header(stamp, MAP_FRAME),
+                pose=T["geometry_msgs/msg/PoseWithCovariance"](pose=M.pose(Tk), covariance=cov.copy()))))
     out.sort(key=lambda r: (r[0], r[1]))
     return out
 

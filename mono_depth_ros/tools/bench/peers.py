@@ -38,10 +38,11 @@ def _depthwise_separable(cin: int, cout: int, stride: int, k: int = 3) -> nn.Seq
 class FastDepthNet(DepthNet):
     """FastDepth: MobileNet-v1 (width 1.0) encoder, NNConv5 decoder with additive skips.
 
-    Output: one full-resolution map, ``forward_disps(x)`` is ``[(B,1,H,W)]``.
+    Output: one full-resolution map, ``predict_disps(x)`` is ``[(B,1,H,W)]``.
     """
 
     arch = "fastdepth"
+    num_scales = 1
 
     # MobileNet-v1 body after the stem: (out channels, stride)
     _BODY = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [(1024, 2), (1024, 1)]
@@ -61,7 +62,7 @@ class FastDepthNet(DepthNet):
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-    def forward_disps(self, image: torch.Tensor) -> list[torch.Tensor]:
+    def _disps(self, image: torch.Tensor) -> list[torch.Tensor]:
         """(B,3,H,W) in [0,1] -> [(B,1,H,W)] sigmoid map."""
         x = (image - self.mean) / self.std
         skips = {}
@@ -99,6 +100,7 @@ class DepthAnythingV2Small(DepthNet):
     """
 
     arch = "depth_anything_v2_small"
+    num_scales = 1
 
     def __init__(self, min_depth: float = 0.1, max_depth: float = 100.0):
         super().__init__(min_depth, max_depth)
@@ -108,7 +110,7 @@ class DepthAnythingV2Small(DepthNet):
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-    def forward_disps(self, image: torch.Tensor) -> list[torch.Tensor]:
+    def _disps(self, image: torch.Tensor) -> list[torch.Tensor]:
         """(B,3,H,W) in [0,1] -> [(B,1,H,W)] sigmoid map."""
         H, W = image.shape[-2:]
         ph, pw = (-H) % 14, (-W) % 14

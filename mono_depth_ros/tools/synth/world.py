@@ -17,7 +17,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 from scipy.spatial.transform import Rotation, Slerp
 
-from mono_depth_ros.synth.presets import DomainPreset
+from mono_depth_ros.tools.synth.presets import DomainPreset
 
 __all__ = [
     "Material", "Mesh", "Road", "Trajectory", "Traffic", "World", "build_world",

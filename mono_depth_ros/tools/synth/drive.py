@@ -8,8 +8,8 @@ from typing import Iterator
 import numpy as np
 
 from mono_depth_ros.conventions import NS_PER_S
-from mono_depth_ros.synth.presets import DomainPreset, get_preset
-from mono_depth_ros.synth.world import World, build_world
+from mono_depth_ros.tools.synth.presets import DomainPreset, get_preset
+from mono_depth_ros.tools.synth.world import World, build_world
 
 __all__ = ["SynthFrame", "Drive", "DriveConfig", "render_drive", "DEFAULT_START_NS"]
 
@@ -85,7 +85,7 @@ class Drive:
     """The world of one drive and its camera model; renders frames on demand."""
 
     def __init__(self, config: DriveConfig, threads: int | None = None):
-        from mono_depth_ros.synth.render import Renderer   # open3d loads only when rendering
+        from mono_depth_ros.tools.synth.render import Renderer   # open3d loads only when rendering
 
         self.config = config
         self.preset = config.preset

@@ -3,8 +3,9 @@
 1. generates the synthetic drives if they are not there yet (exact GT): a domain-B
    drive to adapt on, and held-out domain-A and domain-B drives to score on;
 2. scores the starting weights on the held-out drives (before);
-3. starts ``depth_node`` in its own process (sim time, adaptation on, cloud in ``odom``)
-   and replays the domain-B drive into it in real time, with ``/clock``;
+3. starts ``depth_node`` in its own process (sim time, adaptation on, cloud in ``odom``) and
+   the ground-truth scorer ``depth_scorer`` (:mod:`.score_node`: ``depth`` against ``depth_gt``)
+   in another, and replays the domain-B drive into them in real time, with ``/clock``;
 4. stops the node (it writes its adapted checkpoint on shutdown) and scores that
    checkpoint on the same held-out drives (after);
 5. writes what a person looks at: the before/after table (markdown + JSON), a depth
@@ -52,7 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _drive(args, preset: str, seed: int, duration: float) -> Path:
-    from mono_depth_ros.synth import generate_bag
+    from mono_depth_ros.tools.synth import generate_bag
     name = f"drive_{preset}_seed{seed}_{duration:g}s_{args.width}x{args.height}"
     bag = args.data_dir / name
     if (bag / "metadata.yaml").exists():
@@ -68,25 +69,34 @@ def _drive(args, preset: str, seed: int, duration: float) -> Path:
 def _score(model, input_size, bag):
     """(summary dict, frames) of ``model`` on a held-out drive (metric: no median scaling)."""
     from mono_depth_ros.learning.data import load_bag
+    from mono_depth_ros.inference import DepthPredictor
     from mono_depth_ros.learning.evaluate import evaluate_frames
     frames = load_bag(bag, need_depth=True)
-    return evaluate_frames(model, [frames], input_size).summary(), frames
+    return evaluate_frames(DepthPredictor(model, input_size), [frames]).summary(), frames
 
 
 def _start_node(args, out: Path) -> tuple[subprocess.Popen, Path]:
     log = out / "node.log"
     cmd = [sys.executable, "-u", "-m", "mono_depth_ros.ros.depth_node", "--ros-args",
            "-p", "use_sim_time:=true", "-p", "target_frame:=odom", "-p", "point_stride:=4",
-           "-p", f"checkpoint_dir:={out / 'checkpoints'}", "-p", "resume:=false", "-p", "evaluate_gt:=true",
+           "-p", f"checkpoint_dir:={out / 'checkpoints'}", "-p", "resume:=false",
            "-p", f"adapt:={'false' if args.no_adapt else 'true'}", "-p", f"adapt_lr:={args.lr}",
            "-p", "checkpoint_period:=30.0", "-p", f"adapt_step:={'reference' if args.reference_step else 'fast'}",
-           "-r", "image:=/camera/image_raw", "-r", "camera_info:=/camera/camera_info",
-           "-r", "depth_gt:=/camera/depth_gt"]
+           "-r", "image:=/camera/image_raw", "-r", "camera_info:=/camera/camera_info"]
     if args.checkpoint:
         cmd += ["-p", f"checkpoint:={args.checkpoint}"]
     env = dict(os.environ, RCUTILS_LOGGING_BUFFERED_STREAM="0", RCUTILS_COLORIZED_OUTPUT="0")
     proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
     return proc, log
+
+
+def _start_scorer(out: Path) -> tuple[subprocess.Popen, Path]:
+    """The ground-truth scorer: /depth against the drive's /camera/depth_gt -> /depth/metrics."""
+    log = out / "scorer.log"
+    cmd = [sys.executable, "-u", "-m", "mono_depth_ros.tools.score_node", "--ros-args",
+           "-p", "use_sim_time:=true", "-r", "depth_gt:=/camera/depth_gt"]
+    env = dict(os.environ, RCUTILS_LOGGING_BUFFERED_STREAM="0", RCUTILS_COLORIZED_OUTPUT="0")
+    return subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env), log
 
 
 def _wait_log(log: Path, text: str, proc, timeout: float) -> bool:
@@ -107,13 +117,14 @@ def _run_node(args, out: Path, bag: Path) -> dict:
 
     from mono_depth_ros.ros.conversions import cloud_to_xyz
     from mono_depth_ros.ros.replay import replay
-    from mono_depth_ros.ros.process import stop_process
+    from mono_depth_ros.tools.process import stop_process
 
     proc, log = _start_node(args, out)
+    scorer, scorer_log = _start_scorer(out)
     rclpy.init()
     listener = rclpy.create_node("mono_depth_demo_listener")
     player = rclpy.create_node("mono_depth_demo_player")
-    heard = {"clouds": [], "metrics": [], "diag": [], "log": log}
+    heard = {"clouds": [], "metrics": [], "diag": [], "log": log, "scorer_log": scorer_log}
 
     def on_cloud(m):
         if len(heard["clouds"]) % 2 == 0 or len(heard["clouds"]) < 600:
@@ -139,11 +150,15 @@ def _run_node(args, out: Path, bag: Path) -> dict:
         if not _wait_log(log, "depth node ready", proc, 120):
             print(log.read_text()[-3000:])
             raise RuntimeError("the depth node did not start (its log is above)")
+        if not _wait_log(scorer_log, "depth scorer ready", scorer, 60):
+            print(scorer_log.read_text()[-3000:])
+            raise RuntimeError("the depth scorer did not start (its log is above)")
         print(f"[demo]   replaying {bag.name} into the node (real DDS, /clock, rate {args.rate:g})")
         replay(player, bag, rate=args.rate, wait_subscribers=30.0, progress=True)
         time.sleep(2.5)
     finally:
         stop_process(proc, timeout=60)  # SIGINT: the node saves its adapted checkpoint on shutdown
+        stop_process(scorer, timeout=15)   # after the node: its last depth images are scored
         ex.shutdown()
         listener.destroy_node()
         player.destroy_node()
@@ -152,7 +167,7 @@ def _run_node(args, out: Path, bag: Path) -> dict:
 
 
 def main(args: argparse.Namespace) -> int:
-    from .domain import exit_if_invalid_domain_id
+    from mono_depth_ros.ros.domain import exit_if_invalid_domain_id
     exit_if_invalid_domain_id("mono-depth demo")
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     if args.repeat < 1:
@@ -251,7 +266,9 @@ def _table(before, after) -> str:
 def _report(args, out, adapt_bag, held, before, after, model0, model1, input_size, heard, meta1, t_begin) -> int:
     import cv2
 
-    from mono_depth_ros.learning.evaluate import predict_depth
+    from mono_depth_ros.inference import DepthPredictor
+    from mono_depth_ros.learning.evaluate import predict_frames
+    from mono_depth_ros.preprocess import resize_depth
     from mono_depth_ros.pointcloud import colorize_depth, voxel_downsample
 
     table = _table(before, after)
@@ -262,10 +279,11 @@ def _report(args, out, adapt_bag, held, before, after, model0, model1, input_siz
     frames = before["B"][1]
     idx = np.linspace(0, len(frames) - 1, 4).astype(int)
     imgs = frames.images[idx]
-    p0 = predict_depth(model0, imgs, input_size)
-    p1 = predict_depth(model1, imgs, input_size)
-    rows = [np.concatenate([imgs[i], colorize_depth(p0[i]), colorize_depth(p1[i]),
-                            colorize_depth(frames.depths[idx[i]])], axis=1) for i in range(len(idx))]
+    p0 = predict_frames(DepthPredictor(model0, input_size), imgs, frames.K)
+    p1 = predict_frames(DepthPredictor(model1, input_size), imgs, frames.K)
+    rows = [np.concatenate([p0[i].rgb, colorize_depth(p0[i].depth), colorize_depth(p1[i].depth),
+                            colorize_depth(resize_depth(frames.depths[idx[i]], p0[i].depth.shape))], axis=1)
+            for i in range(len(idx))]
     strip_path = out / "depth_strip.png"
     cv2.imwrite(str(strip_path), cv2.cvtColor(np.concatenate(rows, 0), cv2.COLOR_RGB2BGR))
     # Curves: prequential AbsRel during the drive, adaptation steps.
@@ -306,6 +324,7 @@ def _report(args, out, adapt_bag, held, before, after, model0, model1, input_siz
               f"{result['prequential_abs_rel_first_20']:.3f} -> last 20 {result['prequential_abs_rel_last_20']:.3f}")
     print("\nwrote:")
     for p in (out / "metrics.md", out / "metrics.json", strip_path, curves_path, ply_path, heard["log"],
+              heard["scorer_log"],
               out / "checkpoints" / "adapted.pt"):
         if Path(p).exists():
             print(f"  {p}")

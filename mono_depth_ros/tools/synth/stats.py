@@ -1,4 +1,4 @@
-"""Colour and texture statistics per domain: ``python -m mono_depth_ros.synth.stats``.
+"""Colour and texture statistics per domain: ``python -m mono_depth_ros.tools.synth.stats``.
 
 Prints a Markdown table (mean RGB, RGB std, gradient energy, sky fraction,
 median GT depth) over frames of each preset, to show how far apart the
@@ -11,8 +11,8 @@ import sys
 
 import numpy as np
 
-from mono_depth_ros.synth.drive import Drive, DriveConfig
-from mono_depth_ros.synth.presets import PRESETS
+from mono_depth_ros.tools.synth.drive import Drive, DriveConfig
+from mono_depth_ros.tools.synth.presets import PRESETS
 
 __all__ = ["image_statistics", "domain_statistics", "main"]
 
@@ -54,7 +54,7 @@ def domain_statistics(preset="A", seed=0, n_frames=10, width=320, height=96, dur
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m mono_depth_ros.synth.stats", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m mono_depth_ros.tools.synth.stats", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", default="A,B", help="comma-separated presets")
     ap.add_argument("--seeds", default="0,1", help="comma-separated seeds (statistics are averaged)")

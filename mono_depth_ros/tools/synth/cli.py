@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mono_depth_ros.synth.bag import DEFAULT_SENSORS, SENSORS, STORAGES
-from mono_depth_ros.synth.presets import PRESETS
+from mono_depth_ros.tools.synth.bag import DEFAULT_SENSORS, SENSORS, STORAGES
+from mono_depth_ros.tools.synth.presets import PRESETS
 
 __all__ = ["add_arguments", "main"]
 
@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from mono_depth_ros.synth.bag import generate_bag
+    from mono_depth_ros.tools.synth.bag import generate_bag
 
     sensors = [s for s in args.sensors.split(",") if s]
     if args.stereo and "right_camera" not in sensors:

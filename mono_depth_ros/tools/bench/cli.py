@@ -8,7 +8,7 @@ Same process, same input size, same thread setting for every network:
 3. ways of running our network (eager, channels_last, torchscript, torch.compile, ONNX Runtime);
 4. point cloud build for one frame, with and without voxel downsampling;
 5. end-to-end latency through DDS at 10 Hz with adaptation on, and the rate at 30 Hz input
-   (:mod:`mono_depth_ros.ros.e2e_bench`).
+   (:mod:`mono_depth_ros.tools.e2e_bench`).
 
 ``--quick`` runs every part with few repetitions and seconds-long DDS segments: it checks the
 harness (CI), not the timings. Results: Markdown on stdout and, with ``--out DIR``,
@@ -98,8 +98,8 @@ def run(args) -> dict:
         w, h = (int(v) for v in size.lower().split("x"))
     except ValueError:
         raise SystemExit(f"--size {size}: expected WxH, e.g. 640x192") from None
-    if w <= 0 or h <= 0 or w % 32 or h % 32:
-        raise SystemExit(f"--size {size}: width and height must be positive multiples of 32")
+    if w <= 0 or h <= 0:  # each network's size_multiple is checked when it is built
+        raise SystemExit(f"--size {size}: width and height must be positive")
     if args.threads < 1:
         raise SystemExit("--threads must be >= 1")
     runs = 3 if args.quick else args.runs
@@ -123,6 +123,9 @@ def run(args) -> dict:
         _progress(f"network: {name}: FLOPs, throughput, adaptation step, ONNX export")
         torch.manual_seed(0)
         net = core.build_network(name).eval()
+        mult = type(net).size_multiple
+        if h % mult or w % mult:
+            raise SystemExit(f"--size {w}x{h}: network {name!r} needs multiples of {mult}")
         flops = core.count_flops(net, x)
         thr = core.throughput(net, h, w, batch=2 if args.quick else 8, runs=1 if args.quick else 3)
         ort_err = ""
@@ -208,7 +211,7 @@ def run(args) -> dict:
 
     if "e2e" not in args.skip:
         try:
-            from mono_depth_ros.ros.e2e_bench import PLAN_FULL, PLAN_QUICK, run_e2e
+            from mono_depth_ros.tools.e2e_bench import PLAN_FULL, PLAN_QUICK, run_e2e
         except ImportError as exc:
             res["e2e"] = {"error": f"ROS 2 (rclpy) not available: {exc}"}
         else:

@@ -10,6 +10,8 @@ from typing import Callable
 
 import torch
 
+from mono_depth_ros.models.base import DepthOutput
+
 from .core import Timing, time_fn
 
 __all__ = ["VARIANTS", "run_variant"]
@@ -75,11 +77,11 @@ def _onnxruntime(net, x):
     """What the node serves with (``inference_backend: auto``), as configured there."""
     from mono_depth_ros.inference import OnnxRunner
 
-    runner = OnnxRunner(net, x, torch.get_num_threads())
+    runner = OnnxRunner(net.net, x, torch.get_num_threads())
     return lambda: runner(x)
 
 
-#: name -> builder(net in eval mode, example input) -> callable
+#: name -> builder(DepthOutput of the net in eval mode, example input) -> callable
 VARIANTS: dict[str, Callable] = {
     "eager, no_grad": _eager_no_grad,
     "eager, inference_mode": _eager_inference_mode,
@@ -97,7 +99,7 @@ def run_variant(name: str, build_net: Callable[[], torch.nn.Module], x: torch.Te
 
     Returns (timing or None if it failed, max |depth - eager depth| in metres, error text or '').
     """
-    net = build_net().eval()
+    net = DepthOutput(build_net().eval())  # predict_depth as forward: what tracing and compiling need
     with torch.inference_mode():
         ref = net(x).clone()
     try:

@@ -13,7 +13,7 @@ first ``--compare`` seconds nobody slow listens; then a deliberately slow ``poin
 Run (10 minutes, the figures in docs/hardening.md)::
 
     source scripts/env.sh
-    python -m mono_depth_ros.ros.loadtest --duration 600 --rate 30 --size 1280x720 --json out/load.json
+    python -m mono_depth_ros.tools.loadtest --duration 600 --rate 30 --size 1280x720 --json out/load.json
 
 Loopback only (``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``), domain ``ROS_DOMAIN_ID`` (default 77).
 """
@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mono_depth_ros.ros.process import stop_process
+from mono_depth_ros.msgconv import ns_to_stamp, stamp_to_ns
+from mono_depth_ros.tools.process import stop_process
 
 __all__ = ["run", "main"]
 
@@ -153,7 +154,7 @@ def run(duration: float = 600.0, rate: float = 30.0, size: tuple[int, int] = (12
         def on_depth(m):
             now = time.time_ns()
             depth_t.append(time.monotonic())
-            depth_lat.append((now - (m.header.stamp.sec * 10**9 + m.header.stamp.nanosec)) / 1e9)
+            depth_lat.append((now - stamp_to_ns(m.header.stamp)) / 1e9)
         node.create_subscription(Image, "depth", on_depth, 10)
         node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
         end = time.monotonic() + 30
@@ -204,7 +205,7 @@ def run(duration: float = 600.0, rate: float = 30.0, size: tuple[int, int] = (12
             if el >= duration:
                 break
             if slow_proc is None and el >= compare:
-                slow_proc = subprocess.Popen([sys.executable, "-u", "-m", "mono_depth_ros.ros.loadtest",
+                slow_proc = subprocess.Popen([sys.executable, "-u", "-m", "mono_depth_ros.tools.loadtest",
                                               "--slow-subscriber", "--slow-delay", str(slow_delay)],
                                              stdout=open(work / "slow_subscriber.log", "w"),
                                              stderr=subprocess.STDOUT, env=_env(), cwd=ROOT, preexec_fn=dfl)
@@ -216,7 +217,7 @@ def run(duration: float = 600.0, rate: float = 30.0, size: tuple[int, int] = (12
             if now >= due:
                 stamp = time.time_ns()
                 msg = frames[published % len(frames)]
-                msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+                msg.header.stamp.sec, msg.header.stamp.nanosec = ns_to_stamp(stamp)
                 info.header.stamp = msg.header.stamp
                 odom.header.stamp = msg.header.stamp
                 odom.pose.pose.position.x = 8.0 * el
@@ -327,7 +328,7 @@ def format_report(res: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mono_depth_ros.ros.loadtest", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m mono_depth_ros.tools.loadtest", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--duration", type=float, default=600.0, help="seconds of camera input (default 600)")
     p.add_argument("--rate", type=float, default=30.0, help="camera rate [Hz] (default 30)")

@@ -10,7 +10,7 @@ transport, the node's whole frame path and the transport back.
 The drive plays in segments ``(wall seconds, rate)``: a warm-up, the measured 10 Hz segment and
 a saturating 30 Hz segment (the bag played 3x faster: same images, time compressed, poses still
 consistent with the stamps) that shows the inference rate the node sustains while adapting.
-Used by ``mono-depth bench``; runnable alone: ``python -m mono_depth_ros.ros.e2e_bench --help``.
+Used by ``mono-depth bench``; runnable alone: ``python -m mono_depth_ros.tools.e2e_bench --help``.
 """
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mono_depth_ros.ros.process import stop_process
+from mono_depth_ros.msgconv import ns_to_stamp, stamp_to_ns
+from mono_depth_ros.tools.process import stop_process
 
 __all__ = ["run_e2e", "PLAN_FULL", "PLAN_QUICK"]
 
@@ -46,8 +47,8 @@ def _bag_seconds(plan) -> float:
 def _restamp(msg, f) -> None:
     """Rewrite every header stamp in ``msg`` (also each transform of a TFMessage) with ``f(ns) -> ns``."""
     def fix(header):
-        ns = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
-        header.stamp.sec, header.stamp.nanosec = divmod(int(f(ns)), 1_000_000_000)
+        ns = stamp_to_ns(header.stamp)
+        header.stamp.sec, header.stamp.nanosec = ns_to_stamp(int(f(ns)))
 
     if hasattr(msg, "transforms"):
         for t in msg.transforms:
@@ -138,7 +139,7 @@ def _stats(lat_ms: list[float]) -> dict:
 def _drive(bag: Path | None, seconds: float, workdir: Path, quiet: bool) -> Path:
     if bag is not None:
         return bag
-    from mono_depth_ros.synth import generate_bag
+    from mono_depth_ros.tools.synth import generate_bag
 
     out = workdir / f"drive_B_{seconds:.0f}s"
     if (out / "metadata.yaml").exists():
@@ -211,7 +212,7 @@ def run_e2e(bag: Path | None = None, plan=PLAN_FULL, workdir: Path | None = None
                                    + node_log.read_text()[-2000:])
             time.sleep(0.2)
         plan_arg = ",".join(f"{label}:{d:g}:{r:g}" for label, d, r in plan)
-        pub = subprocess.run([sys.executable, "-m", "mono_depth_ros.ros.e2e_bench", "--publisher", str(bag),
+        pub = subprocess.run([sys.executable, "-m", "mono_depth_ros.tools.e2e_bench", "--publisher", str(bag),
                               "--plan", plan_arg, "--stamps-out", str(stamps_path)], env=env,
                              capture_output=True, text=True, timeout=120 + _bag_seconds(plan) * 2)
         if pub.returncode != 0:

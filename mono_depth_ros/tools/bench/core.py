@@ -1,7 +1,7 @@
 """Measurements of the benchmark (no rclpy): latency, throughput, FLOPs, peak, adaptation step, cloud.
 
 Every function takes the network / sizes it measures and returns plain numbers, so
-:mod:`mono_depth_ros.bench.cli` can run them all in one process, at one input size and one
+:mod:`mono_depth_ros.tools.bench.cli` can run them all in one process, at one input size and one
 thread setting, and put them side by side.
 """
 from __future__ import annotations
@@ -113,24 +113,24 @@ def peak_gflops(n: int = 2048, runs: int = 10) -> dict[str, float]:
     return {"mkl_sgemm": mkl, "onednn_gemm": onednn, "peak": max(mkl, onednn)}
 
 
-def count_flops(net: torch.nn.Module, x: torch.Tensor) -> int:
+def count_flops(net: DepthNet | torch.nn.Module, x: torch.Tensor) -> int:
     """FLOPs of one eval forward pass (``torch.utils.flop_counter``: matmul/conv/attention; 1 MAC = 2 FLOPs)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     net.eval()
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        net(x)
+        (net.predict_depth if isinstance(net, DepthNet) else net)(x)
     return int(counter.get_total_flops())
 
 
-def inference_latency(net: torch.nn.Module, x: torch.Tensor, runs: int, warmup: int = 3) -> Timing:
-    """Eval forward (batch of ``x``) under ``torch.inference_mode``."""
+def inference_latency(net: DepthNet, x: torch.Tensor, runs: int, warmup: int = 3) -> Timing:
+    """Eval ``predict_depth`` (batch of ``x``) under ``torch.inference_mode``."""
     net.eval()
     with torch.inference_mode():
-        return time_fn(lambda: net(x), runs, warmup)
+        return time_fn(lambda: net.predict_depth(x), runs, warmup)
 
 
-def throughput(net: torch.nn.Module, height: int, width: int, batch: int = 8, runs: int = 3) -> float:
+def throughput(net: DepthNet, height: int, width: int, batch: int = 8, runs: int = 3) -> float:
     """Frames per second of batched eval inference (offline bag processing)."""
     x = torch.rand(batch, 3, height, width)
     t = inference_latency(net, x, runs, warmup=1)
@@ -166,7 +166,7 @@ def adaptation_step(net: DepthNet, height: int, width: int, runs: int, warmup: i
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss, _ = loss_fn(target, sources, poses, K, net(target))
+        loss, _ = loss_fn(target, sources, poses, K, net.predict_disps(target))
         loss.backward()
         opt.step()
 
@@ -243,7 +243,7 @@ def node_adaptation_engines(height: int = 192, width: int = 640, frames: int = 8
     from mono_depth_ros.adapt.engine import AdaptationEngine, AdaptConfig, Triplet
     from mono_depth_ros.checkpoint import load_checkpoint, shipped_checkpoint_path
     from mono_depth_ros.ros.params import NodeConfig
-    from mono_depth_ros.synth import render_drive
+    from mono_depth_ros.tools.synth import render_drive
 
     node = NodeConfig()
     model, _ = load_checkpoint(shipped_checkpoint_path())

@@ -1,4 +1,4 @@
-"""Render-speed benchmark: ``python -m mono_depth_ros.synth.bench``.
+"""Render-speed benchmark: ``python -m mono_depth_ros.tools.synth.bench``.
 
 Renders frames of a drive (default 640x192, preset A) and prints frames/s of
 rendering alone and, with ``--bag``, of the full generation into an mcap bag
@@ -18,7 +18,7 @@ __all__ = ["main"]
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m mono_depth_ros.synth.bench", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m mono_depth_ros.tools.synth.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="A")
     ap.add_argument("--frames", type=int, default=60, help="frames to render")
@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     ap.add_argument("--bag", action="store_true", help="also time a full generate into a temporary mcap bag")
     args = ap.parse_args(argv)
 
-    from mono_depth_ros.synth.drive import Drive, DriveConfig
+    from mono_depth_ros.tools.synth.drive import Drive, DriveConfig
 
     load0 = os.getloadavg()
     duration = (args.frames - 1) / args.rate
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
           f"render {len(drive)} frames in {t_render:.2f} s = {fps:.1f} frames/s (1 process); "
           f"CPU time {1000 * cpu:.0f} ms/frame (all threads)")
     if args.bag:
-        from mono_depth_ros.synth.bag import generate_bag
+        from mono_depth_ros.tools.synth.bag import generate_bag
 
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from mono_depth_ros.synth.presets import SensorNoise
-from mono_depth_ros.synth.world import Trajectory
+from mono_depth_ros.tools.synth.presets import SensorNoise
+from mono_depth_ros.tools.synth.world import Trajectory
 
 __all__ = ["GEODETIC_ORIGIN", "STANDSTILL_SPEED", "OdometryData", "ImuData", "GpsData",
            "simulate_odometry", "simulate_imu", "simulate_gps", "sample_times"]

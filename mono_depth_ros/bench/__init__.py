@@ -1,1 +1,0 @@
-"""Benchmarks of issue #8: ``mono-depth bench`` (:mod:`mono_depth_ros.bench.cli`)."""
