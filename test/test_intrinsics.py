@@ -142,3 +142,107 @@ class TestLearnedIntrinsics:
         assert engine.intrinsics is None and engine.intrinsics_state() is None
         assert len(engine.optimizer.param_groups) == 1
         assert "adapt_intrinsics_fx_change" not in engine.stats()
+
+
+# ------------------------------------------------------------------ the node over DDS
+def _run_node(tmp_path, mode: str, send_info: bool, check):
+    """A DepthNode (adapt_intrinsics = ``mode``) and a peer over DDS; ``check(node, peer, spin, send, got)``."""
+    rclpy = pytest.importorskip("rclpy")
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from mono_depth_ros.ros.depth_node import DepthNode
+
+    from .rosutil import make_camera_info, make_image, spin_until, textured_image
+
+    ctx = Context()
+    rclpy.init(context=ctx)
+    overrides = [Parameter("input_width", value=320), Parameter("input_height", value=96),
+                 Parameter("inference_backend", value="eager"), Parameter("adapt_anchor", value="none"),
+                 Parameter("resume", value=False), Parameter("checkpoint_dir", value=str(tmp_path / "ck")),
+                 Parameter("checkpoint_period", value=0.0), Parameter("adapt_intrinsics", value=mode),
+                 Parameter("camera_hfov_deg", value=80.0)]
+    node = DepthNode(f"intrinsics_{mode}", context=ctx, parameter_overrides=overrides)
+    peer = rclpy.create_node("intrinsics_peer", context=ctx)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(node)
+    ex.add_node(peer)
+    got = {"depth": [], "depth_info": [], "calibrated": []}
+    try:
+        qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        peer.create_subscription(Image, "depth", got["depth"].append, qos)
+        peer.create_subscription(CameraInfo, "depth/camera_info", got["depth_info"].append, qos)
+        peer.create_subscription(CameraInfo, "camera_info_calibrated", got["calibrated"].append, qos)
+        pub_img = peer.create_publisher(Image, "image", qos)
+        pub_info = peer.create_publisher(CameraInfo, "camera_info", qos)
+        assert spin_until(peer, lambda: pub_img.get_subscription_count() > 0, 10, ex)
+        rgb = textured_image(320, 96)
+
+        def send(fx: float = 200.0, wait: bool = True) -> None:
+            for v in got.values():
+                v.clear()
+            msg = make_image(rgb)
+            msg.header.stamp = peer.get_clock().now().to_msg()
+            if send_info:
+                info = make_camera_info(320, 96, fx)
+                info.header.stamp = msg.header.stamp
+                pub_info.publish(info)
+                assert spin_until(peer, lambda: node._info is not None, 5, ex)
+            pub_img.publish(msg)
+            if wait:
+                assert spin_until(peer, lambda: bool(got["depth"]) and (mode == "off" or bool(got["calibrated"])),
+                                  30, ex), got
+
+        check(node, peer, lambda t: spin_until(peer, lambda: False, t, ex), send, got)
+    finally:
+        node.shutdown()
+        ex.shutdown()
+        node.destroy_node()
+        peer.destroy_node()
+        rclpy.shutdown(context=ctx)
+
+
+@pytest.mark.ros
+def test_node_publishes_the_corrected_camera_info(tmp_path):
+    def check(node, peer, spin, send, got):
+        send(fx=200.0)
+        cal = got["calibrated"][-1]
+        np.testing.assert_allclose(np.reshape(cal.k, (3, 3)), [[200, 0, 159.5], [0, 200, 47.5], [0, 0, 1]])
+        assert cal.header.stamp == got["depth"][-1].header.stamp and (cal.width, cal.height) == (320, 96)
+        # A learned correction verified with the served weights (what the engine's rollback point holds):
+        engine = node.adaptation.engine
+        engine._intr_served = (torch.tensor([np.log(0.9)]), torch.tensor([0.02, -0.03]))
+        send(fx=200.0)
+        K = np.reshape(got["calibrated"][-1].k, (3, 3))
+        np.testing.assert_allclose(K, [[180, 0, 159.5 + 6.4], [0, 180, 47.5 - 2.88], [0, 0, 1]], rtol=1e-6)
+        np.testing.assert_allclose(np.reshape(got["calibrated"][-1].p, (3, 4))[:, :3], K, rtol=1e-6)
+        # The depth is served with it (depth/camera_info: the learned K at the depth image's size).
+        Kd = np.reshape(got["depth_info"][-1].k, (3, 3))
+        assert Kd[0, 0] == pytest.approx(180.0 * got["depth_info"][-1].width / 320, rel=1e-4)
+        d = node.diagnostics()
+        assert d["intrinsics_fx"] == "180.000" and d["intrinsics_fx_change"] == "-20.000"
+        assert d["intrinsics_cy_change"] == "-2.880"
+    _run_node(tmp_path, "refine", True, check)
+
+
+@pytest.mark.ros
+def test_node_estimates_without_camera_info_and_drops_frames_when_off(tmp_path):
+    def estimate(node, peer, spin, send, got):
+        send()                                       # no camera_info at all: served with the guess
+        want = K_from_hfov(320, 96, 80.0)
+        np.testing.assert_allclose(np.reshape(got["calibrated"][-1].k, (3, 3)), want, rtol=1e-6)
+        Kd = np.reshape(got["depth_info"][-1].k, (3, 3))                      # depth served with the guess
+        assert Kd[0, 0] == pytest.approx(want[0, 0] * got["depth_info"][-1].width / 320, rel=1e-4)
+        assert node.stats.input_errors == 0
+
+    def off(node, peer, spin, send, got):
+        assert peer.count_publishers("camera_info_calibrated") == 0
+        send(wait=False)
+        spin(2.0)
+        assert not got["depth"] and not got["calibrated"]     # dropped until camera_info arrives (as before)
+        assert node.stats.input_errors >= 1
+    _run_node(tmp_path, "estimate", False, estimate)
+    _run_node(tmp_path, "off", False, off)
