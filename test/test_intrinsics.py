@@ -246,3 +246,30 @@ def test_node_estimates_without_camera_info_and_drops_frames_when_off(tmp_path):
         assert node.stats.input_errors >= 1
     _run_node(tmp_path, "estimate", False, estimate)
     _run_node(tmp_path, "off", False, off)
+
+
+# ------------------------------------------------------------------ mono-depth adapt
+@pytest.mark.slow
+def test_mono_depth_adapt_with_a_perturbed_camera_info(tmp_path):
+    """The command: ``--intrinsics refine --camera-info-error`` learns from the perturbed K and reports the
+    learned K against the bag's; ``--intrinsics estimate`` starts from the field of view."""
+    import json
+
+    from mono_depth_ros import cli
+    from mono_depth_ros.tools.synth import generate_bag
+    bag = tmp_path / "drive_B"
+    generate_bag(bag, preset="B", seed=201, duration_s=2.0, width=320, height=96, progress=False,
+                 contact_sheet=False, sensors="camera,depth_gt,odom,tf,tf_static", workers=1)
+    rc = cli.main(["adapt", str(bag), "--out", str(tmp_path / "r" / "a.pt"), "--train-size", "96x320", "--quiet",
+                   "--eval-every", "0", "--anchor", "none", "--intrinsics", "refine",
+                   "--camera-info-error", "0.2,0.2,0.05,0.05", "--steps-per-frame", "3"])
+    assert rc == 0
+    rep = json.loads((tmp_path / "r" / "report.json").read_text())["intrinsics"]
+    assert rep["seen"]["fx"] == pytest.approx(1.2 * rep["bag"]["fx"])
+    assert rep["seen"]["cx"] == pytest.approx(rep["bag"]["cx"] + 16.0)
+    assert rep["error"]["cx"] < 5.0 - 0.5 and rep["learned"] != rep["seen"], rep   # learning moved cx toward the bag's
+    rc = cli.main(["adapt", str(bag), "--out", str(tmp_path / "e" / "a.pt"), "--train-size", "96x320", "--quiet",
+                   "--eval-every", "0", "--anchor", "none", "--intrinsics", "estimate", "--camera-hfov-deg", "70"])
+    assert rc == 0
+    rep = json.loads((tmp_path / "e" / "report.json").read_text())["intrinsics"]
+    assert rep["seen"]["fx"] == pytest.approx(K_from_hfov(320, 96, 70.0)[0, 0])
