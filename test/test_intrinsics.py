@@ -82,6 +82,16 @@ class TestCorrection:
         assert float(c.log_f.detach()) == pytest.approx(0.01)         # 0.005 per step, then the overall bound
         assert c.c.tolist() == pytest.approx([-0.008, 0.0])   # 0.002 per step; NaN -> value before the step
 
+    def test_focal_warmup_freezes_the_focal_length_only(self):
+        c = IntrinsicsCorrection()
+        c.focal_frozen = True
+        c.begin_step()
+        with torch.no_grad():
+            c.log_f += 0.001
+            c.c += 0.001
+        c.bound_step()
+        assert float(c.log_f.detach()) == 0.0 and c.c.tolist() == pytest.approx([0.001, 0.001])
+
     def test_hfov_guess(self):
         K = K_from_hfov(640, 192, 90.0)
         assert K[0, 0] == pytest.approx(320.0) and K[1, 1] == pytest.approx(320.0)

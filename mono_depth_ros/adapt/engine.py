@@ -147,6 +147,12 @@ class AdaptConfig:
     camera_hfov_deg: float = option(90.0, "camera_hfov_deg", "adapt_intrinsics estimate: horizontal field of view "
                                     "of the first guess of K while no camera_info arrives [deg]", range=(10.0, 170.0),
                                     read_only="the first guess of K is made at start", cli="--camera-hfov-deg")
+    intrinsics_focal_warmup: int = option(0, "adapt_intrinsics_focal_warmup", "adapt_intrinsics: healthy steps "
+                                          "before the focal length learns (the principal point learns from the "
+                                          "start): a network whose depth scale is still wrong pulls the focal "
+                                          "length with it (docs/learning.md, Intrinsics)", range=(0, 100000),
+                                          read_only="the intrinsics' schedule is set at start",
+                                          cli="--intrinsics-focal-warmup")
     intrinsics_max_step_log_f: float = 0.005   # largest change of log(f) per step
     intrinsics_max_step_c: float = 0.002       # largest change of the principal point per step (image sizes)
     intrinsics_fixed_aspect: bool = True       # one focal scale for fx and fy (adapt/intrinsics.py says why)
@@ -481,6 +487,7 @@ class AdaptationEngine:
 
         # Guard part 1: judge the weights that produced this loss *before* stepping.
         if self.intrinsics is not None:
+            self.intrinsics.focal_frozen = self.counters.steps < cfg.intrinsics_focal_warmup
             self.intrinsics.begin_step()
         res = guarded_step(self.model, self.optimizer, [inputs.target, inputs.sources, inputs.T, inputs.K],
                            compute, grad_clip=cfg.grad_clip, pre_step_check=pre_step_check)

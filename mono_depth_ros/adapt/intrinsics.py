@@ -64,6 +64,7 @@ class IntrinsicsCorrection(torch.nn.Module):
         self.max_step_log_f, self.max_step_c = float(max_step_log_f), float(max_step_c)
         self.max_log_f, self.max_c = float(max_log_f), float(max_c)
         self._before: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.focal_frozen = False    # True: updates leave log_f as it is (the engine's focal warm-up)
 
     def correct(self, K: torch.Tensor, width: int, height: int) -> torch.Tensor:
         """Corrected intrinsics (differentiable in the correction).
@@ -103,6 +104,8 @@ class IntrinsicsCorrection(torch.nn.Module):
                                        (self.c, self._before[1], self.max_step_c, self.max_c)):
             new = torch.where(torch.isfinite(p), p, before)
             new = before + (new - before).clamp(-step, step)
+            if p is self.log_f and self.focal_frozen:
+                new = before
             p.copy_(new.clamp(-bound, bound))
         self._before = None
 
