@@ -91,6 +91,7 @@ class Topics:
     RIGHT_CAMERA_INFO = "right/camera_info"
     DEPTH = "depth"
     DEPTH_INFO = "depth/camera_info"
+    CAMERA_INFO_CALIBRATED = "camera_info_calibrated"   # adapt_intrinsics: the learned K
     DEPTH_COLORIZED = "depth/colorized"
     POINTS = "points"
     ODOM = "odom"

@@ -46,6 +46,7 @@ from mono_depth_ros.models import DepthNet
 from mono_depth_ros.options import option
 
 from .guard import Guard, Health, Verdict
+from .intrinsics import INTRINSICS_MODES, IntrinsicsCorrection
 from .replay import ReplayBuffer
 from .serving import ServingPolicy, state_copy
 from .terms import (SMOOTHNESS_WEIGHT, AnchorTerm, LossTerm, RegularisationTerm, ReprojectionTerm, SmoothnessTerm,
@@ -130,6 +131,31 @@ class AdaptConfig:
                                           range=(0.0, 100.0), read_only="the loss terms are built at start",
                                           cli="--lr-consistency-weight")
     stereo_sync_tolerance: float = 0.005   # s: largest stamp difference of a left and a right image that pair
+    # Intrinsics (docs/learning.md, "Intrinsics"): fx, fy, cx, cy learned from the photometric loss with the
+    # known metric poses, as a correction of the reported K (log focal ratios, principal point offsets in
+    # units of the image size: adapt/intrinsics.py), bounded per step and rolled back with the weights.
+    intrinsics: str = option("off", "adapt_intrinsics", "learn the camera intrinsics online: off; refine = correct "
+                             "the camera_info's K; estimate = no camera_info needed: start from camera_hfov_deg "
+                             "(principal point at the centre) and serve with the learned K; the corrected K is "
+                             "published on camera_info_calibrated", choices=INTRINSICS_MODES,
+                             read_only="the learned intrinsics and their optimiser are built at start",
+                             cli="--intrinsics")
+    intrinsics_lr: float = option(2e-3, "adapt_intrinsics_lr", "learning rate (Adam) of the intrinsics: roughly "
+                                  "the largest change per step of log(f) and of the principal point in units of "
+                                  "the image size", range=(1e-6, 0.1), read_only="the intrinsics' optimiser is "
+                                  "built at start", cli="--intrinsics-lr")
+    camera_hfov_deg: float = option(90.0, "camera_hfov_deg", "adapt_intrinsics estimate: horizontal field of view "
+                                    "of the first guess of K while no camera_info arrives [deg]", range=(10.0, 170.0),
+                                    read_only="the first guess of K is made at start", cli="--camera-hfov-deg")
+    intrinsics_focal_warmup: int = option(0, "adapt_intrinsics_focal_warmup", "adapt_intrinsics: healthy steps "
+                                          "before the focal length learns (the principal point learns from the "
+                                          "start): a network whose depth scale is still wrong pulls the focal "
+                                          "length with it (docs/learning.md, Intrinsics)", range=(0, 100000),
+                                          read_only="the intrinsics' schedule is set at start",
+                                          cli="--intrinsics-focal-warmup")
+    intrinsics_max_step_log_f: float = 0.005   # largest change of log(f) per step
+    intrinsics_max_step_c: float = 0.002       # largest change of the principal point per step (image sizes)
+    intrinsics_fixed_aspect: bool = True       # one focal scale for fx and fy (adapt/intrinsics.py says why)
 
     def __post_init__(self):
         m = self.size_multiple
@@ -150,6 +176,10 @@ class AdaptConfig:
             raise ValueError(f"lr must be in (0, 1], got {self.lr}")
         if self.stereo_sync_tolerance < 0 or self.lr_consistency_weight < 0:
             raise ValueError("stereo_sync_tolerance >= 0 and lr_consistency_weight >= 0 required")
+        if self.intrinsics not in INTRINSICS_MODES:
+            raise ValueError(f"intrinsics must be one of {INTRINSICS_MODES}, got {self.intrinsics!r}")
+        if not (0 < self.intrinsics_lr <= 1.0) or not 0 < self.camera_hfov_deg < 180:
+            raise ValueError("intrinsics_lr in (0, 1] and camera_hfov_deg in (0, 180) required")
         if self.replay_per_step < 0 or self.replay_capacity < 1:
             raise ValueError("replay_per_step >= 0 and replay_capacity >= 1 required")
 
@@ -231,6 +261,13 @@ class AdaptationEngine:
             self.terms.append(StereoTerm(self.model.min_depth, self.model.max_depth, cfg.lr_consistency_weight))
         if cfg.regularization > 0:
             self.terms.append(RegularisationTerm(self.model, cfg.regularization))
+        # Learned intrinsics (off: None): snapshots at start, at the rollback point and as served.
+        self.intrinsics: IntrinsicsCorrection | None = None
+        if cfg.intrinsics != "off":
+            self.intrinsics = IntrinsicsCorrection(cfg.intrinsics_max_step_log_f, cfg.intrinsics_max_step_c,
+                                                   fixed_aspect=cfg.intrinsics_fixed_aspect).to(self.device)
+            self._intr_initial = self.intrinsics.snapshot()
+            self._intr_good = self._intr_served = self.intrinsics.snapshot()
         self.optimizer = self._new_optimizer()
         self.counters = _Counters()
         self.enabled = True
@@ -292,7 +329,11 @@ class AdaptationEngine:
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
         # fused: one kernel over all parameters instead of ~10 small ops per tensor (CPU and CUDA).
-        return torch.optim.Adam(self.model.parameters(), lr=self.lr, fused=True)
+        groups = [{"params": list(self.model.parameters())}]
+        if self.intrinsics is not None:   # its own learning rate (not halved by rollbacks: the steps are bounded)
+            groups.append({"params": list(self.intrinsics.parameters()), "lr": self.cfg.intrinsics_lr,
+                           "intrinsics": True})
+        return torch.optim.Adam(groups, lr=self.lr, fused=True)
 
     # ----------------------------------------------------------------- frames
     def add_frame(self, stamp_ns: int, rgb: np.ndarray, K: np.ndarray) -> None:
@@ -344,6 +385,9 @@ class AdaptationEngine:
                    for i in range(n_src)]
         T = [torch.stack([b.T_source_target[src(b, i)] for b in batch]).to(dev) for i in range(n_src)]
         K = torch.stack([b.K for b in batch])
+        if self.intrinsics is not None:   # the learned correction of the whole frames' K (gradients flow to it)
+            H, W = batch[0].target.shape[-2:]
+            K = self.intrinsics.correct(K.to(dev), W, H)
         rows = [i for i, b in enumerate(batch) if b.right is not None]
         stereo = {}
         if rows and self.cfg.stereo:
@@ -409,6 +453,7 @@ class AdaptationEngine:
         inputs = self._inputs(batch)
         due_swap, due_good = self.serving.due(self._healthy)
         pre_state = state_copy(self.model) if (due_swap or due_good) else None
+        pre_intr = self.intrinsics.snapshot() if self.intrinsics is not None else None
         health = Health()
         swap = {"candidate": None}
         extras, extra_imgs = [], []
@@ -441,8 +486,13 @@ class AdaptationEngine:
             return total, parts
 
         # Guard part 1: judge the weights that produced this loss *before* stepping.
+        if self.intrinsics is not None:
+            self.intrinsics.focal_frozen = self.counters.steps < cfg.intrinsics_focal_warmup
+            self.intrinsics.begin_step()
         res = guarded_step(self.model, self.optimizer, [inputs.target, inputs.sources, inputs.T, inputs.K],
                            compute, grad_clip=cfg.grad_clip, pre_step_check=pre_step_check)
+        if self.intrinsics is not None:
+            self.intrinsics.bound_step()   # bounded change per step (and overall)
         report = StepReport(res.status, health.loss if res.loss is not None else None,
                             trip.stamp_ns if fresh else None, len(batch), time.perf_counter() - t0)
         if res.status == StepStatus.OK:
@@ -454,6 +504,11 @@ class AdaptationEngine:
             self.guard.accept(health)
             # pre_state is verified: its loss and disparity just passed the checks.
             self.serving.commit(pre_state, due_good, swap["candidate"])
+            if pre_intr is not None:   # the intrinsics that produced the verified loss go with those weights
+                if pre_state is not None and due_good:
+                    self._intr_good = pre_intr
+                if swap["candidate"] is not None:
+                    self._intr_served = pre_intr
             self.serving.update_average(self.model)
         elif res.status.startswith("rejected_"):
             self._rollback(Verdict(res.status.removeprefix("rejected_")))
@@ -476,6 +531,8 @@ class AdaptationEngine:
 
     def _rollback(self, verdict: Verdict) -> None:
         self.model.load_state_dict(self.serving.rollback_state())
+        if self.intrinsics is not None:
+            self.intrinsics.restore(self._intr_good)
         self.lr = max(self.lr * self.cfg.rollback_lr_factor, self.cfg.lr * self.cfg.min_lr_fraction)
         self.optimizer = self._new_optimizer()
         reason = verdict.value
@@ -496,17 +553,35 @@ class AdaptationEngine:
             self.cfg = cfg
             self.lr = cfg.lr
             for group in self.optimizer.param_groups:
-                group["lr"] = cfg.lr
+                if not group.get("intrinsics"):
+                    group["lr"] = cfg.lr
 
     def reset_to_initial(self) -> None:
         """Forget everything learned: initial weights for training and serving."""
         with self._train_lock:
             self.model.load_state_dict(self.initial)
+            if self.intrinsics is not None:
+                self.intrinsics.restore(self._intr_initial)
+                self._intr_good = self._intr_served = self.intrinsics.snapshot()
             self.lr = self.cfg.lr
             self.optimizer = self._new_optimizer()
             self.guard.reset()
             self._healthy = 0
             self.serving.reset(self.initial)
+
+    def served_K(self, K: np.ndarray, width: int, height: int) -> np.ndarray:
+        """(3,3) reported K of a ``width`` x ``height`` image -> the K served with the served weights: the
+        learned correction verified with them (K itself, as float64, while intrinsics are off). Any thread."""
+        if self.intrinsics is None:
+            return np.asarray(K, dtype=np.float64)
+        return IntrinsicsCorrection.apply_snapshot(self._intr_served, K, width, height)
+
+    def intrinsics_state(self) -> dict | None:
+        """The served correction: ``log_f`` [fx, fy] and ``c`` [cx, cy] (image sizes); None while off."""
+        if self.intrinsics is None:
+            return None
+        log_f, c = self._intr_served
+        return {"log_f": [float(v) for v in log_f.expand(2)], "c": [float(v) for v in c]}
 
     def good_state(self) -> "OrderedDict[str, torch.Tensor]":
         """The last verified weights (what a checkpoint should hold)."""
@@ -523,7 +598,16 @@ class AdaptationEngine:
                 "adapt_right_frames": f.right_frames, "adapt_stereo_only": f.stereo_only,
                 "adapt_learned_frames": c.learned, "adapt_learned_share": self.learned_share(),
                 "adapt_loss": self.last_loss, "adapt_loss_avg": self.guard.loss_avg, "adapt_lr": self.lr,
-                "rollback_reasons": dict(c.rollback_reasons)}
+                "rollback_reasons": dict(c.rollback_reasons)} | self._intrinsics_stats()
+
+    def _intrinsics_stats(self) -> dict:
+        """The served correction as relative focal changes and principal point offsets (image sizes)."""
+        st = self.intrinsics_state()
+        if st is None:
+            return {}
+        (fx, fy), (cx, cy) = (np.exp(st["log_f"]) - 1.0).tolist(), st["c"]
+        return {"adapt_intrinsics_fx_change": fx, "adapt_intrinsics_fy_change": fy,
+                "adapt_intrinsics_cx_offset": cx, "adapt_intrinsics_cy_offset": cy}
 
     def learned_share(self) -> float:
         """Share of the learnable frames (frames with enough motion to pair, or a stereo pair) that a step

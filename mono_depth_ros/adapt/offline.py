@@ -42,6 +42,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"learn from the stereo pair too: {Topics.BAG_RIGHT_IMAGE} + {Topics.BAG_RIGHT_CAMERA_INFO} "
                         "(baseline from its P, or /tf_static) as a source and monodepth's left-right term "
                         "(node parameter: adapt_stereo)")
+    p.add_argument("--camera-info-error", default="", metavar="FX,FY,CX,CY",
+                   help="test the intrinsics' self-calibration (--intrinsics refine): the session sees the bag's "
+                        "camera_info with fx, fy scaled by (1 + FX), (1 + FY) and cx, cy moved by CX, CY times the "
+                        "image width (e.g. 0.2,0.2,0.05,0.05); the report compares the learned K with the bag's")
     p.add_argument("--eval-every", type=int, default=5, help="prequential metric every N frames (0 = off)")
     p.add_argument("--report", type=Path, default=None, help="folder for report.json and curves.png "
                                                               "(default: next to --out)")
@@ -64,9 +68,30 @@ def load_start(checkpoint: str):
     return model, tuple(meta.get("input_size", (192, 640))), str(path)
 
 
+def perturb_K(K: np.ndarray, error: tuple[float, float, float, float], width: int) -> np.ndarray:
+    """(3,3) K with fx, fy scaled by (1 + error[0]), (1 + error[1]) and cx, cy moved by error[2], error[3]
+    times ``width`` (``--camera-info-error``).
+
+    >>> perturb_K(np.array([[100., 0, 50], [0, 100., 20], [0, 0, 1]]), (0.2, 0.2, 0.05, 0.05), 100)[:2].tolist()
+    [[120.0, 0.0, 55.0], [0.0, 120.0, 25.0]]
+    """
+    K = np.array(K, dtype=np.float64)
+    K[0, 0] *= 1.0 + error[0]
+    K[1, 1] *= 1.0 + error[1]
+    K[0, 2] += error[2] * width
+    K[1, 2] += error[3] * width
+    return K
+
+
 def adapt_bag(bags, model, input_size, adapt_cfg, ego_cfg, gating, steps_per_frame: float = 1.0,
-              eval_every: int = 5, progress: bool = True, anchors=None):
-    """Run one :class:`~.session.AdaptationSession` over ``bags`` (log-time order). Returns (session, curve dict)."""
+              eval_every: int = 5, progress: bool = True, anchors=None, camera_info_error=None):
+    """Run one :class:`~.session.AdaptationSession` over ``bags`` (log-time order). Returns (session, curve dict).
+
+    Intrinsics (``adapt_cfg.intrinsics``): ``estimate`` ignores camera_info and starts from the field of view
+    ``adapt_cfg.camera_hfov_deg``; ``camera_info_error`` (FX, FY, CX, CY) perturbs the camera_info the session
+    sees. The prequential scores are taken with the K served with the weights (the learned one).
+    ``curve["K_bag"]`` / ``curve["K_seen"]``: the bag's and the session's last (3,3) K (lists)."""
+    from mono_depth_ros.adapt.intrinsics import K_from_hfov
     from tqdm import tqdm
 
     from mono_depth_ros.bagio import iter_messages
@@ -122,16 +147,22 @@ def adapt_bag(bags, model, input_size, adapt_cfg, ego_cfg, gating, steps_per_fra
                 if eval_every:
                     stamp = stamp_to_ns(msg.header.stamp)
                     scored(stamp, scorer.add_ground_truth(stamp, depth_image_to_metres(msg)))
-            elif topic == Topics.BAG_IMAGE and K is not None:
+            elif topic == Topics.BAG_IMAGE and (K is not None or adapt_cfg.intrinsics == "estimate"):
                 rgb = image_to_rgb(msg)
                 stamp = stamp_to_ns(msg.header.stamp)
+                H, W = rgb.shape[:2]
+                K_seen = (K_from_hfov(W, H, adapt_cfg.camera_hfov_deg) if adapt_cfg.intrinsics == "estimate"
+                          else perturb_K(K, camera_info_error, W) if camera_info_error else K)
+                curve["K_bag"], curve["K_seen"] = (None if K is None else K.tolist()), K_seen.tolist()
+                curve["image_size"] = (W, H)
                 if eval_every and frame_i % eval_every == 0:
                     # Scored before any step has seen this frame (prequential).
                     frame_of[stamp] = frame_i
-                    scored(stamp, scorer.add_prediction(stamp, predictor.predict(rgb, K).depth))
+                    K_served = session.engine.served_K(K_seen, W, H)
+                    scored(stamp, scorer.add_prediction(stamp, predictor.predict(rgb, K_served).depth))
                     while len(frame_of) > scorer.keep:   # predictions the scorer dropped unmatched
                         frame_of.pop(next(iter(frame_of)))
-                session.on_frame(stamp, msg.header.frame_id, rgb, K)
+                session.on_frame(stamp, msg.header.frame_id, rgb, K_seen)
                 session.run_due(on_report=stepped)
                 frame_i += 1
                 bar.update(1)
@@ -141,6 +172,25 @@ def adapt_bag(bags, model, input_size, adapt_cfg, ego_cfg, gating, steps_per_fra
                                     rollbacks=s["adapt_rollbacks"])
     bar.close()
     return session, curve
+
+
+def _intrinsics_report(session, curve: dict) -> dict | None:
+    """The learned K (served with the weights) at the image size, what the session saw and, when the bag has a
+    camera_info, the errors: focal in % of the bag's, principal point in % of the image width."""
+    if session.engine.intrinsics is None or "K_seen" not in curve:
+        return None
+    seen = np.array(curve["K_seen"])
+    names = {"fx": (0, 0), "fy": (1, 1), "cx": (0, 2), "cy": (1, 2)}
+    out = {"seen": {k: float(seen[i, j]) for k, (i, j) in names.items()}}
+    W, H = curve["image_size"]
+    learned = session.engine.served_K(seen, W, H)
+    out["learned"] = {k: float(learned[i, j]) for k, (i, j) in names.items()}
+    if curve.get("K_bag") is not None:
+        bag = np.array(curve["K_bag"])
+        out["bag"] = {k: float(bag[i, j]) for k, (i, j) in names.items()}
+        out["error"] = {k: float(100 * ((learned[i, j] / bag[i, j] - 1) if k[0] == "f"
+                                        else (learned[i, j] - bag[i, j]) / W)) for k, (i, j) in names.items()}
+    return out
 
 
 def plot_curves(curve: dict, path: Path, title: str) -> Path:
@@ -186,6 +236,11 @@ def main(args: argparse.Namespace) -> int:
         adapt_cfg = from_cli(AdaptConfig, args, train_height=h, train_width=w, crop_height=ch // m * m,
                              crop_width=cw // m * m, size_multiple=m, stereo=args.stereo)
         run = from_cli(AdaptationSettings, args)        # --steps-per-frame, --anchor
+        error = None
+        if args.camera_info_error:
+            error = tuple(float(v) for v in args.camera_info_error.split(","))
+            if len(error) != 4:
+                raise ValueError(f"--camera-info-error wants FX,FY,CX,CY, got {args.camera_info_error!r}")
         ego_cfg = from_cli(EgoMotionConfig, args)
         gating = from_cli(GatingConfig, args)
         from .anchors import load_anchor_images, resolve_anchor
@@ -205,7 +260,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     t0 = time.monotonic()
     session, curve = adapt_bag(args.bag, model, input_size, adapt_cfg, ego_cfg, gating, run.steps_per_frame,
-                            args.eval_every, not args.quiet, anchors)
+                            args.eval_every, not args.quiet, anchors, error)
     wall = time.monotonic() - t0
     stats = session.stats()
     out = Path(args.out)
@@ -214,10 +269,14 @@ def main(args: argparse.Namespace) -> int:
     store = CheckpointStore(out.parent)
     meta = {"adapted_from": start, "bags": [str(b) for b in args.bag], "adapt_config": session.engine.config_dict(),
             "stats": {k: v for k, v in stats.items() if k != "rollback_reasons"}}
+    intrinsics = _intrinsics_report(session, curve)
+    if intrinsics:
+        meta["intrinsics"] = intrinsics
     store.save(session.engine.model, session.engine.good_state(), input_size, stats["adapt_steps"],
                stats["adapt_frames"], meta=meta, name=out.name)
     report = {"checkpoint": str(out), "start": start, "wall_time_s": round(wall, 1),
-              "steps_per_s": round(stats["adapt_steps"] / max(wall, 1e-9), 2), "stats": stats, "curve": curve}
+              "steps_per_s": round(stats["adapt_steps"] / max(wall, 1e-9), 2), "stats": stats, "curve": curve,
+              "intrinsics": intrinsics}
     (report_dir / "report.json").write_text(json.dumps(report, indent=1, default=float))
     from mono_depth_ros.bagio import is_synthetic
     kind = " (synthetic)" if all(is_synthetic(b) for b in args.bag) else ""
@@ -229,5 +288,9 @@ def main(args: argparse.Namespace) -> int:
           f"({report['steps_per_s']} steps/s), rollbacks {stats['adapt_rollbacks']}, "
           f"ego-motion source {stats['egomotion_source']}")
     print(f"prequential AbsRel: first 10 evaluations {first:.3f} -> last 10 {last:.3f}")
+    if intrinsics:
+        print("intrinsics: " + ", ".join(f"{k} {v:.2f}" for k, v in intrinsics["learned"].items())
+              + ("" if "error" not in intrinsics else "; error vs the bag's camera_info: "
+                 + ", ".join(f"{k} {v:+.2f}%" for k, v in intrinsics["error"].items())))
     print(f"wrote {out}\n      {report_dir / 'report.json'}\n      {png}")
     return 0

@@ -29,7 +29,7 @@ from mono_depth_ros.egomotion.provider import SOURCE_INPUTS
 from mono_depth_ros.egomotion.samples import MOTION_INPUTS, stamp_to_ns
 from mono_depth_ros.memory import HeapTrimPolicy
 
-from .conversions import InputError, image_to_rgb, message_class
+from .conversions import InputError, image_to_rgb, message_class, scaled_camera_info
 
 __all__ = ["NodeAdaptation", "resume_state"]
 
@@ -131,6 +131,13 @@ class NodeAdaptation:
         self._stereo_subs: list = []
         self._right_info = None    # (K, P) of the right camera, from its camera_info (executor)
         self._egomotion_wanted = False  # H4: another part (the metric scale) needs the poses, adapting or not
+        # Learned intrinsics (adapt_intrinsics): the K served with the weights, published on its own topic.
+        self._pub_calibrated = None
+        self._K_served: np.ndarray | None = None
+        self._K_reported: np.ndarray | None = None
+        if self.engine.intrinsics is not None:
+            from mono_depth_ros.conventions import Topics
+            self._pub_calibrated = node.create_publisher(CameraInfo, Topics.CAMERA_INFO_CALIBRATED, 10)
         node.create_service(Trigger, "~/save_checkpoint", self._srv_save, callback_group=self._group)
         node.create_service(SetBool, "~/set_adaptation", self._srv_enable, callback_group=self._group)
         node.create_service(Trigger, "~/reset_weights", self._srv_reset, callback_group=self._group)
@@ -228,6 +235,20 @@ class NodeAdaptation:
         self.session.pacer.steps_per_frame = float(cfg.adapt_steps_per_frame)
 
     # ------------------------------------------------------------ frames
+    def serving_K(self, K: np.ndarray, width: int, height: int) -> np.ndarray:
+        """Inference worker: the K to serve a frame with: the reported (or guessed) K corrected by the
+        learned intrinsics verified with the served weights (K itself while adapt_intrinsics is off)."""
+        if self.engine.intrinsics is None:
+            return K
+        self._K_reported = np.asarray(K, dtype=np.float64)
+        self._K_served = self.engine.served_K(K, width, height)
+        return self._K_served
+
+    def publish_calibrated(self, header, width: int, height: int) -> None:
+        """Inference worker: the corrected camera_info (``camera_info_calibrated``) of the frame just served."""
+        if self._pub_calibrated is not None and self._K_served is not None:
+            self._pub_calibrated.publish(scaled_camera_info(self._K_served, width, height, header))
+
     def on_frame(self, header, rgb, K) -> None:
         """Inference worker, after each published depth image: offer the frame for training."""
         if self.session.on_frame(stamp_to_ns(header.stamp), header.frame_id, rgb, K):
@@ -323,6 +344,11 @@ class NodeAdaptation:
         out["checkpoint_errors"] = str(self.store.errors)
         out["checkpoint_last"] = self.last_save_path
         out["checkpoint_last_error"] = self.last_error
+        K, K0 = self._K_served, self._K_reported
+        if K is not None and K0 is not None:   # the learned intrinsics and their change from the reported K
+            for name, (i, j) in {"fx": (0, 0), "fy": (1, 1), "cx": (0, 2), "cy": (1, 2)}.items():
+                out[f"intrinsics_{name}"] = f"{K[i, j]:.3f}"
+                out[f"intrinsics_{name}_change"] = f"{K[i, j] - K0[i, j]:+.3f}"
         return out
 
     def shutdown(self) -> None:

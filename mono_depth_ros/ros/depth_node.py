@@ -31,6 +31,7 @@ from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
+from mono_depth_ros.adapt.intrinsics import K_from_hfov
 from mono_depth_ros.conventions import Topics
 from mono_depth_ros.inference import node_predictor
 from mono_depth_ros.pointcloud import RayGrid, colorize_depth, depth_to_points, voxel_downsample
@@ -212,21 +213,24 @@ class DepthNode(Node):
             self.report(f"image_{exc.kind}", f"bad image on {self.image_topic}: {exc}")
             return
         info = self._info
-        if info is None:
+        H, W = rgb.shape[:2]
+        if self.cfg.adapt_intrinsics == "estimate":   # no camera_info used: the guess, corrected as it is learned
+            info, K = None, K_from_hfov(W, H, self.cfg.camera_hfov_deg)
+        elif info is None:
             with self.stats.lock:
                 self.stats.input_errors += 1
             self.report("camera_info_missing", f"no camera_info received on {self.info_topic} yet; "
                                         f"dropping frames until it arrives")
             return
-        try:
-            K = camera_info_to_K(info)
-        except InputError as exc:
-            with self.stats.lock:
-                self.stats.input_errors += 1
-            self.report("camera_info_invalid", f"bad camera_info on {self.info_topic}: {exc}")
-            return
-        H, W = rgb.shape[:2]
-        if (info.width, info.height) != (W, H):
+        else:
+            try:
+                K = camera_info_to_K(info)
+            except InputError as exc:
+                with self.stats.lock:
+                    self.stats.input_errors += 1
+                self.report("camera_info_invalid", f"bad camera_info on {self.info_topic}: {exc}")
+                return
+        if info is not None and (info.width, info.height) != (W, H):   # (estimate: no camera_info to check)
             with self.stats.lock:
                 self.stats.input_errors += 1
             self.report("camera_info_size", f"camera_info size {info.width}x{info.height} differs from image size "
@@ -236,13 +240,14 @@ class DepthNode(Node):
 
         self._check_time_jump(stamp_to_ns(msg.header.stamp))
         t0 = time.perf_counter()
-        raw = self.predictor.predict(rgb, K)
+        raw = self.predictor.predict(rgb, self.adaptation.serving_K(K, W, H))   # learned K (adapt_intrinsics)
         pred = self.metric_scale.apply(raw)  # H4: metric depth for relative networks (unchanged otherwise)
         infer_ms = (time.perf_counter() - t0) * 1e3
         header = msg.header
         h, w = pred.depth.shape
         self.pub_depth.publish(depth_to_msg(pred.depth, header))
         self.pub_info.publish(scaled_camera_info(pred.K, w, h, header))
+        self.adaptation.publish_calibrated(header, W, H)
         if self.cfg.publish_colorized and self.pub_color.get_subscription_count() > 0:
             self.pub_color.publish(rgb_to_msg(colorize_depth(pred.depth), header))
         if self.cfg.publish_points and self.pub_points.get_subscription_count() > 0:
