@@ -29,8 +29,8 @@ from mono_depth_ros.tools.synth.sensors import (
 __all__ = ["SENSORS", "DEFAULT_SENSORS", "STORAGES", "DYNAMIC_MASK_TOPIC", "generate_bag", "check_options"]
 
 #: GT mask of independently moving objects (mono8, 255 = moving), same header as the image.
-#: Not in conventions.Topics (synthetic-only ground truth), so it is defined here.
-DYNAMIC_MASK_TOPIC = "/camera/dynamic_mask_gt"
+#: ``mono-depth evaluate`` reads it (conventions.Topics.BAG_DYNAMIC_MASK_GT) to score moving pixels apart.
+DYNAMIC_MASK_TOPIC = Topics.BAG_DYNAMIC_MASK_GT
 
 #: Switchable sensors / outputs and the topics they write.
 SENSORS: dict[str, tuple[str, ...]] = {
