@@ -46,10 +46,11 @@ from mono_depth_ros.models import DepthNet
 from mono_depth_ros.options import option
 
 from .guard import Guard, Health, Verdict
+from .motion import ObjectMotion
 from .replay import ReplayBuffer
 from .serving import ServingPolicy, state_copy
-from .terms import (SMOOTHNESS_WEIGHT, AnchorTerm, LossTerm, RegularisationTerm, ReprojectionTerm, SmoothnessTerm,
-                    StepInputs, StereoTerm, TermContext)
+from .terms import (SMOOTHNESS_WEIGHT, AnchorTerm, LossTerm, ObjectMotionTerm, RegularisationTerm, ReprojectionTerm,
+                    SmoothnessTerm, StepInputs, StereoTerm, TermContext)
 from .triplets import Triplet, TripletBuilder
 
 __all__ = ["AdaptConfig", "Triplet", "ReplayBuffer", "AdaptationEngine", "StepReport", "STEP_KINDS"]
@@ -130,6 +131,22 @@ class AdaptConfig:
                                           range=(0.0, 100.0), read_only="the loss terms are built at start",
                                           cli="--lr-consistency-weight")
     stereo_sync_tolerance: float = 0.005   # s: largest stamp difference of a left and a right image that pair
+    # Moving objects (docs/learning.md, "Moving objects"; Li et al. 2020): a small separate network predicts
+    # a 3-D translation field per source that moves the target's pixels on top of the camera's motion in
+    # the warp, with group smoothness + L1/2 sparsity; off for the first N steps (depth first).
+    object_motion: bool = option(False, "adapt_object_motion", "learn a dense 3-D translation field of moving "
+                                 "objects on top of the camera's motion (Li et al. 2020: a small separate "
+                                 "network; group smoothness + L1/2 sparsity); fast step only",
+                                 read_only="the motion network and the loss terms are built at start")
+    object_motion_after_steps: int = option(100, "adapt_object_motion_after_steps", "adapt_object_motion: the "
+                                            "field enters the warp after this many training steps (depth and "
+                                            "camera motion first)", range=(0, 1000000),
+                                            read_only="the loss terms are built at start",
+                                            cli="--object-motion-after-steps")
+    object_motion_smoothness: float = 0.05   # group smoothness of the field / |camera translation|
+    object_motion_sparsity: float = 0.05     # L1/2 sparsity of the field / |camera translation|
+    object_motion_lr: float = 1e-3           # Adam learning rate of the motion network
+    object_motion_grad_clip: float = 1.0     # gradient norm limit of the motion network (its own)
 
     def __post_init__(self):
         m = self.size_multiple
@@ -150,6 +167,11 @@ class AdaptConfig:
             raise ValueError(f"lr must be in (0, 1], got {self.lr}")
         if self.stereo_sync_tolerance < 0 or self.lr_consistency_weight < 0:
             raise ValueError("stereo_sync_tolerance >= 0 and lr_consistency_weight >= 0 required")
+        if self.object_motion and self.step != "fast":
+            raise ValueError("object_motion needs the fast step (its loss warps with the field)")
+        if self.object_motion_after_steps < 0 or self.object_motion_grad_clip <= 0 or self.object_motion_lr <= 0:
+            raise ValueError("object_motion_after_steps >= 0, object_motion_grad_clip > 0 and "
+                             "object_motion_lr > 0 required")
         if self.replay_per_step < 0 or self.replay_capacity < 1:
             raise ValueError("replay_per_step >= 0 and replay_capacity >= 1 required")
 
@@ -223,12 +245,18 @@ class AdaptationEngine:
         self.serving = ServingPolicy(self.model, cfg.swap_every, cfg.good_every, cfg.swap_tolerance,
                                      cfg.ema_decay if cfg.step == "fast" else 0.0, on_weights)
         self._shadow = copy.deepcopy(self.model).eval()   # evaluates served / averaged weights, no gradients
-        self.terms: list[LossTerm] = [ReprojectionTerm(loss_fn), SmoothnessTerm(SMOOTHNESS_WEIGHT, smooth_scales)]
+        self.object_motion = ObjectMotion(self.model.min_depth, self.model.max_depth, cfg.object_motion_after_steps,
+                                          lambda: self.counters.steps, self.device) if cfg.object_motion else None
+        self.terms: list[LossTerm] = [ReprojectionTerm(loss_fn, motion=self.object_motion),
+                                      SmoothnessTerm(SMOOTHNESS_WEIGHT, smooth_scales)]
         self.anchor_term = self._anchor_term(anchors)
         if self.anchor_term is not None:
             self.terms.append(self.anchor_term)
         if cfg.stereo:
             self.terms.append(StereoTerm(self.model.min_depth, self.model.max_depth, cfg.lr_consistency_weight))
+        if self.object_motion is not None:
+            self.terms.append(ObjectMotionTerm(self.object_motion, cfg.object_motion_smoothness,
+                                               cfg.object_motion_sparsity))
         if cfg.regularization > 0:
             self.terms.append(RegularisationTerm(self.model, cfg.regularization))
         self.optimizer = self._new_optimizer()
@@ -292,7 +320,19 @@ class AdaptationEngine:
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
         # fused: one kernel over all parameters instead of ~10 small ops per tensor (CPU and CUDA).
-        return torch.optim.Adam(self.model.parameters(), lr=self.lr, fused=True)
+        om = getattr(self, "object_motion", None)
+        if om is None:
+            return torch.optim.Adam(self.model.parameters(), lr=self.lr, fused=True)
+        # The motion network: its own learning rate and its own gradient-norm limit (Li et al.: clip).
+        opt = torch.optim.Adam([{"params": list(self.model.parameters())},
+                                {"params": list(om.parameters()), "lr": self.cfg.object_motion_lr}],
+                               lr=self.lr, fused=True)
+        clip = self.cfg.object_motion_grad_clip
+
+        def clip_motion(*_):
+            torch.nn.utils.clip_grad_norm_(list(om.parameters()), clip)
+        opt.register_step_pre_hook(clip_motion)
+        return opt
 
     # ----------------------------------------------------------------- frames
     def add_frame(self, stamp_ns: int, rgb: np.ndarray, K: np.ndarray) -> None:
@@ -441,7 +481,9 @@ class AdaptationEngine:
             return total, parts
 
         # Guard part 1: judge the weights that produced this loss *before* stepping.
-        res = guarded_step(self.model, self.optimizer, [inputs.target, inputs.sources, inputs.T, inputs.K],
+        trained = self.model if self.object_motion is None else torch.nn.ModuleList([self.model,
+                                                                                   self.object_motion.net])
+        res = guarded_step(trained, self.optimizer, [inputs.target, inputs.sources, inputs.T, inputs.K],
                            compute, grad_clip=cfg.grad_clip, pre_step_check=pre_step_check)
         report = StepReport(res.status, health.loss if res.loss is not None else None,
                             trip.stamp_ns if fresh else None, len(batch), time.perf_counter() - t0)
@@ -495,7 +537,7 @@ class AdaptationEngine:
         with self._train_lock:
             self.cfg = cfg
             self.lr = cfg.lr
-            for group in self.optimizer.param_groups:
+            for group in self.optimizer.param_groups[:1]:   # the depth network's (object motion: its own)
                 group["lr"] = cfg.lr
 
     def reset_to_initial(self) -> None:
@@ -522,6 +564,7 @@ class AdaptationEngine:
                 "adapt_no_motion": f.no_motion, "adapt_replay": len(self.replay),
                 "adapt_right_frames": f.right_frames, "adapt_stereo_only": f.stereo_only,
                 "adapt_learned_frames": c.learned, "adapt_learned_share": self.learned_share(),
+                "adapt_object_motion_active": self.object_motion is not None and self.object_motion.active(),
                 "adapt_loss": self.last_loss, "adapt_loss_avg": self.guard.loss_avg, "adapt_lr": self.lr,
                 "rollback_reasons": dict(c.rollback_reasons)}
 

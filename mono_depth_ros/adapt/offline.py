@@ -42,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"learn from the stereo pair too: {Topics.BAG_RIGHT_IMAGE} + {Topics.BAG_RIGHT_CAMERA_INFO} "
                         "(baseline from its P, or /tf_static) as a source and monodepth's left-right term "
                         "(node parameter: adapt_stereo)")
+    p.add_argument("--object-motion", action="store_true",
+                   help="learn a 3-D translation field of moving objects on top of the camera's motion (Li et al. "
+                        "2020; fast step only; node parameter: adapt_object_motion)")
     p.add_argument("--eval-every", type=int, default=5, help="prequential metric every N frames (0 = off)")
     p.add_argument("--report", type=Path, default=None, help="folder for report.json and curves.png "
                                                               "(default: next to --out)")
@@ -184,7 +187,8 @@ def main(args: argparse.Namespace) -> int:
         ch, cw = parse_size(args.crop) if args.crop not in ("", "0") else (0, 0)
         m = int(model.size_multiple)   # crops rounded down to the network's multiple, like the node
         adapt_cfg = from_cli(AdaptConfig, args, train_height=h, train_width=w, crop_height=ch // m * m,
-                             crop_width=cw // m * m, size_multiple=m, stereo=args.stereo)
+                             crop_width=cw // m * m, size_multiple=m, stereo=args.stereo,
+                             object_motion=args.object_motion)
         run = from_cli(AdaptationSettings, args)        # --steps-per-frame, --anchor
         ego_cfg = from_cli(EgoMotionConfig, args)
         gating = from_cli(GatingConfig, args)
