@@ -37,7 +37,8 @@ def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
 class ObjectMotionNet(nn.Module):
     """A small U-Net: (target, rigidly warped source) -> per-pixel 3-D translation in metres.
 
-    Input (N,6,h,w) in [0,1] (h, w multiples of 8); output (N,3,h,w). The last layer starts at zero,
+    Input (N,6,h,w) in [0,1]; output (N,3,h,w) (:meth:`ObjectMotion.fields` runs it at half the
+    training crop's resolution). The last layer starts at zero,
     so the field is zero (no object moves) until the loss asks for motion. ~60k parameters.
     """
 
@@ -103,7 +104,9 @@ class ObjectMotion:
                 depth = F.interpolate(depth, (h, w), mode="bilinear", align_corners=False)
             rigid = [warp(src, depth, T, cam, cam_s)[0] for src, T in zip(i.sources, i.T)]
         x = torch.cat([torch.cat([i.target, r], 1) for r in rigid])        # (S*B,6,h,w)
-        out = list(self.net(x).split(B))
+        # At half resolution (half the step's cost of the net), the field upsampled bilinearly.
+        field = F.interpolate(self.net(F.avg_pool2d(x, 2)), (h, w), mode="bilinear", align_corners=False)
+        out = list(field.split(B))
         ctx.extra[FIELDS_KEY] = out
         return out
 
