@@ -106,6 +106,7 @@ class Topics:
     BAG_RIGHT_IMAGE = "/camera_right/image_raw"
     BAG_RIGHT_CAMERA_INFO = "/camera_right/camera_info"
     BAG_DEPTH_GT = "/camera/depth_gt"
+    BAG_DYNAMIC_MASK_GT = "/camera/dynamic_mask_gt"   # mono8, 255 = independently moving (synthetic ground truth)
     BAG_POSE_GT = "/ground_truth/camera_pose"
     BAG_ODOM = "/odom"
     BAG_IMU = "/imu/data"

@@ -242,7 +242,8 @@ class PinholeCamera:
 
 
 def warp(source_image: torch.Tensor, depth: torch.Tensor, T_source_target: torch.Tensor | Pose,
-         camera: PinholeCamera, source_camera: PinholeCamera | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+         camera: PinholeCamera, source_camera: PinholeCamera | None = None,
+         motion: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Synthesise the target view from a source image (monodepth2 view synthesis).
 
     Target pixels are back-projected with the target ``depth``, moved into
@@ -262,6 +263,9 @@ def warp(source_image: torch.Tensor, depth: torch.Tensor, T_source_target: torch
         T_source_target: (B,4,4) or Pose.
         camera: intrinsics of the target view at (H, W).
         source_camera: intrinsics of the source view at (Hs, Ws); None = ``camera``.
+        motion: (B,3,H,W) metres or None: each target point's own translation between the two
+            images, in the source camera's axes, added after ``T_source_target`` (a moving object's
+            motion on top of the camera's: Li et al. 2020).
     Returns:
         warped (B,C,H,W) and valid (B,1,H,W) float mask: 1 where the point is in
         front of the source camera and projects inside the source image.
@@ -273,7 +277,13 @@ def warp(source_image: torch.Tensor, depth: torch.Tensor, T_source_target: torch
     mat = T_source_target.mat if isinstance(T_source_target, Pose) else T_source_target
     check_shape(mat, "T_source_target", ["B", "4", "4"], dict(B=b["B"]))
     points = camera.backproject(depth)
-    uv, z = src_cam.project(points, mat)
+    if motion is None:
+        uv, z = src_cam.project(points, mat)
+    else:
+        check_shape(motion, "motion", ["B", "3", "H", "W"], dict(B=b["B"], H=b["H"], W=b["W"]))
+        B, H, W = b["B"], b["H"], b["W"]
+        moved = (Pose(mat.to(points.dtype)) @ points.reshape(B, 3, H * W)).reshape(B, 3, H, W) + motion
+        uv, z = src_cam.project(moved)
     u, v = uv[:, 0], uv[:, 1]
     Hs, Ws = src_cam.height, src_cam.width
     gx, gy = pixels_to_grid(u, v, Ws, Hs)

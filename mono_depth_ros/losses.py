@@ -413,7 +413,8 @@ class FastSelfSupervisedLoss(nn.Module):
 
     def forward(self, target: torch.Tensor, sources: Sequence[torch.Tensor],
                 T_source_target: Sequence[torch.Tensor], K: torch.Tensor, disps: Sequence[torch.Tensor],
-                K_source: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                K_source: torch.Tensor | None = None, object_motion: Sequence[torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Loss of the target's disparities.
 
         Args:
@@ -423,6 +424,9 @@ class FastSelfSupervisedLoss(nn.Module):
             K: (B,3,3) intrinsics of the target at (h, w) (of the crop: principal point shifted).
             disps: sigmoid disparities, disps[s] is (B,1,h/2^s,w/2^s).
             K_source: (B,3,3) intrinsics of the sources at (H, W); None = ``K`` (then H, W = h, w).
+            object_motion: None or S (B,3,h,w) translation fields in metres (a moving object's motion
+                on top of the camera's, per source; :func:`~mono_depth_ros.geometry.warp`'s ``motion``),
+                averaged down to each scale's resolution.
         Returns:
             total loss (scalar) and detached parts ``photometric``, ``smoothness``, ``automask_fraction``.
         """
@@ -480,8 +484,11 @@ class FastSelfSupervisedLoss(nn.Module):
                         if self.noise > 0:
                             identity = identity + torch.randn_like(identity) * self.noise
                     cache["identity"][f] = identity
-            reproj = torch.cat([photometric_error_fast(warp(src, depth, T, cam_t, cam_s)[0], tgt_s)
-                                for src, T in zip(srcs, T_source_target)], 1)   # (B,S,hs,ws)
+            motion = [None] * S if object_motion is None else [
+                m if m.shape[-2:] == tgt_s.shape[-2:] else F.adaptive_avg_pool2d(m, tgt_s.shape[-2:])
+                for m in object_motion]
+            reproj = torch.cat([photometric_error_fast(warp(src, depth, T, cam_t, cam_s, motion=m)[0], tgt_s)
+                                for src, T, m in zip(srcs, T_source_target, motion)], 1)   # (B,S,hs,ws)
             if identity is not None:
                 best, idx = torch.cat([identity, reproj], 1).min(1, keepdim=True)
                 mask = (idx >= S).to(reproj.dtype)

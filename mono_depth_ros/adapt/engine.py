@@ -47,10 +47,11 @@ from mono_depth_ros.options import option
 
 from .guard import Guard, Health, Verdict
 from .intrinsics import INTRINSICS_MODES, IntrinsicsCorrection
+from .motion import ObjectMotion
 from .replay import ReplayBuffer
 from .serving import ServingPolicy, state_copy
-from .terms import (SMOOTHNESS_WEIGHT, AnchorTerm, LossTerm, RegularisationTerm, ReprojectionTerm, SmoothnessTerm,
-                    StepInputs, StereoTerm, TermContext)
+from .terms import (SMOOTHNESS_WEIGHT, AnchorTerm, LossTerm, ObjectMotionTerm, RegularisationTerm, ReprojectionTerm,
+                    SmoothnessTerm, StepInputs, StereoTerm, TermContext)
 from .triplets import Triplet, TripletBuilder
 
 __all__ = ["AdaptConfig", "Triplet", "ReplayBuffer", "AdaptationEngine", "StepReport", "STEP_KINDS"]
@@ -156,6 +157,22 @@ class AdaptConfig:
     intrinsics_max_step_log_f: float = 0.005   # largest change of log(f) per step
     intrinsics_max_step_c: float = 0.002       # largest change of the principal point per step (image sizes)
     intrinsics_fixed_aspect: bool = True       # one focal scale for fx and fy (adapt/intrinsics.py says why)
+    # Moving objects (docs/learning.md, "Moving objects"; Li et al. 2020): a small separate network predicts
+    # a 3-D translation field per source that moves the target's pixels on top of the camera's motion in
+    # the warp, with group smoothness + L1/2 sparsity; off for the first N steps (depth first).
+    object_motion: bool = option(False, "adapt_object_motion", "learn a dense 3-D translation field of moving "
+                                 "objects on top of the camera's motion (Li et al. 2020: a small separate "
+                                 "network; group smoothness + L1/2 sparsity); fast step only",
+                                 read_only="the motion network and the loss terms are built at start")
+    object_motion_after_steps: int = option(100, "adapt_object_motion_after_steps", "adapt_object_motion: the "
+                                            "field enters the warp after this many training steps (depth and "
+                                            "camera motion first)", range=(0, 1000000),
+                                            read_only="the loss terms are built at start",
+                                            cli="--object-motion-after-steps")
+    object_motion_smoothness: float = 0.05   # group smoothness of the field / |camera translation|
+    object_motion_sparsity: float = 0.05     # L1/2 sparsity of the field / |camera translation|
+    object_motion_lr: float = 1e-3           # Adam learning rate of the motion network
+    object_motion_grad_clip: float = 1.0     # gradient norm limit of the motion network (its own)
 
     def __post_init__(self):
         m = self.size_multiple
@@ -180,6 +197,11 @@ class AdaptConfig:
             raise ValueError(f"intrinsics must be one of {INTRINSICS_MODES}, got {self.intrinsics!r}")
         if not (0 < self.intrinsics_lr <= 1.0) or not 0 < self.camera_hfov_deg < 180:
             raise ValueError("intrinsics_lr in (0, 1] and camera_hfov_deg in (0, 180) required")
+        if self.object_motion and self.step != "fast":
+            raise ValueError("object_motion needs the fast step (its loss warps with the field)")
+        if self.object_motion_after_steps < 0 or self.object_motion_grad_clip <= 0 or self.object_motion_lr <= 0:
+            raise ValueError("object_motion_after_steps >= 0, object_motion_grad_clip > 0 and "
+                             "object_motion_lr > 0 required")
         if self.replay_per_step < 0 or self.replay_capacity < 1:
             raise ValueError("replay_per_step >= 0 and replay_capacity >= 1 required")
 
@@ -253,12 +275,18 @@ class AdaptationEngine:
         self.serving = ServingPolicy(self.model, cfg.swap_every, cfg.good_every, cfg.swap_tolerance,
                                      cfg.ema_decay if cfg.step == "fast" else 0.0, on_weights)
         self._shadow = copy.deepcopy(self.model).eval()   # evaluates served / averaged weights, no gradients
-        self.terms: list[LossTerm] = [ReprojectionTerm(loss_fn), SmoothnessTerm(SMOOTHNESS_WEIGHT, smooth_scales)]
+        self.object_motion = ObjectMotion(self.model.min_depth, self.model.max_depth, cfg.object_motion_after_steps,
+                                          lambda: self.counters.steps, self.device) if cfg.object_motion else None
+        self.terms: list[LossTerm] = [ReprojectionTerm(loss_fn, motion=self.object_motion),
+                                      SmoothnessTerm(SMOOTHNESS_WEIGHT, smooth_scales)]
         self.anchor_term = self._anchor_term(anchors)
         if self.anchor_term is not None:
             self.terms.append(self.anchor_term)
         if cfg.stereo:
             self.terms.append(StereoTerm(self.model.min_depth, self.model.max_depth, cfg.lr_consistency_weight))
+        if self.object_motion is not None:
+            self.terms.append(ObjectMotionTerm(self.object_motion, cfg.object_motion_smoothness,
+                                               cfg.object_motion_sparsity))
         if cfg.regularization > 0:
             self.terms.append(RegularisationTerm(self.model, cfg.regularization))
         # Learned intrinsics (off: None): snapshots at start, at the rollback point and as served.
@@ -333,7 +361,17 @@ class AdaptationEngine:
         if self.intrinsics is not None:   # its own learning rate (not halved by rollbacks: the steps are bounded)
             groups.append({"params": list(self.intrinsics.parameters()), "lr": self.cfg.intrinsics_lr,
                            "intrinsics": True})
-        return torch.optim.Adam(groups, lr=self.lr, fused=True)
+        om = getattr(self, "object_motion", None)
+        if om is not None:   # the motion network: its own learning rate and gradient-norm limit (Li et al.: clip)
+            groups.append({"params": list(om.parameters()), "lr": self.cfg.object_motion_lr, "object_motion": True})
+        opt = torch.optim.Adam(groups, lr=self.lr, fused=True)
+        if om is not None:
+            clip = self.cfg.object_motion_grad_clip
+
+            def clip_motion(*_):
+                torch.nn.utils.clip_grad_norm_(list(om.parameters()), clip)
+            opt.register_step_pre_hook(clip_motion)
+        return opt
 
     # ----------------------------------------------------------------- frames
     def add_frame(self, stamp_ns: int, rgb: np.ndarray, K: np.ndarray) -> None:
@@ -489,7 +527,9 @@ class AdaptationEngine:
         if self.intrinsics is not None:
             self.intrinsics.focal_frozen = self.counters.steps < cfg.intrinsics_focal_warmup
             self.intrinsics.begin_step()
-        res = guarded_step(self.model, self.optimizer, [inputs.target, inputs.sources, inputs.T, inputs.K],
+        trained = self.model if self.object_motion is None else torch.nn.ModuleList([self.model,
+                                                                                   self.object_motion.net])
+        res = guarded_step(trained, self.optimizer, [inputs.target, inputs.sources, inputs.T, inputs.K],
                            compute, grad_clip=cfg.grad_clip, pre_step_check=pre_step_check)
         if self.intrinsics is not None:
             self.intrinsics.bound_step()   # bounded change per step (and overall)
@@ -552,8 +592,8 @@ class AdaptationEngine:
         with self._train_lock:
             self.cfg = cfg
             self.lr = cfg.lr
-            for group in self.optimizer.param_groups:
-                if not group.get("intrinsics"):
+            for group in self.optimizer.param_groups:   # the depth network's (intrinsics, object motion: their own)
+                if not (group.get("intrinsics") or group.get("object_motion")):
                     group["lr"] = cfg.lr
 
     def reset_to_initial(self) -> None:
@@ -597,6 +637,7 @@ class AdaptationEngine:
                 "adapt_no_motion": f.no_motion, "adapt_replay": len(self.replay),
                 "adapt_right_frames": f.right_frames, "adapt_stereo_only": f.stereo_only,
                 "adapt_learned_frames": c.learned, "adapt_learned_share": self.learned_share(),
+                "adapt_object_motion_active": self.object_motion is not None and self.object_motion.active(),
                 "adapt_loss": self.last_loss, "adapt_loss_avg": self.guard.loss_avg, "adapt_lr": self.lr,
                 "rollback_reasons": dict(c.rollback_reasons)} | self._intrinsics_stats()
 

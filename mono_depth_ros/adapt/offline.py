@@ -46,6 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="test the intrinsics' self-calibration (--intrinsics refine): the session sees the bag's "
                         "camera_info with fx, fy scaled by (1 + FX), (1 + FY) and cx, cy moved by CX, CY times the "
                         "image width (e.g. 0.2,0.2,0.05,0.05); the report compares the learned K with the bag's")
+    p.add_argument("--object-motion", action="store_true",
+                   help="learn a 3-D translation field of moving objects on top of the camera's motion (Li et al. "
+                        "2020; fast step only; node parameter: adapt_object_motion)")
     p.add_argument("--eval-every", type=int, default=5, help="prequential metric every N frames (0 = off)")
     p.add_argument("--report", type=Path, default=None, help="folder for report.json and curves.png "
                                                               "(default: next to --out)")
@@ -234,7 +237,8 @@ def main(args: argparse.Namespace) -> int:
         ch, cw = parse_size(args.crop) if args.crop not in ("", "0") else (0, 0)
         m = int(model.size_multiple)   # crops rounded down to the network's multiple, like the node
         adapt_cfg = from_cli(AdaptConfig, args, train_height=h, train_width=w, crop_height=ch // m * m,
-                             crop_width=cw // m * m, size_multiple=m, stereo=args.stereo)
+                             crop_width=cw // m * m, size_multiple=m, stereo=args.stereo,
+                             object_motion=args.object_motion)
         run = from_cli(AdaptationSettings, args)        # --steps-per-frame, --anchor
         error = None
         if args.camera_info_error:

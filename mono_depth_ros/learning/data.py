@@ -2,7 +2,8 @@
 
 A bag is read once (topics from :class:`mono_depth_ros.conventions.Topics`:
 ``BAG_IMAGE`` rgb8, ``BAG_CAMERA_INFO``, ``BAG_DEPTH_GT`` 32FC1 with +inf sky,
-``BAG_POSE_GT`` PoseStamped = T_map_cameraoptical), matched by header stamp,
+``BAG_POSE_GT`` PoseStamped = T_map_cameraoptical, ``BAG_DYNAMIC_MASK_GT`` mono8 where the
+synthetic world records its moving objects), matched by header stamp,
 optionally resized, and cached as an ``.npz`` keyed by the bag's path, size
 and mtime so later runs skip decoding.
 """
@@ -25,7 +26,7 @@ from ..preprocess import resize_depth, resize_rgb_batch, to_tensor
 __all__ = ["BagFrames", "load_bag", "SupervisedSampler", "SelfSupervisedSampler",
            "color_augment"]
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class BagFrames:
         source: the bag path.
         right_images: (N,H,W,3) uint8 rectified right-camera images or None.
         baseline: stereo baseline in metres (from the right CameraInfo's P) or None.
+        dynamic_masks: (N,H,W) bool ground-truth mask of independently moving objects (the synthetic
+            world's ``BAG_DYNAMIC_MASK_GT``) or None.
     """
 
     images: np.ndarray
@@ -51,6 +54,7 @@ class BagFrames:
     source: str
     right_images: np.ndarray | None = None
     baseline: float | None = None
+    dynamic_masks: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -109,17 +113,19 @@ def load_bag(path: str | os.PathLike, size: tuple[int, int] | None = None, need_
             frames = BagFrames(z["images"], z["depths"] if z["depths"].size else None,
                                z["poses"] if z["poses"].size else None, z["K"], z["stamps"], str(bag),
                                z["right"] if z["right"].size else None,
-                               float(z["baseline"]) if np.isfinite(z["baseline"]) else None)
+                               float(z["baseline"]) if np.isfinite(z["baseline"]) else None,
+                               z["dynamic"] if z["dynamic"].size else None)
             _check_needs(frames, need_depth, need_pose)
             return frames
     images: dict[int, np.ndarray] = {}
     depths: dict[int, np.ndarray] = {}
     poses: dict[int, np.ndarray] = {}
     rights: dict[int, np.ndarray] = {}
+    dynamic: dict[int, np.ndarray] = {}
     K = None
     baseline = None
     topics = [Topics.BAG_IMAGE, Topics.BAG_CAMERA_INFO, Topics.BAG_DEPTH_GT, Topics.BAG_POSE_GT,
-              Topics.BAG_RIGHT_IMAGE, Topics.BAG_RIGHT_CAMERA_INFO]
+              Topics.BAG_RIGHT_IMAGE, Topics.BAG_RIGHT_CAMERA_INFO, Topics.BAG_DYNAMIC_MASK_GT]
     for topic, _, msg in iter_messages(bag, topics):
         if topic == Topics.BAG_IMAGE:
             if max_frames is not None and len(images) >= max_frames:
@@ -133,6 +139,8 @@ def load_bag(path: str | os.PathLike, size: tuple[int, int] | None = None, need_
             K = camera_info_to_K(msg)
         elif topic == Topics.BAG_RIGHT_IMAGE:
             rights[_stamp(msg)] = image_to_rgb(msg)
+        elif topic == Topics.BAG_DYNAMIC_MASK_GT:
+            dynamic[_stamp(msg)] = image_to_rgb(msg)[..., 0] > 127   # mono8 0 / 255
         elif topic == Topics.BAG_RIGHT_CAMERA_INFO and baseline is None:
             baseline = stereo_baseline_from_P(msg.p)
     if not images:
@@ -151,12 +159,15 @@ def load_bag(path: str | os.PathLike, size: tuple[int, int] | None = None, need_
     dep = np.stack([depths[s] for s in stamps]) if depths and all(s in depths for s in stamps) else None
     pos = np.stack([poses[s] for s in stamps]) if poses and all(s in poses for s in stamps) else None
     right = np.stack([rights[s] for s in stamps]) if rights and all(s in rights for s in stamps) else None
+    dyn = np.stack([dynamic[s] for s in stamps]) if dynamic and all(s in dynamic for s in stamps) else None
     if size is not None:
         if right is not None and tuple(size) != right.shape[1:3]:
             right = resize_rgb_batch(right, size)
+        if dyn is not None and tuple(size) != dyn.shape[1:3]:   # nearest, as the depth
+            dyn = np.stack([resize_depth(m.astype(np.float32), size) > 0.5 for m in dyn])
         img, dep, K = _resize(img, dep, K, size)
     frames = BagFrames(img, dep, pos, K, np.asarray(stamps, dtype=np.int64), str(bag), right,
-                       baseline if right is not None else None)
+                       baseline if right is not None else None, dyn)
     _check_needs(frames, need_depth, need_pose)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -164,7 +175,8 @@ def load_bag(path: str | os.PathLike, size: tuple[int, int] | None = None, need_
         np.savez(tmp, images=img, depths=dep if dep is not None else np.zeros(0, np.float16),
                  poses=pos if pos is not None else np.zeros(0), K=K, stamps=frames.stamps,
                  right=right if right is not None else np.zeros(0, np.uint8),
-                 baseline=np.float64(frames.baseline if frames.baseline is not None else np.nan))
+                 baseline=np.float64(frames.baseline if frames.baseline is not None else np.nan),
+                 dynamic=dyn if dyn is not None else np.zeros(0, bool))
         os.replace(tmp, cache)
     return frames
 

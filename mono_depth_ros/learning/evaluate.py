@@ -5,6 +5,10 @@ node makes for each image: the same resize (:mod:`mono_depth_ros.preprocess`), b
 canonical-camera conversion. What is scored is exactly the depth the node publishes, at network
 resolution; the ground truth is brought to that grid by nearest neighbour (:func:`mono_depth_ros.preprocess.resize_depth`), as the
 node's own prequential scoring does.
+
+Where a drive carries the synthetic world's ground-truth mask of moving objects
+(:attr:`BagFrames.dynamic_masks`), :func:`evaluate_regions` also scores the dynamic and the static
+pixels apart, on the same predictions (docs/learning.md, "Moving objects").
 """
 from __future__ import annotations
 
@@ -15,7 +19,10 @@ from ..metrics import DEFAULT_MAX_DEPTH, MetricAccumulator
 from ..preprocess import resize_depth
 from .data import BagFrames
 
-__all__ = ["predict_frames", "evaluate_frames"]
+__all__ = ["predict_frames", "evaluate_frames", "evaluate_regions", "REGIONS"]
+
+#: The pixel sets :func:`evaluate_regions` scores: every valid pixel, the static ones, the moving ones.
+REGIONS = ("all", "static", "dynamic")
 
 
 def predict_frames(predictor: DepthPredictor, images: np.ndarray, K: np.ndarray) -> list[Prediction]:
@@ -29,7 +36,21 @@ def evaluate_frames(predictor: DepthPredictor, drives: list[BagFrames], stride: 
 
     Each drive's own K goes with its frames (network-size K and the canonical camera follow from it).
     """
-    acc = MetricAccumulator(max_depth=max_depth)
+    return evaluate_regions(predictor, drives, stride, max_frames, max_depth)["all"]
+
+
+def evaluate_regions(predictor: DepthPredictor, drives: list[BagFrames], stride: int = 1,
+                     max_frames: int | None = None,
+                     max_depth: float = DEFAULT_MAX_DEPTH) -> dict[str, MetricAccumulator]:
+    """:func:`evaluate_frames` plus the ground-truth dynamic and static pixels apart.
+
+    Returns:
+        {"all": ..., "static": ..., "dynamic": ...} accumulators over the same predictions. "static"
+        and "dynamic" hold the frames of the drives with :attr:`BagFrames.dynamic_masks` (the mask
+        brought to the depth's grid by nearest neighbour); a frame without a moving pixel adds no
+        "dynamic" row (per-image means, as every metric here).
+    """
+    accs = {k: MetricAccumulator(max_depth=max_depth) for k in REGIONS}
     for drive in drives:
         if drive.depths is None:
             raise ValueError(f"{drive.source}: no ground-truth depth to evaluate against")
@@ -38,5 +59,10 @@ def evaluate_frames(predictor: DepthPredictor, drives: list[BagFrames], stride: 
             idx = idx[:max_frames]
         for k in idx:
             depth = predictor.predict(drive.images[k], drive.K).depth
-            acc.add(resize_depth(drive.depths[k].astype(np.float32), depth.shape), depth)
-    return acc
+            gt = resize_depth(drive.depths[k].astype(np.float32), depth.shape)
+            accs["all"].add(gt, depth)
+            if drive.dynamic_masks is not None:
+                moving = resize_depth(drive.dynamic_masks[k].astype(np.float32), depth.shape) > 0.5
+                accs["static"].add(gt, depth, ~moving)
+                accs["dynamic"].add(gt, depth, moving)
+    return accs

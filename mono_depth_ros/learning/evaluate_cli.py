@@ -65,9 +65,10 @@ def main(args: argparse.Namespace) -> int:
 
     from ..bagio import BagError
     from ..checkpoint import CheckpointError, shipped_checkpoint_path
+    from ..conventions import Topics
     from ..metrics import format_markdown
     from .data import load_bag
-    from .evaluate import evaluate_frames
+    from .evaluate import evaluate_regions
 
     torch.set_num_threads(args.threads)
     size = None
@@ -87,18 +88,23 @@ def main(args: argparse.Namespace) -> int:
         return 1
     model, size, canonical = predictor.model, predictor.input_size, predictor.canonical
     info = {"arch": model.arch}
-    acc = evaluate_frames(predictor, drives, args.stride, args.max_frames, args.max_depth)
-    summary = acc.summary()
+    accs = evaluate_regions(predictor, drives, args.stride, args.max_frames, args.max_depth)
+    summary = accs["all"].summary()
+    # Moving vs static pixels, where the bags carry the ground-truth mask of moving objects.
+    regions = {k: accs[k].summary() for k in ("static", "dynamic") if accs[k].count}
     if args.json:
         print(json.dumps({"checkpoint": str(path), "arch": info["arch"], "bags": args.bags,
                           "input_size": list(size), "output_kind": model.output_kind,
                           "inference_backend": predictor.backend,
                           "canonical_camera": canonical.to_dict() if canonical else None,
-                          "metrics": summary}, indent=2))
+                          "metrics": summary, **{f"metrics_{k}": v for k, v in regions.items()}}, indent=2))
     else:
         print(f"checkpoint {path} ({info['arch']}), bags {', '.join(args.bags)}, "
               f"input {size[1]}x{size[0]}, backend {predictor.backend}, GT cap {args.max_depth} m\n")
         print(format_markdown(summary))
+        for k, v in regions.items():
+            print(f"\n{k} pixels (ground-truth mask of moving objects, {Topics.BAG_DYNAMIC_MASK_GT}):\n")
+            print(format_markdown(v))
     if args.report is not None:
         _write_report(args, predictor, drives, summary, path)
     return 0

@@ -26,11 +26,11 @@ from mono_depth_ros.tools.synth.sensors import (
     GEODETIC_ORIGIN, simulate_gps, simulate_imu, simulate_odometry,
 )
 
-__all__ = ["SENSORS", "DEFAULT_SENSORS", "STORAGES", "DYNAMIC_MASK_TOPIC", "generate_bag", "check_options"]
+__all__ = ["SENSORS", "DEFAULT_SENSORS", "STORAGES", "DYNAMIC_MASK_TOPIC", "TRAFFIC", "traffic_density", "generate_bag", "check_options"]
 
 #: GT mask of independently moving objects (mono8, 255 = moving), same header as the image.
-#: Not in conventions.Topics (synthetic-only ground truth), so it is defined here.
-DYNAMIC_MASK_TOPIC = "/camera/dynamic_mask_gt"
+#: ``mono-depth evaluate`` reads it (conventions.Topics.BAG_DYNAMIC_MASK_GT) to score moving pixels apart.
+DYNAMIC_MASK_TOPIC = Topics.BAG_DYNAMIC_MASK_GT
 
 #: Switchable sensors / outputs and the topics they write.
 SENSORS: dict[str, tuple[str, ...]] = {
@@ -51,6 +51,9 @@ SENSORS: dict[str, tuple[str, ...]] = {
 POSE_RATE_HZ, POSE_SIGMA_XY, POSE_SIGMA_YAW = 30.0, 0.02, np.radians(0.1)
 DEFAULT_SENSORS: tuple[str, ...] = ("camera", "depth_gt", "dynamic_mask_gt", "pose_gt", "odom", "imu", "gps", "tf", "tf_static")
 STORAGES = ("mcap", "sqlite3")
+#: ``traffic`` choices: moving cars per km of road (normal: the preset's own; dense: moving cars cover
+#: >= 5 % of the pixels, test/test_traffic.py measures it).
+TRAFFIC = {"dense": 250.0}
 
 
 def check_options(sensors, storage: str) -> tuple[str, ...]:
@@ -270,10 +273,25 @@ def _frame_messages(frame: SynthFrame, drive: Drive, sensors, M: _Msgs):
     return out
 
 
+def traffic_density(traffic, default: float) -> float:
+    """Moving cars per km for ``traffic`` (None / "normal": ``default``; "dense"; a number >= 0). ValueError."""
+    if traffic is None or traffic == "normal":
+        return float(default)
+    if traffic in TRAFFIC:
+        return TRAFFIC[traffic]
+    try:
+        v = float(traffic)
+    except (TypeError, ValueError):
+        v = float("nan")
+    if not 0.0 <= v <= 1000.0:
+        raise ValueError(f"traffic must be normal, dense or a number of moving cars per km in [0, 1000], got {traffic!r}")
+    return v
+
+
 def generate_bag(out_path, preset="A", seed=0, duration_s=60.0, width=640, height=192, rate_hz=10.0,
                  storage="mcap", sensors=DEFAULT_SENSORS, overwrite=False, progress=True,
                  contact_sheet=True, stereo=None, start_ns=DEFAULT_START_NS, camera_noise=True,
-                 workers=None, noise=None, frame_callback=None, stand_still=False) -> Path:
+                 workers=None, noise=None, frame_callback=None, stand_still=False, traffic=None) -> Path:
     """Render a drive and write it as a rosbag2 directory at ``out_path``.
 
     Args:
@@ -293,6 +311,8 @@ def generate_bag(out_path, preset="A", seed=0, duration_s=60.0, width=640, heigh
         frame_callback: called as ``f(k, frame)`` after frame ``k`` is written (testing hook).
         stand_still: the vehicle stands at its start for the whole drive (speed 0; the road and
             start of the moving drive of the same seed).
+        traffic: None or "normal" (the preset's moving cars per km), "dense" (:data:`TRAFFIC`) or a number
+            of moving cars per km of road.
     Returns:
         The bag directory.
     Raises:
@@ -305,7 +325,8 @@ def generate_bag(out_path, preset="A", seed=0, duration_s=60.0, width=640, heigh
     elif "right_camera" in sensors and not stereo:
         raise ValueError("sensors includes 'right_camera' but stereo=False")
     p = get_preset(preset)
-    p = p.replace(noise=noise_with(p.noise, noise), stand_still=bool(stand_still) or p.stand_still)
+    p = p.replace(noise=noise_with(p.noise, noise), stand_still=bool(stand_still) or p.stand_still,
+                  moving_cars_per_km=traffic_density(traffic, p.moving_cars_per_km))
     cfg = DriveConfig.make(p, seed, duration_s, width, height, rate_hz, stereo, start_ns, camera_noise)
     if workers is None:
         n_frames = int(cfg.duration_s * cfg.rate_hz) + 1
@@ -427,7 +448,8 @@ def _info(drive: Drive, sensors) -> dict:
     return {
         "preset": cfg.preset.name, "preset_label": cfg.preset.label, "seed": cfg.seed,
         "duration_s": cfg.duration_s, "width": cfg.width, "height": cfg.height, "rate_hz": cfg.rate_hz,
-        "stereo": cfg.stereo, "stand_still": cfg.preset.stand_still, "sensors": list(sensors),
+        "stereo": cfg.stereo, "stand_still": cfg.preset.stand_still,
+        "moving_cars_per_km": cfg.preset.moving_cars_per_km, "sensors": list(sensors),
         "geodetic_origin": list(GEODETIC_ORIGIN),
         "T_map_odom": od_T.round(12).tolist(), "T_base_camera": cfg.preset.T_base_camera().round(12).tolist(),
         "noise": {k: v for k, v in vars(cfg.preset.noise).items()},

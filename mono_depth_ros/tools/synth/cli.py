@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "imu_orientation=true (fields of SensorNoise; see docs/synthetic_world.md)")
     parser.add_argument("--stand-still", action="store_true", help="the vehicle stands at its start for the whole "
                         "drive (the road and start of the moving drive of the same seed)")
+    parser.add_argument("--traffic", default=None, metavar="normal|dense|N",
+                        help="moving cars: the preset's (normal), dense (moving cars cover >= 5%% of the pixels) "
+                             "or N per km of road")
     parser.add_argument("--no-camera-noise", action="store_true", help="noise-free images")
     parser.add_argument("--no-contact-sheet", action="store_true", help="skip <out>/contact_sheet.png")
     parser.add_argument("--workers", type=int, default=None,
@@ -51,7 +54,8 @@ def main(args: argparse.Namespace) -> int:
                            width=args.width, height=args.height, rate_hz=args.rate, storage=args.storage,
                            sensors=sensors, overwrite=args.overwrite, progress=not args.quiet,
                            contact_sheet=not args.no_contact_sheet, camera_noise=not args.no_camera_noise,
-                           workers=args.workers, noise=args.noise, stand_still=args.stand_still)
+                           workers=args.workers, noise=args.noise, stand_still=args.stand_still,
+                           traffic=args.traffic)
     except (ValueError, FileExistsError, FileNotFoundError) as err:
         print(f"mono-depth generate: error: {err}", file=sys.stderr)
         return 2
