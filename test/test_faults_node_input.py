@@ -294,8 +294,11 @@ def test_input_time_and_tf_faults_one_node(tmp_path, ros_node):
         # Adaptation continues after the jumps (steps keep coming from frames after the last jump).
         steps = int(s3["adapt_steps"])
         frames_after = int(s3["adapt_frames"])
-        rig.drive(4.0)
-        s4 = rig.stats()
+        for _ in range(3):   # a loaded machine (fresh-clone CI) took no step within the first 4 s once
+            rig.drive(4.0)
+            s4 = rig.stats()
+            if int(s4["adapt_steps"]) > steps:
+                break
         assert int(s4["adapt_frames"]) > frames_after and int(s4["adapt_steps"]) > steps, (s3, s4)
         assert proc.alive()
         assert "Traceback" not in proc.log(), proc.log()[-3000:]

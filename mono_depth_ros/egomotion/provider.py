@@ -494,10 +494,15 @@ class EgoMotionProvider:
     def _query_source(self, name: str, t_target: int, t_source: int):
         """(Coverage, T_bt_bs | None, reported source name)."""
         src = self._sources[name]
-        if name == "odom":
-            cov, T, used = src.query(t_target, t_source)
-        else:
-            (cov, T), used = src.query(t_target, t_source), name
+        try:
+            if name == "odom":
+                cov, T, used = src.query(t_target, t_source)
+            else:
+                (cov, T), used = src.query(t_target, t_source), name
+        except ValueError as exc:
+            # Absurd but finite inputs (rates of 1e308, found by fuzzing) can overflow an integration
+            # inside scipy (zero-norm quaternions): this source gives no pose for the pair.
+            return Coverage(PoseStatus.NEVER, f"{name}: input too large to integrate ({exc})"), None, name
         if cov.status is PoseStatus.NOT_YET and self._stale(name):
             cov = Coverage(PoseStatus.NEVER, "stale source")
         return cov, T, used

@@ -116,9 +116,16 @@ class TwistSource:
             return OK_COVERAGE, np.eye(4)
         grid = integration_grid(self.series, a, b)
         tw = self.series.interp_linear(grid)
+        dt = np.diff(grid).astype(np.float64) * 1e-9
+        if not (np.all(np.isfinite(tw)) and np.all(np.isfinite(tw[1:, 3:] * dt[:, None]))):
+            # Absurd but finite rates (e.g. 1e308 rad/s) overflow the integration (fuzzing found it).
+            return Coverage(PoseStatus.NEVER, "twist too large to integrate"), _NO
         rots = gyro_rotations(grid, tw[:, 3:])
         pos = integrate_translation(grid, rots, tw[:, :3])
-        return OK_COVERAGE, _from_forward(make_T(rots[-1], pos[-1]), flipped)
+        T = make_T(rots[-1], pos[-1])
+        if not np.all(np.isfinite(T)):
+            return Coverage(PoseStatus.NEVER, "twist too large to integrate"), _NO
+        return OK_COVERAGE, _from_forward(T, flipped)
 
 
 class ImuRotation:

@@ -104,4 +104,7 @@ def shutdown(ctx: DistContext) -> None:
     if ctx.enabled:
         import torch.distributed as dist
         if dist.is_initialized():
+            # Every rank leaves together: a rank tearing gloo down while another still talks to it aborted
+            # once ("terminate called without an active exception", fresh-clone CI under load).
+            dist.barrier()
             dist.destroy_process_group()
