@@ -40,7 +40,7 @@ def _node_path(bag, tmp_path, anchors, monkeypatch):
     from mono_depth_ros.ros.conversions import camera_info_to_K, image_to_rgb
     from mono_depth_ros.ros.params import NodeConfig
     from mono_depth_ros.ros.problems import ProblemReporter
-    from mono_depth_ros.ros.conversions import message_class as _msg_class
+    from mono_depth_ros.ros.conversions import message_class
     from mono_depth_ros.ros.tf import TfSource
 
     monkeypatch.setattr(node_adaptation, "load_anchor_images", lambda spec: anchors)
@@ -61,7 +61,7 @@ def _node_path(bag, tmp_path, anchors, monkeypatch):
         assert {"/odom", "/imu", "/gps/fix", "/tf", "/tf_static"} <= set(subs), sorted(subs)
         info = None
         with open_reader(bag) as reader:
-            classes = {c.id: _msg_class(c.msgtype) for c in reader.connections}
+            classes = {c.id: message_class(c.msgtype) for c in reader.connections}
             for conn, _, raw in reader.messages():
                 msg = deserialize_message(bytes(raw), classes[conn.id])
                 if conn.topic in BAG_TO_NODE:

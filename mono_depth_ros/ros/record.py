@@ -20,6 +20,8 @@ import threading
 import time
 from pathlib import Path
 
+from .conversions import message_class
+
 __all__ = ["add_arguments", "main", "Recorder"]
 
 log = logging.getLogger("mono_depth_ros.record")
@@ -152,15 +154,10 @@ class Recorder:
             qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT if best_effort
                              else ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL if transient else DurabilityPolicy.VOLATILE)
-            cls = self._msg_class(msgtype)
+            cls = message_class(msgtype)
             self._subs.append(node.create_subscription(
                 cls, topic, lambda raw, info, c=conn, t=topic: self._write(c, t, raw, info), qos, raw=True))
         self.closed = False
-
-    @staticmethod
-    def _msg_class(msgtype: str):
-        from .conversions import message_class
-        return message_class(msgtype)
 
     @staticmethod
     def _discover(node, topics: list[str], wait_s: float) -> dict[str, str]:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from mono_depth_ros.msgconv import ns_to_stamp, stamp_to_ns
-from .conversions import message_class as _msg_class  # one home for "pkg/msg/Type" -> class
+from .conversions import message_class
 
 __all__ = ["add_arguments", "main", "replay"]
 
@@ -109,7 +109,7 @@ def replay(node, bag: Path, rate: float = 1.0, loop: bool = False, topics=None, 
         for c in selected:
             msgtype = ros2[c.id][0]
             try:
-                cls = _msg_class(msgtype)
+                cls = message_class(msgtype)
             except (ImportError, AttributeError, ValueError):
                 log.warning("skipping topic %s: message type %s is not available here", c.topic, msgtype)
                 continue

@@ -63,7 +63,7 @@ def _publish(bag: Path, plan, out_json: Path, wait_s: float) -> int:
     from rclpy.serialization import deserialize_message
 
     from mono_depth_ros.bagio import open_reader
-    from mono_depth_ros.ros.replay import _msg_class
+    from mono_depth_ros.ros.conversions import message_class as _msg_class
 
     rclpy.init()
     node = rclpy.create_node("mono_depth_e2e_publisher")
