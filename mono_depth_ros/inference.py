@@ -265,8 +265,12 @@ class OnnxRunner:
         # The exporter merges initializers with equal values (e.g. freshly initialised norms, all ones)
         # and drops unused ones: such state-dict entries have no initializer of their own to rewrite.
         names = {_state_key(i.name) for i in self._graph.graph.initializer}
-        self._unmapped = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()
-                          if k not in names and v.is_floating_point()}
+        unmapped = [k for k, v in model.state_dict().items() if k not in names and v.is_floating_point()]
+        # Of those, only entries the served output depends on matter: the coarser scales' heads, which
+        # adaptation trains, are not in the graph at all, and must not force a re-export at every swap
+        # (~250 ms on the swapping thread, each time).
+        used = _entries_affecting_output(model, example, unmapped)
+        self._unmapped = {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k in used}
         self._example_shape = tuple(example.shape)
 
     def can_take(self, state_dict: dict) -> bool:
@@ -303,6 +307,26 @@ class OnnxRunner:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         image = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
         return torch.from_numpy(self.session.run(None, {"image": image})[0])
+
+
+@torch.no_grad()
+def _entries_affecting_output(model, example: torch.Tensor, keys: list[str]) -> set[str]:
+    """The state-dict entries among ``keys`` that change the served depth (each one shifted by 1 in turn)."""
+    if not keys:
+        return set()
+    import copy
+    probe = DepthOutput(copy.deepcopy(model).cpu().eval())
+    x = example.cpu()
+    base = probe(x)
+    state = probe.net.state_dict()
+    used = set()
+    for k in keys:
+        t = state[k]
+        t.add_(1.0)
+        if not torch.equal(probe(x), base):
+            used.add(k)
+        t.sub_(1.0)
+    return used
 
 
 def _state_key(initializer: str) -> str:

@@ -142,6 +142,9 @@ class AdaptationSettings:
     process: bool = option(True, "adapt_process", "train in a child process of its own (its own interpreter: "
                            "serving never waits for the training step's Python, docs/learning.md); false = on a "
                            "thread of the node", read_only="the training process (or thread) is started at start")
+    yield_to_serving: bool = option(True, "adapt_yield", "adapt_process: pause the training process while a frame "
+                                    "is served (depth latency as without adaptation; training gets the rest of the "
+                                    "time)")
     anchor: str = option("auto", "adapt_anchor", "source-domain anchor images that keep the starting depth there: "
                          "auto (synthetic_A for the shipped weights, none for your own checkpoint), synthetic_A, "
                          "none, or a folder of png/jpg images of your training data",

@@ -32,7 +32,7 @@ def _adapt_parser() -> argparse.ArgumentParser:
 # ------------------------------------------------------------------ one source of defaults
 def test_ros_table_node_config_and_dataclasses_share_every_default():
     cfg = S.NodeConfig()
-    assert len(S.PARAMS) == len(fields(S.NodeConfig)) == 52  # 41 - evaluate_gt (a tool now: depth_scorer) + metric_scale + 4 stereo + 4 intrinsics + 2 object motion + adapt_process
+    assert len(S.PARAMS) == len(fields(S.NodeConfig)) == 53  # 41 - evaluate_gt (a tool now: depth_scorer) + metric_scale + 4 stereo + 4 intrinsics + 2 object motion + adapt_process, adapt_yield
     for spec in S.PARAMS:
         assert spec.default == spec.option.encode(_field_default(spec.path)), spec.name
         assert getattr(cfg, spec.name) == spec.default and type(getattr(cfg, spec.name)) is type(spec.default)
@@ -110,7 +110,8 @@ def test_settings_map_parameter_units_onto_the_engine_types():
 #: A new valid value for each runtime-changeable parameter; the test checks each one's effect.
 CHANGES = {"publish_colorized": False, "publish_points": False, "point_stride": 4, "voxel_size": 0.5,
            "target_frame": "camera_optical_frame", "tf_timeout": 0.3, "error_throttle": 7.5, "adapt": False,
-           "adapt_lr": 1e-4, "adapt_steps_per_frame": 0.5, "checkpoint_period": 120.0, "metric_scale": "online"}
+           "adapt_lr": 1e-4, "adapt_steps_per_frame": 0.5, "checkpoint_period": 120.0, "metric_scale": "online",
+           "adapt_yield": False}
 
 
 def _another_value(spec, v):
@@ -209,6 +210,7 @@ def test_every_parameter_changes_at_runtime_or_is_refused_as_read_only(tmp_path)
         assert engine.enabled is False                                   # adapt
         assert engine.lr == engine.cfg.lr == 1e-4                         # adapt_lr
         assert engine.optimizer_lrs() == [1e-4]    # in the training process, its optimiser
+        assert node.adaptation.cfg.adapt_yield is False                    # adapt_yield: read per served frame
         c, col = frame()                                                  # publish_points, publish_colorized off
         assert c is None and not col
         assert node.set_parameters([Parameter("publish_points", value=True)])[0].successful

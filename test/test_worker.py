@@ -150,3 +150,31 @@ def test_the_training_process_does_not_outlive_its_parent(tmp_path):
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+def _state(pid: int) -> str:
+    return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
+def test_hold_pauses_the_training_process_while_a_frame_is_served(model):
+    import threading
+    eng = ProcessEngine(model, None, _cfg(model))
+    try:
+        eng.wait_ready()
+        trips = _triplets(3)
+        eng.train_next(trips[0])
+        done = threading.Event()
+        with eng.hold():
+            with eng.hold():                      # nested holds (two threads serving) count
+                assert _state(eng.pid) == "T"     # stopped
+            assert _state(eng.pid) == "T"
+            t = threading.Thread(target=lambda: (eng.train_next(trips[1]), done.set()))
+            t.start()
+            assert not done.wait(1.5)             # the step waits for the frame
+        assert done.wait(60) and _state(eng.pid) != "T"
+        t.join()
+        assert eng.counters.steps == 2
+    finally:
+        eng.close()
+    assert eng.pid is None

@@ -707,5 +707,10 @@ class AdaptationEngine:
     def close(self) -> None:
         """Nothing to release in-process (:class:`~.worker.ProcessEngine` stops its training process)."""
 
+    def hold(self):
+        """Serving a frame: nothing to pause in-process (a thread cannot be paused; the training process of
+        :class:`~.worker.ProcessEngine` is)."""
+        return contextlib.nullcontext()
+
     def config_dict(self) -> dict:
         return asdict(self.cfg)

@@ -27,9 +27,12 @@ transport; the triplets and weights are plain numpy / torch objects (~1.1 MB per
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import multiprocessing as mp
+import os
+import pickle
 import signal
 import threading
 from collections import OrderedDict
@@ -56,10 +59,28 @@ class TrainingProcessError(RuntimeError):
     """The training process died or did not answer; the message says how (exit code, signal)."""
 
 
+def _send(conn, obj) -> None:
+    """Plain pickles both ways: tensors travel as bytes (torch's multiprocessing reducers would move each one
+    through a shared-memory file and a descriptor handed over by a helper thread)."""
+    conn.send_bytes(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+
+
 # ---------------------------------------------------------------- child side
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this process when its parent dies, even while it is stopped (:meth:`ProcessEngine.hold`),
+    where it could not read the pipe's end. Elsewhere the pipe's end alone ends it."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _serve(conn, model, cfg: AdaptConfig, anchors, initial, threads: int) -> None:
     """The training process: one engine, answering ``(method, args)`` calls until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent decides when we stop (module docstring)
+    _die_with_parent()
     torch.set_num_threads(max(1, int(threads)))
     delivered: list = []
     engine = AdaptationEngine(model, None, cfg, on_weights=delivered.append, anchors=anchors)
@@ -75,10 +96,10 @@ def _serve(conn, model, cfg: AdaptConfig, anchors, initial, threads: int) -> Non
                 "counters": {"steps": c.steps, "skipped": c.skipped, "rollbacks": c.rollbacks,
                              "learned": c.learned, "rollback_reasons": dict(c.rollback_reasons)}}
 
-    conn.send(("ready", None, [], None, snapshot()))
+    _send(conn, ("ready", None, [], None, snapshot()))
     while True:
         try:
-            msg = conn.recv()
+            msg = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError):
             return
         if msg is None:
@@ -93,7 +114,7 @@ def _serve(conn, model, cfg: AdaptConfig, anchors, initial, threads: int) -> Non
         new_good = None if good is sent_good else good
         sent_good = good
         out, delivered[:] = list(delivered), []
-        conn.send(("ok", result, out, (error, new_good), snapshot()))
+        _send(conn, ("ok", result, out, (error, new_good), snapshot()))
         if name == "train_next":
             heap.after_step()
 
@@ -133,6 +154,9 @@ class ProcessEngine:
         self._anchors = anchors
         self._threads = threads
         self._lock = threading.Lock()
+        self._hold_lock = threading.Lock()
+        self._unheld = threading.Condition(self._hold_lock)
+        self._holds = 0
         self._ctx = mp.get_context("spawn")
         self._proc = None
         self._conn = None
@@ -154,11 +178,48 @@ class ProcessEngine:
         proc.start()
         child.close()
         self._proc, self._conn, self._pending_ready = proc, parent, True
+        with self._hold_lock:
+            if self._holds:          # started while a frame is being served: it waits for the frame
+                self._signal(signal.SIGSTOP)
+
+    def _signal(self, sig) -> None:
+        try:
+            if self._proc is not None:
+                os.kill(self._proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass   # gone: the next call reports it and starts a new one
+
+    @contextlib.contextmanager
+    def hold(self):
+        """Pause the training process while the caller serves a frame (SIGSTOP ... SIGCONT; nested holds
+        from several threads count). Serving then has the CPU to itself, as without adaptation; the step in
+        progress continues where it was. Measured: docs/learning.md, "Training in a process of its own"."""
+        with self._hold_lock:
+            self._holds += 1
+            if self._holds == 1:
+                self._signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            with self._hold_lock:
+                self._holds -= 1
+                if self._holds == 0:
+                    self._signal(signal.SIGCONT)
+                    self._unheld.notify_all()
+
+    def _quiet(self) -> None:
+        """Wait while a frame is served: this side's work for a step (building, pickling the triplet,
+        unpickling weights, the swap) takes Python's GIL, which the frame's path needs."""
+        with self._unheld:
+            while self._holds:
+                self._unheld.wait()
 
     def _receive(self, timeout: float | None):
         if timeout is not None and not self._conn.poll(timeout):
             raise TrainingProcessError(f"the training process (pid {self._proc.pid}) did not answer in {timeout:.0f} s")
-        return self._conn.recv()
+        raw = self._conn.recv_bytes()   # without the GIL while it waits
+        self._quiet()
+        return pickle.loads(raw)
 
     def _dead(self, exc: BaseException) -> TrainingProcessError:
         """The process is gone: note how, and start a new one from the last verified weights."""
@@ -186,10 +247,11 @@ class ProcessEngine:
                     self._absorb(self._receive(START_TIMEOUT_S))
                     self._pending_ready = False
                 if not self._initial_sent:
-                    self._conn.send(("set_initial", (self.initial,)))
+                    _send(self._conn, ("set_initial", (self.initial,)))
                     self._absorb(self._receive(None))
                     self._initial_sent = True
-                self._conn.send((name, args))
+                self._quiet()
+                _send(self._conn, (name, args))
                 reply = self._receive(None)
             except (EOFError, OSError, TrainingProcessError) as exc:
                 raise self._dead(exc) from None
@@ -218,8 +280,9 @@ class ProcessEngine:
         with self._lock:
             if self._proc is None:
                 return
+            self._signal(signal.SIGCONT)   # a held process could not read its end of the pipe
             try:
-                self._conn.send(None)
+                _send(self._conn, None)
             except OSError:
                 pass
             self._proc.join(timeout=10.0)
@@ -247,6 +310,7 @@ class ProcessEngine:
     def step(self) -> StepReport | None:
         if not self.enabled:
             return None
+        self._quiet()
         return self.train_next(self.triplets.next())
 
     def train_next(self, trip: Triplet | None) -> StepReport | None:

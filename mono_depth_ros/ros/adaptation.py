@@ -9,6 +9,7 @@ lookup, the serving predictor); it reads nothing else of the node.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import OrderedDict, deque
@@ -114,19 +115,22 @@ class NodeAdaptation:
             fit_to_model(model, settings.adapt, train_height=cfg.adapt_train_height or h,
                          train_width=cfg.adapt_train_width or w),
             settings.egomotion, settings.gating,
-            steps_per_frame=cfg.adapt_steps_per_frame, on_weights=predictor.swap_state, anchors=anchors,
+            steps_per_frame=cfg.adapt_steps_per_frame, on_weights=self._offer_weights, anchors=anchors,
             transforms=transforms, report=lambda key, text: reporter.warn(key, text),
             process=cfg.adapt_process, threads=cfg.adapt_threads)
         self.engine = self.session.engine
+        # Training's allocations live in the training process (its own heap policy) with adapt_process.
+        self._heap = HeapTrimPolicy() if not cfg.adapt_process else None
         self.engine.set_initial(initial_state)
         self.store = CheckpointStore(cfg.checkpoint_dir)
         self._stop = threading.Event()
         self._last_save = time.monotonic()
-        self._heap = HeapTrimPolicy()   # bounds the resident set without re-faulting it every few steps
         self._steps_at_save = 0
         self.last_save_path = ""
         self.last_error = ""
         self._step_times: deque[float] = deque(maxlen=50)
+        self._weights_lock = threading.Lock()
+        self._pending_weights = None     # verified weights waiting for the inference worker (apply_weights)
         self._group = MutuallyExclusiveCallbackGroup()
         self._subs: list = []
         self._stereo_subs: list = []
@@ -236,6 +240,29 @@ class NodeAdaptation:
         self.session.pacer.steps_per_frame = float(cfg.adapt_steps_per_frame)
 
     # ------------------------------------------------------------ frames
+    def _offer_weights(self, state) -> None:
+        """Training side: newly verified weights. The inference worker swaps them in between two frames
+        (:meth:`apply_weights`): with ONNX Runtime a swap builds a new session (~15 ms of CPU and some GIL),
+        which must not land in the middle of a frame."""
+        with self._weights_lock:
+            self._pending_weights = state
+
+    def apply_weights(self) -> bool:
+        """Inference worker, after a frame is published: swap in the newest verified weights, if any."""
+        with self._weights_lock:
+            state, self._pending_weights = self._pending_weights, None
+        if state is None:
+            return False
+        self.predictor.swap_state(state)
+        return True
+
+    def serving_frame(self):
+        """Inference worker: ``with`` around serving one frame. With ``adapt_process`` and ``adapt_yield`` the
+        training process is paused meanwhile (serving has the CPU to itself); otherwise nothing."""
+        if self.cfg.adapt_yield and self.engine.enabled:
+            return self.engine.hold()
+        return contextlib.nullcontext()
+
     def serving_K(self, K: np.ndarray, width: int, height: int) -> np.ndarray:
         """Inference worker: the K to serve a frame with: the reported (or guessed) K corrected by the
         learned intrinsics verified with the served weights (K itself while adapt_intrinsics is off)."""
@@ -270,7 +297,8 @@ class NodeAdaptation:
 
     def _after_step(self, rep) -> None:
         self._step_times.append(time.monotonic())
-        self._heap.after_step()
+        if self._heap is not None:
+            self._heap.after_step()
         if rep.status.startswith("rollback"):
             self._log.warning(f"adaptation rolled back ({rep.status.removeprefix('rollback_')}); "
                               f"rollbacks: {self.engine.counters.rollbacks}, lr now {self.engine.lr:.2g}")
@@ -341,7 +369,7 @@ class NodeAdaptation:
         rate = (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
         out = {k: (f"{v:.5f}" if isinstance(v, float) else str(v)) for k, v in s.items()}
         out["adapt_steps_per_s"] = f"{rate:.2f}"
-        out["heap_trims"] = str(self._heap.trims)
+        out["heap_trims"] = str(self._heap.trims if self._heap is not None else 0)
         out["checkpoint_saves"] = str(self.store.saves)
         out["checkpoint_errors"] = str(self.store.errors)
         out["checkpoint_last"] = self.last_save_path

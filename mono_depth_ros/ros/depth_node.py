@@ -199,7 +199,9 @@ class DepthNode(Node):
             if frame is None:
                 continue
             try:
-                self._process(frame)
+                with self.adaptation.serving_frame():   # adapt_yield: the training process waits meanwhile
+                    self._process(frame)
+                    self.adaptation.apply_weights()     # newly verified weights, between two frames
             except Exception as exc:  # never let one frame kill the worker
                 self.report("internal", f"frame failed: {type(exc).__name__}: {exc}")
 
