@@ -83,6 +83,41 @@ def test_flip_K_mirrors_the_principal_point_and_is_its_own_inverse():
     assert torch.equal(flip_K(out, flip, 192), K)
 
 
+def test_extras_loss_is_the_trainers_loss_with_the_learned_K():
+    """The terms equal the trainer's SelfSupervisedLoss with the field at zero; with a learned correction they
+    are that loss with the corrected K, mirrored rows corrected in the unmirrored image (what training and
+    validation both call)."""
+    from mono_depth_ros.learning.extras import TrainExtras
+    from mono_depth_ros.losses import SelfSupervisedLoss
+    from mono_depth_ros.models import build_model
+    torch.manual_seed(0)
+    model = build_model("default").eval()
+    B = 2
+    tgt, src0, src1 = (torch.rand(B, 3, H, W) for _ in range(3))
+    T = [torch.eye(4).repeat(B, 1, 1) for _ in range(2)]
+    T[0][:, 2, 3], T[1][:, 2, 3] = 0.4, -0.4
+    K0 = torch.tensor([[80.0, 0, 95.5], [0, 80.0, 31.5], [0, 0, 1]])
+    flip = torch.tensor([True, False])
+    K = flip_K(K0.repeat(B, 1, 1), flip, W)                      # the sampler's K of a mirrored first row
+    ref = SelfSupervisedLoss(model.min_depth, model.max_depth, 1e-3)
+    ex = TrainExtras(model, True, 5, "refine", 1e-3, lambda: 0)
+    with torch.no_grad():
+        disps = model.predict_disps(tgt)
+        want = ref(tgt, [src0, src1], T, K, disps)[0]
+        got = ex.loss(model.predict_disps, tgt, [src0, src1], T, K, flip)[0]
+        assert float(got) == pytest.approx(float(want), rel=1e-5)
+        ex.intrinsics.log_f.fill_(0.1)
+        ex.intrinsics.c.copy_(torch.tensor([0.02, -0.01]))
+        Kc = ex.intrinsics.correct(K0[None], W, H)[0]
+        assert float(Kc[0, 2]) == pytest.approx(95.5 + 0.02 * W)
+        K_learned = flip_K(Kc.repeat(B, 1, 1), flip, W)           # mirrored row: cx = W - 1 - (cx0 + c W)
+        want = ref(tgt, [src0, src1], T, K_learned, disps)[0]
+        got = ex.loss(model.predict_disps, tgt, [src0, src1], T, K, flip)[0]
+        assert float(got) == pytest.approx(float(want), rel=1e-5)
+        assert float(got) != pytest.approx(float(ref(tgt, [src0, src1], T, ex.intrinsics.correct(K, W, H),
+                                                     disps)[0]), rel=1e-4)   # a naive correction differs
+
+
 def test_refine_moves_a_wrong_focal_length_toward_the_truth_and_off_leaves_K_alone(bags, tmp_path):
     """fx, fy +20 % in the camera_info; a network that knows the drive's depth (a short supervised run on its
     ground truth), then self-supervised training with ego-motion poses and ``--intrinsics refine``."""
@@ -109,6 +144,7 @@ def test_refine_moves_a_wrong_focal_length_toward_the_truth_and_off_leaves_K_alo
     c = read_checkpoint(ck)
     assert set(c["meta"]["learned"]) == {"intrinsics"} and c["meta"]["intrinsics"] == rep
     assert c["canonical_camera"]["fx"] == pytest.approx(rep["learned"]["fx"], rel=1e-6)
+    assert f"fx {K_wrong[0, 0]:.2f} -> {rep['learned']['fx']:.2f}" in (ck.parent / "report.md").read_text()
     # off: the camera_info's K as it is, nothing learned.
     off = tmp_path / "off" / "ck.pt"
     assert cli_main(_common(off, *ss, "--steps", "3")) == 0

@@ -565,6 +565,14 @@ def _markdown(r: dict) -> str:
     if r.get("egomotion"):
         for bag, e in r["egomotion"].items():
             lines.append(f"- ego-motion poses, {bag}: {e['posed']} of {e['frames']} frames (source {e['source']})")
+    if r.get("object_motion"):
+        lines.append(f"- object motion: on after {r['object_motion']['after_steps']} steps "
+                     f"({'active' if r['object_motion']['active'] else 'not active yet'})")
+    if r.get("intrinsics"):
+        i = r["intrinsics"]
+        lines.append(f"- intrinsics at {i['image_size'][0]}x{i['image_size'][1]}: "
+                     + ", ".join(f"{k} {i['seen'][k]:.2f} -> {i['learned'][k]:.2f}"
+                                 for k in ("fx", "fy", "cx", "cy")))
     curve = r["train_loss_curve"]
     if curve:
         k = max(1, len(curve) // 10)
