@@ -137,8 +137,11 @@ class AdaptationSettings:
                               "0 = the inference size", range=(0, 2048), step=2, read_only=_SHAPE)
     train_height: int = option(0, "adapt_train_height", "training height (multiple of 32, 14 for Depth Anything "
                                "V2); 0 = the inference size", range=(0, 2048), step=2, read_only=_SHAPE)
-    threads: int = option(1, "adapt_threads", "torch threads of the adaptation thread (inference keeps its own)",
-                          range=(1, 64), read_only="torch's thread count is set once on the adaptation thread")
+    threads: int = option(1, "adapt_threads", "torch threads of the adaptation's training (inference keeps its own)",
+                          range=(1, 64), read_only="torch's thread count is set once where the training runs")
+    process: bool = option(True, "adapt_process", "train in a child process of its own (its own interpreter: "
+                           "serving never waits for the training step's Python, docs/learning.md); false = on a "
+                           "thread of the node", read_only="the training process (or thread) is started at start")
     anchor: str = option("auto", "adapt_anchor", "source-domain anchor images that keep the starting depth there: "
                          "auto (synthetic_A for the shipped weights, none for your own checkpoint), synthetic_A, "
                          "none, or a folder of png/jpg images of your training data",

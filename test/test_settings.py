@@ -32,7 +32,7 @@ def _adapt_parser() -> argparse.ArgumentParser:
 # ------------------------------------------------------------------ one source of defaults
 def test_ros_table_node_config_and_dataclasses_share_every_default():
     cfg = S.NodeConfig()
-    assert len(S.PARAMS) == len(fields(S.NodeConfig)) == 51  # 41 - evaluate_gt (a tool now: depth_scorer) + metric_scale + 4 stereo + 4 intrinsics + 2 object motion
+    assert len(S.PARAMS) == len(fields(S.NodeConfig)) == 52  # 41 - evaluate_gt (a tool now: depth_scorer) + metric_scale + 4 stereo + 4 intrinsics + 2 object motion + adapt_process
     for spec in S.PARAMS:
         assert spec.default == spec.option.encode(_field_default(spec.path)), spec.name
         assert getattr(cfg, spec.name) == spec.default and type(getattr(cfg, spec.name)) is type(spec.default)
@@ -208,7 +208,7 @@ def test_every_parameter_changes_at_runtime_or_is_refused_as_read_only(tmp_path)
         assert node.metric_scale.active and "metric_scale_state" in node.diagnostics()   # metric_scale online
         assert engine.enabled is False                                   # adapt
         assert engine.lr == engine.cfg.lr == 1e-4                         # adapt_lr
-        assert all(g["lr"] == 1e-4 for g in engine.optimizer.param_groups)
+        assert engine.optimizer_lrs() == [1e-4]    # in the training process, its optimiser
         c, col = frame()                                                  # publish_points, publish_colorized off
         assert c is None and not col
         assert node.set_parameters([Parameter("publish_points", value=True)])[0].successful

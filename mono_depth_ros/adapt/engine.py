@@ -27,6 +27,7 @@ release 0.2's step, kept for comparison (docs/learning.md, "Learning at camera p
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import random
@@ -215,6 +216,20 @@ class StepReport:
     seconds: float = 0.0
 
 
+def learned_share(frames, learned: int) -> float:
+    """Share of the learnable frames (:class:`~.triplets.FrameCounters`: enough motion to pair, or a
+    stereo pair) that a healthy step learned from (``learned``)."""
+    moving = frames.frames - frames.no_motion + frames.stereo_only
+    return learned / moving if moving > 0 else 0.0
+
+
+def frame_stats(enabled: bool, f) -> dict:
+    """What the feeding side knows: frames offered, paired, refused (:class:`~.triplets.FrameCounters`)."""
+    return {"adapt_enabled": enabled, "adapt_frames": f.frames, "adapt_duplicate_frames": f.duplicate_frames,
+            "adapt_time_resets": f.time_resets, "adapt_no_motion": f.no_motion,
+            "adapt_right_frames": f.right_frames, "adapt_stereo_only": f.stereo_only}
+
+
 @dataclass
 class _Counters:
     steps: int = 0
@@ -275,8 +290,10 @@ class AdaptationEngine:
         self.serving = ServingPolicy(self.model, cfg.swap_every, cfg.good_every, cfg.swap_tolerance,
                                      cfg.ema_decay if cfg.step == "fast" else 0.0, on_weights)
         self._shadow = copy.deepcopy(self.model).eval()   # evaluates served / averaged weights, no gradients
-        self.object_motion = ObjectMotion(self.model.min_depth, self.model.max_depth, cfg.object_motion_after_steps,
-                                          lambda: self.counters.steps, self.device) if cfg.object_motion else None
+        with self._own_rng(0):   # the motion network's initial weights come from the seed
+            self.object_motion = ObjectMotion(self.model.min_depth, self.model.max_depth,
+                                              cfg.object_motion_after_steps, lambda: self.counters.steps,
+                                              self.device) if cfg.object_motion else None
         self.terms: list[LossTerm] = [ReprojectionTerm(loss_fn, motion=self.object_motion),
                                       SmoothnessTerm(SMOOTHNESS_WEIGHT, smooth_scales)]
         self.anchor_term = self._anchor_term(anchors)
@@ -303,6 +320,17 @@ class AdaptationEngine:
         self._healthy = 0
         self._nonfinite_run = 0
         self._train_lock = threading.Lock()
+        self._draws = 0
+
+    @contextlib.contextmanager
+    def _own_rng(self, draw: int):
+        """torch's random numbers (the loss's tie-breaking noise, initial weights) from the engine's seed
+        and ``draw`` only, not from whatever the process drew before: the same triplets give the same
+        weights in this process and in a training process of its own (adapt/worker.py)."""
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.cfg.seed * 1_000_003 + draw)
+            yield
 
     # ------------------------------------------------------------ parts
     @property
@@ -399,7 +427,12 @@ class AdaptationEngine:
         """
         if not self.enabled:
             return None
-        trip = self.triplets.next()
+        return self.train_next(self.triplets.next())
+
+    def train_next(self, trip: Triplet | None) -> StepReport | None:
+        """The training room's half of :meth:`step`: ``trip`` (the newest ready triplet, or None) +
+        replayed ones, one guarded step. Runs where the weights live (this process, or the training
+        process of :class:`~.worker.ProcessEngine`)."""
         with self._train_lock:
             if trip is not None:
                 batch = [trip] + self.replay.sample(self.cfg.replay_per_step, exclude_stamp=trip.stamp_ns)
@@ -408,7 +441,9 @@ class AdaptationEngine:
                 return None
             else:
                 batch = self.replay.sample(self.cfg.replay_per_step + 1)
-            return self.train_batch(batch, trip is not None)
+            self._draws += 1
+            with self._own_rng(self._draws):
+                return self.train_batch(batch, trip is not None)
 
     def _inputs(self, batch: list[Triplet]) -> StepInputs:
         """Training tensors of a batch (crops of the targets in the fast step; sources whole)."""
@@ -629,14 +664,15 @@ class AdaptationEngine:
             return copy.deepcopy(self.serving.good_state())
 
     def stats(self) -> dict:
-        c, f = self.counters, self.triplets.counters
-        return {"adapt_enabled": self.enabled, "adapt_frames": f.frames,
-                "adapt_duplicate_frames": f.duplicate_frames, "adapt_time_resets": f.time_resets,
-                "adapt_steps": c.steps,
-                "adapt_skipped": c.skipped, "adapt_rollbacks": c.rollbacks, "adapt_swaps": self.serving.swaps,
-                "adapt_no_motion": f.no_motion, "adapt_replay": len(self.replay),
-                "adapt_right_frames": f.right_frames, "adapt_stereo_only": f.stereo_only,
-                "adapt_learned_frames": c.learned, "adapt_learned_share": self.learned_share(),
+        return (frame_stats(self.enabled, self.triplets.counters) | self.training_stats()
+                | {"adapt_learned_share": self.learned_share()})
+
+    def training_stats(self) -> dict:
+        """What the training room knows (steps, rollbacks, loss, ...); :func:`frame_stats` has the rest."""
+        c = self.counters
+        return {"adapt_steps": c.steps, "adapt_skipped": c.skipped, "adapt_rollbacks": c.rollbacks,
+                "adapt_swaps": self.serving.swaps, "adapt_replay": len(self.replay),
+                "adapt_learned_frames": c.learned,
                 "adapt_object_motion_active": self.object_motion is not None and self.object_motion.active(),
                 "adapt_loss": self.last_loss, "adapt_loss_avg": self.guard.loss_avg, "adapt_lr": self.lr,
                 "rollback_reasons": dict(c.rollback_reasons)} | self._intrinsics_stats()
@@ -653,9 +689,23 @@ class AdaptationEngine:
     def learned_share(self) -> float:
         """Share of the learnable frames (frames with enough motion to pair, or a stereo pair) that a step
         learned from."""
-        f = self.triplets.counters
-        moving = f.frames - f.no_motion + f.stereo_only
-        return self.counters.learned / moving if moving > 0 else 0.0
+        return learned_share(self.triplets.counters, self.counters.learned)
+
+    def optimizer_lrs(self) -> list[float]:
+        """The learning rate of each optimiser group (depth network, then intrinsics, object motion)."""
+        with self._train_lock:
+            return [float(g["lr"]) for g in self.optimizer.param_groups]
+
+    @property
+    def learns_intrinsics(self) -> bool:
+        return self.intrinsics is not None
+
+    def set_initial(self, state: "OrderedDict[str, torch.Tensor]") -> None:
+        """The weights :meth:`reset_to_initial` returns to (the node's configured ones, not a resumed state)."""
+        self.initial = state
+
+    def close(self) -> None:
+        """Nothing to release in-process (:class:`~.worker.ProcessEngine` stops its training process)."""
 
     def config_dict(self) -> dict:
         return asdict(self.cfg)

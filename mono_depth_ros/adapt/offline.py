@@ -180,7 +180,7 @@ def adapt_bag(bags, model, input_size, adapt_cfg, ego_cfg, gating, steps_per_fra
 def _intrinsics_report(session, curve: dict) -> dict | None:
     """The learned K (served with the weights) at the image size, what the session saw and, when the bag has a
     camera_info, the errors: focal in % of the bag's, principal point in % of the image width."""
-    if session.engine.intrinsics is None or "K_seen" not in curve:
+    if not session.engine.learns_intrinsics or "K_seen" not in curve:
         return None
     seen = np.array(curve["K_seen"])
     names = {"fx": (0, 0), "fy": (1, 1), "cx": (0, 2), "cy": (1, 2)}

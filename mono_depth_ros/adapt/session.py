@@ -98,18 +98,25 @@ class AdaptationSession(EgoMotionFeed):
             ``tf`` ego-motion source and the camera extrinsics; None = the provider's own buffer, filled
             by :meth:`on_tf` / :meth:`on_tf_static` (the bag path).
         report: ``report(key, text)`` for problems worth a throttled log line (extrinsics missing).
+        process: train in a child process (:class:`~.worker.ProcessEngine`; the node's ``adapt_process``),
+            with ``threads`` torch threads; False: here, on the caller's thread.
     """
 
     def __init__(self, model, adapt: AdaptConfig | None = None, ego: EgoMotionConfig | None = None,
                  gating: GatingConfig | None = None, steps_per_frame: float = 1.0,
                  on_weights: Callable[[dict], None] | None = None, anchors: np.ndarray | None = None,
-                 transforms=None, report: Callable[[str, str], None] | None = None):
+                 transforms=None, report: Callable[[str, str], None] | None = None, process: bool = False,
+                 threads: int = 1):
         super().__init__(ego, gating, transforms)   # the tf source and the extrinsics ask the same lookup
         adapt = adapt or fit_to_model(model)
         if adapt.size_multiple != int(model.size_multiple):
             raise ValueError(f"adaptation settings are for a size multiple of {adapt.size_multiple}, the network "
                              f"needs {model.size_multiple}: build them with fit_to_model()")
-        self.engine = AdaptationEngine(model, self.selector, adapt, on_weights, anchors)
+        if process:   # the training room in a child process (adapt/worker.py says why)
+            from .worker import ProcessEngine
+            self.engine = ProcessEngine(model, self.selector, adapt, on_weights, anchors, threads=threads)
+        else:
+            self.engine = AdaptationEngine(model, self.selector, adapt, on_weights, anchors)
         self.pacer = StepPacer(steps_per_frame)
         self._report = report or (lambda key, text: log.warning(text))
         self.T_right_left: np.ndarray | None = None    # stereo: the known baseline, once found
@@ -203,6 +210,10 @@ class AdaptationSession(EgoMotionFeed):
         self.engine.clear_frames()
         self.pacer.clear()
         self.T_right_left = None   # looked up again (TF was cleared too)
+
+    def close(self) -> None:
+        """Release the engine (stops its training process, if it has one)."""
+        self.engine.close()
 
     def stats(self) -> dict:
         out = self.engine.stats()

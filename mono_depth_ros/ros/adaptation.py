@@ -115,9 +115,10 @@ class NodeAdaptation:
                          train_width=cfg.adapt_train_width or w),
             settings.egomotion, settings.gating,
             steps_per_frame=cfg.adapt_steps_per_frame, on_weights=predictor.swap_state, anchors=anchors,
-            transforms=transforms, report=lambda key, text: reporter.warn(key, text))
+            transforms=transforms, report=lambda key, text: reporter.warn(key, text),
+            process=cfg.adapt_process, threads=cfg.adapt_threads)
         self.engine = self.session.engine
-        self.engine.initial = initial_state
+        self.engine.set_initial(initial_state)
         self.store = CheckpointStore(cfg.checkpoint_dir)
         self._stop = threading.Event()
         self._last_save = time.monotonic()
@@ -135,7 +136,7 @@ class NodeAdaptation:
         self._pub_calibrated = None
         self._K_served: np.ndarray | None = None
         self._K_reported: np.ndarray | None = None
-        if self.engine.intrinsics is not None:
+        if self.engine.learns_intrinsics:
             from mono_depth_ros.conventions import Topics
             self._pub_calibrated = node.create_publisher(CameraInfo, Topics.CAMERA_INFO_CALIBRATED, 10)
         node.create_service(Trigger, "~/save_checkpoint", self._srv_save, callback_group=self._group)
@@ -238,7 +239,7 @@ class NodeAdaptation:
     def serving_K(self, K: np.ndarray, width: int, height: int) -> np.ndarray:
         """Inference worker: the K to serve a frame with: the reported (or guessed) K corrected by the
         learned intrinsics verified with the served weights (K itself while adapt_intrinsics is off)."""
-        if self.engine.intrinsics is None:
+        if not self.engine.learns_intrinsics:
             return K
         self._K_reported = np.asarray(K, dtype=np.float64)
         self._K_served = self.engine.served_K(K, width, height)
@@ -275,7 +276,8 @@ class NodeAdaptation:
                               f"rollbacks: {self.engine.counters.rollbacks}, lr now {self.engine.lr:.2g}")
 
     def _run(self) -> None:
-        torch.set_num_threads(self.cfg.adapt_threads)
+        if not self.cfg.adapt_process:   # else the training process has its own (adapt/worker.py)
+            torch.set_num_threads(self.cfg.adapt_threads)
         while not self._stop.is_set():
             if self.session.pacer.wait(timeout=0.2) and self.engine.enabled:
                 self.run_due_steps(limit=1)
@@ -356,4 +358,5 @@ class NodeAdaptation:
         self.session.pacer.wake()
         if self._thread is not None:
             self._thread.join(timeout=30.0)
-        self.save(reason="shutdown")
+        self.save(reason="shutdown")    # the parent's copy of the verified weights: needs no training process
+        self.session.close()

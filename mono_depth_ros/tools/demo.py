@@ -47,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference-step", action="store_true",
                    help="adapt with the reference training step (release 0.2: whole frames, every scale upsampled) "
                         "instead of the fast one, to compare how many steps the node takes")
+    p.add_argument("--adapt-thread", action="store_true",
+                   help="train on a thread of the node (adapt_process: false, as release 0.2's node did) instead of "
+                        "in the node's training process")
     p.add_argument("--repeat", type=int, default=1,
                    help="run the node N times on the same drive (fresh weights each time) and report mean ± std")
     p.add_argument("--quick", action="store_true", help="CI smoke test: 6 s drive and 3 s held-out drives at 320x96")
@@ -82,6 +85,7 @@ def _start_node(args, out: Path) -> tuple[subprocess.Popen, Path]:
            "-p", f"checkpoint_dir:={out / 'checkpoints'}", "-p", "resume:=false",
            "-p", f"adapt:={'false' if args.no_adapt else 'true'}", "-p", f"adapt_lr:={args.lr}",
            "-p", "checkpoint_period:=30.0", "-p", f"adapt_step:={'reference' if args.reference_step else 'fast'}",
+           "-p", f"adapt_process:={'false' if args.adapt_thread else 'true'}",
            "-r", "image:=/camera/image_raw", "-r", "camera_info:=/camera/camera_info"]
     if args.checkpoint:
         cmd += ["-p", f"checkpoint:={args.checkpoint}"]
@@ -195,7 +199,8 @@ def main(args: argparse.Namespace) -> int:
         tag = "" if args.repeat == 1 else f" (run {run + 1}/{args.repeat})"
         print(f"[demo] 3/5 depth node + real-time replay of the domain-B drive{tag}"
               + ("" if not args.no_adapt else " (adaptation off)")
-              + (", reference step" if args.reference_step else ""))
+              + (", reference step" if args.reference_step else "")
+              + (", training on a thread of the node" if args.adapt_thread else ""))
         heard = _run_node(args, run_out, adapt_bag)
         ckpt = run_out / "checkpoints" / "adapted.pt"
         print(f"[demo] 4/5 scoring the adapted checkpoint on the same held-out drives{tag}")
@@ -220,6 +225,7 @@ def _summary(args, out: Path, results: list[dict]) -> dict:
         return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "runs": v.tolist()}
 
     s = {"runs": len(results), "step": "reference" if args.reference_step else "fast",
+         "training": "thread" if args.adapt_thread else "process",
          "B_abs_rel": col(lambda r: r["after"]["B"]["raw"]["abs_rel"]),
          "B_scale": col(lambda r: r["after"]["B"]["raw"]["scale_ratio"]),
          "A_abs_rel": col(lambda r: r["after"]["A"]["raw"]["abs_rel"]),

@@ -252,6 +252,12 @@ def main(argv=None) -> int:
     p.add_argument("--workdir", type=Path, help="where the node's log, checkpoints and a rendered drive go")
     p.add_argument("--node-param", action="append", default=[], metavar="NAME=VALUE",
                    help="extra depth_node parameter, e.g. num_threads=2 (repeatable)")
+    p.add_argument("--compare", metavar="VARIANTS",
+                   help="semicolon-separated node variants run one after the other, interleaved over --rounds; each "
+                        "is 'off' (adaptation off) or comma-separated NAME=VALUE parameters, e.g. "
+                        "'off;adapt_process=true;adapt_process=false'. Prints a table of every run")
+    p.add_argument("--rounds", type=int, default=1, help="--compare: rounds over the variants (default 1)")
+    p.add_argument("--out", type=Path, help="--compare: write the runs as JSON here")
     p.add_argument("--publisher", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--plan", help=argparse.SUPPRESS)
     p.add_argument("--stamps-out", type=Path, help=argparse.SUPPRESS)
@@ -265,8 +271,50 @@ def main(argv=None) -> int:
             p.error(f"--node-param {item!r}: expected NAME=VALUE")
         k, v = item.split("=", 1)
         extra[k] = v
-    res = run_e2e(a.bag, PLAN_QUICK if a.quick else PLAN_FULL, a.workdir, node_params=extra)
+    plan = PLAN_QUICK if a.quick else PLAN_FULL
+    if a.compare:
+        return _compare(a, plan, extra)
+    res = run_e2e(a.bag, plan, a.workdir, node_params=extra)
     print(json.dumps(res, indent=1))
+    return 0
+
+
+def _variant(text: str) -> dict:
+    if text.strip() == "off":
+        return {"adapt": False}
+    out = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        if "=" not in item:
+            raise SystemExit(f"--compare: {item!r} is not NAME=VALUE")
+        k, v = item.split("=", 1)
+        out[k] = v
+    return out
+
+
+def _compare(a, plan, extra: dict) -> int:
+    """Variants of the node on the same drive, interleaved (rounds x variants), one table."""
+    variants = [v.strip() for v in a.compare.split(";") if v.strip()]
+    workdir = Path(a.workdir or tempfile.mkdtemp(prefix="mono_depth_e2e_cmp_"))
+    bag = _drive(a.bag, _bag_seconds(plan) + 1.0, workdir, False)
+    runs = []
+    for r in range(a.rounds):
+        for i, v in enumerate(variants):
+            print(f"[e2e] round {r + 1}/{a.rounds}: {v}", flush=True)
+            res = run_e2e(bag, plan, workdir / f"r{r}_v{i}", quiet=True, node_params={**extra, **_variant(v)})
+            runs.append({"round": r + 1, "variant": v, "load_avg_1min": round(os.getloadavg()[0], 2), **res})
+    if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps(runs, indent=1))
+    print("\n| round | variant | 10 Hz depth p50 / p95 ms | 30 Hz depth rate | dropped 10 / 30 Hz | adaptation steps "
+          "| load |")
+    print("|---:|---|---|---:|---|---:|---:|")
+    for run in runs:
+        s10, s30 = run["segments"].get("10hz", {}), run["segments"].get("30hz", {})
+        d10, d30 = s10.get("depth", {}), s30.get("depth", {})
+        print(f"| {run['round']} | {run['variant']} | {d10.get('p50_ms', float('nan')):.1f} / "
+              f"{d10.get('p95_ms', float('nan')):.1f} | {s30.get('depth_hz', float('nan')):.1f} Hz | "
+              f"{d10.get('dropped', '-')} / {d30.get('dropped', '-')} | {run['adapt_steps_total']} | "
+              f"{run['load_avg_1min']} |")
     return 0
 
 

@@ -1,0 +1,311 @@
+"""The adaptation engine with its training room in a child process (``adapt_process: true``).
+
+Why a process: the training step makes ~1,600 small torch calls, each taking Python's GIL. On a
+thread beside the node's inference (the default before), every frame waited behind them: 10 Hz
+depth p95 +51% over inference-only even with a 1 ms switch interval, and a step took ~300 ms in
+the node against ~180 ms alone (BENCHMARKS.md). A child process has its own interpreter and core.
+
+The split is the engine's own seam (:meth:`~.engine.AdaptationEngine.step` =
+``triplets.next()`` + :meth:`~.engine.AdaptationEngine.train_next`):
+
+* this process (:class:`ProcessEngine`): the :class:`~.triplets.TripletBuilder` (frames in, the
+  frame selector, the ego-motion it reads), the pacing (the session's), the served weights and
+  the checkpoint state (copies sent back with every reply that changed them), all statistics;
+* the training process (:func:`_serve`): a complete :class:`~.engine.AdaptationEngine` (replay,
+  network, optimiser, guard, serving policy: the same code as in-process) that trains each
+  triplet sent to it.
+
+Same triplets in -> same weights out as in-process (``test/test_worker.py``). One call at a time
+(a lock), synchronous: the caller (the adaptation thread) blocks on the pipe, without the GIL,
+while the child steps. The child ignores SIGINT (Ctrl-C reaches the whole process group; the
+node's shutdown still needs the child's last answer) and exits when the pipe closes, so it never
+outlives the node. If it dies anyway, the next call says so and a new one starts from the last
+verified weights (nothing verified is lost: the parent holds them).
+
+Standard library ``multiprocessing`` (spawn: a fresh interpreter, safe beside DDS threads) is the
+transport; the triplets and weights are plain numpy / torch objects (~1.1 MB per 640x192 triplet).
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import multiprocessing as mp
+import signal
+import threading
+from collections import OrderedDict
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from mono_depth_ros.memory import HeapTrimPolicy
+
+from .engine import AdaptConfig, AdaptationEngine, StepReport, _Counters, frame_stats, learned_share
+from .intrinsics import IntrinsicsCorrection
+from .triplets import Triplet, TripletBuilder
+
+__all__ = ["ProcessEngine", "TrainingProcessError"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds to wait for the training process to build its engine (imports torch, the anchors' depth).
+START_TIMEOUT_S = 120.0
+
+
+class TrainingProcessError(RuntimeError):
+    """The training process died or did not answer; the message says how (exit code, signal)."""
+
+
+# ---------------------------------------------------------------- child side
+def _serve(conn, model, cfg: AdaptConfig, anchors, initial, threads: int) -> None:
+    """The training process: one engine, answering ``(method, args)`` calls until the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent decides when we stop (module docstring)
+    torch.set_num_threads(max(1, int(threads)))
+    delivered: list = []
+    engine = AdaptationEngine(model, None, cfg, on_weights=delivered.append, anchors=anchors)
+    if initial is not None:
+        engine.set_initial(initial)
+    sent_good = engine.serving.good_state()
+    heap = HeapTrimPolicy()   # bounds this process's resident set (memory.py), as the node's thread did
+
+    def snapshot() -> dict:
+        c = engine.counters
+        return {"stats": engine.training_stats(), "lr": engine.lr, "intrinsics": engine.intrinsics_state(),
+                "intr_served": getattr(engine, "_intr_served", None),
+                "counters": {"steps": c.steps, "skipped": c.skipped, "rollbacks": c.rollbacks,
+                             "learned": c.learned, "rollback_reasons": dict(c.rollback_reasons)}}
+
+    conn.send(("ready", None, [], None, snapshot()))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            conn.close()
+            return
+        name, args = msg
+        try:
+            result, error = getattr(engine, name)(*args), None
+        except Exception as exc:  # the parent re-raises it (ValueError stays a ValueError)
+            result, error = None, (type(exc).__name__, str(exc))
+        good = engine.serving.good_state()
+        new_good = None if good is sent_good else good
+        sent_good = good
+        out, delivered[:] = list(delivered), []
+        conn.send(("ok", result, out, (error, new_good), snapshot()))
+        if name == "train_next":
+            heap.after_step()
+
+
+# --------------------------------------------------------------- parent side
+class ProcessEngine:
+    """An :class:`~.engine.AdaptationEngine` whose training runs in a child process.
+
+    The session's view of the engine: the same methods and attributes
+    (:meth:`add_frame`, :meth:`step`, :meth:`stats`, :meth:`good_state`, :meth:`set_lr`, ...).
+
+    Args:
+        model, selector, config, on_weights, anchors: as for :class:`~.engine.AdaptationEngine`.
+        threads: torch threads of the training process.
+    """
+
+    def __init__(self, model, selector, config: AdaptConfig | None = None, on_weights=None,
+                 anchors: np.ndarray | None = None, threads: int = 1):
+        self.cfg = cfg = config or AdaptConfig()
+        self.lr = cfg.lr
+        self.model = model                 # the network's identity (checkpoints name its architecture)
+        self.on_weights = on_weights or (lambda sd: None)
+        self.triplets = TripletBuilder(selector, (cfg.train_height, cfg.train_width), cfg.max_pending,
+                                       round(cfg.stereo_sync_tolerance * 1e9) if cfg.stereo else None)
+        self.enabled = True
+        self.counters = _Counters()
+        self.initial: "OrderedDict[str, torch.Tensor]" = OrderedDict(
+            (k, v.detach().clone()) for k, v in model.state_dict().items())
+        self._served = self.initial          # the newest verified weights (served)
+        self._good = self.initial            # what a checkpoint holds (engine.good_state)
+        self._intr_served = None
+        self._intr_state = None
+        self._training: dict = {"adapt_steps": 0, "adapt_skipped": 0, "adapt_rollbacks": 0, "adapt_swaps": 0,
+                                "adapt_replay": 0, "adapt_learned_frames": 0, "adapt_loss": None,
+                                "adapt_loss_avg": None, "adapt_lr": cfg.lr, "rollback_reasons": {}}
+        self._initial_sent = True
+        self._anchors = anchors
+        self._threads = threads
+        self._lock = threading.Lock()
+        self._ctx = mp.get_context("spawn")
+        self._proc = None
+        self._conn = None
+        self.restarts = 0
+        self.last_exit = ""
+        self._start(None)
+
+    # ------------------------------------------------------------ process
+    def _start(self, state) -> None:
+        """Start a training process whose network starts from ``state`` (None: the model as given)."""
+        model = self.model
+        if state is not None:
+            model = copy.deepcopy(model)
+            model.load_state_dict(state)
+        cfg = replace(self.cfg, lr=self.lr)
+        parent, child = self._ctx.Pipe()
+        proc = self._ctx.Process(target=_serve, name="mono_depth_training",
+                                 args=(child, model, cfg, self._anchors, self.initial, self._threads), daemon=True)
+        proc.start()
+        child.close()
+        self._proc, self._conn, self._pending_ready = proc, parent, True
+
+    def _receive(self, timeout: float | None):
+        if timeout is not None and not self._conn.poll(timeout):
+            raise TrainingProcessError(f"the training process (pid {self._proc.pid}) did not answer in {timeout:.0f} s")
+        return self._conn.recv()
+
+    def _dead(self, exc: BaseException) -> TrainingProcessError:
+        """The process is gone: note how, and start a new one from the last verified weights."""
+        self._proc.join(timeout=2.0)
+        code = self._proc.exitcode
+        how = (f"killed by signal {-code}" if code is not None and code < 0 else
+               f"exit code {code}" if code is not None else f"no answer ({type(exc).__name__})")
+        self.last_exit = how
+        try:
+            self._conn.close()
+        except OSError:
+            pass
+        if self._proc.is_alive():
+            self._proc.kill()
+        self.restarts += 1
+        self._start(self._good)   # training resumes from the checkpoint state; the served weights stay
+        return TrainingProcessError(f"the adaptation's training process died ({how}); restarted from the last "
+                                    "verified weights")
+
+    def _call(self, name: str, *args):
+        """One call into the training process (serialised); applies what its reply carries."""
+        with self._lock:
+            try:
+                if self._pending_ready:
+                    self._absorb(self._receive(START_TIMEOUT_S))
+                    self._pending_ready = False
+                if not self._initial_sent:
+                    self._conn.send(("set_initial", (self.initial,)))
+                    self._absorb(self._receive(None))
+                    self._initial_sent = True
+                self._conn.send((name, args))
+                reply = self._receive(None)
+            except (EOFError, OSError, TrainingProcessError) as exc:
+                raise self._dead(exc) from None
+            return self._absorb(reply)
+
+    def _absorb(self, reply):
+        kind, result, weights, extra, snap = reply
+        if kind == "ok":
+            error, good = extra
+            if good is not None:
+                self._good = good
+            for state in weights:        # verified weights, in the order the child served them
+                self._served = state
+                self.on_weights(state)
+            if error is not None:
+                raise (ValueError if error[0] == "ValueError" else RuntimeError)(error[1])
+        self._training = snap["stats"]
+        self.lr = snap["lr"]
+        self._intr_state, self._intr_served = snap["intrinsics"], snap["intr_served"]
+        c = snap["counters"]
+        self.counters = _Counters(c["steps"], c["skipped"], c["rollbacks"], c["learned"], c["rollback_reasons"])
+        return result
+
+    def close(self) -> None:
+        """Stop the training process (waits for the step in progress)."""
+        with self._lock:
+            if self._proc is None:
+                return
+            try:
+                self._conn.send(None)
+            except OSError:
+                pass
+            self._proc.join(timeout=10.0)
+            if self._proc.is_alive():
+                self._proc.kill()
+                self._proc.join(timeout=5.0)
+            self._conn.close()
+            self._proc = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    # ------------------------------------------------------------ frames
+    def add_frame(self, stamp_ns: int, rgb: np.ndarray, K: np.ndarray) -> None:
+        self.triplets.add_frame(stamp_ns, rgb, K)
+
+    def add_right_frame(self, stamp_ns: int, rgb: np.ndarray, T_right_left: np.ndarray) -> bool:
+        return self.triplets.add_right_frame(stamp_ns, rgb, T_right_left)
+
+    def clear_frames(self) -> None:
+        self.triplets.clear()
+
+    # ------------------------------------------------------------ steps
+    def step(self) -> StepReport | None:
+        if not self.enabled:
+            return None
+        return self.train_next(self.triplets.next())
+
+    def train_next(self, trip: Triplet | None) -> StepReport | None:
+        return self._call("train_next", trip)
+
+    # ------------------------------------------------------------ control
+    def set_lr(self, lr: float) -> None:
+        replace(self.cfg, lr=float(lr))    # AdaptConfig checks the range here, before the child is asked
+        self._call("set_lr", float(lr))
+        self.cfg = replace(self.cfg, lr=float(lr))
+
+    def reset_to_initial(self) -> None:
+        self._call("reset_to_initial")
+
+    def set_initial(self, state) -> None:
+        """Sent with the next call (the node sets it at start; no waiting for the process to be up)."""
+        self.initial = state
+        self._initial_sent = False
+
+    def optimizer_lrs(self) -> list[float]:
+        return self._call("optimizer_lrs")
+
+    def good_state(self) -> "OrderedDict[str, torch.Tensor]":
+        """The last verified weights: the parent's copy (a checkpoint never waits for, or needs, the child)."""
+        return self._good
+
+    @property
+    def learns_intrinsics(self) -> bool:
+        return self.cfg.intrinsics != "off"
+
+    def served_K(self, K: np.ndarray, width: int, height: int) -> np.ndarray:
+        if self._intr_served is None:
+            return np.asarray(K, dtype=np.float64)
+        return IntrinsicsCorrection.apply_snapshot(self._intr_served, K, width, height)
+
+    def intrinsics_state(self) -> dict | None:
+        return self._intr_state
+
+    # ------------------------------------------------------------ statistics
+    def learned_share(self) -> float:
+        return learned_share(self.triplets.counters, self.counters.learned)
+
+    def stats(self) -> dict:
+        """The feeding side's counters + the training process's, as of its last answer (never waits)."""
+        out = frame_stats(self.enabled, self.triplets.counters) | dict(self._training)
+        out["adapt_learned_share"] = self.learned_share()
+        out["adapt_process_restarts"] = self.restarts
+        return out
+
+    def config_dict(self) -> dict:
+        from dataclasses import asdict
+        return asdict(self.cfg)
+
+    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Block until the training process has built its engine (tests, tools)."""
+        with self._lock:
+            if self._pending_ready:
+                try:
+                    self._absorb(self._receive(timeout))
+                except (EOFError, OSError, TrainingProcessError) as exc:
+                    raise self._dead(exc) from None
+                self._pending_ready = False
