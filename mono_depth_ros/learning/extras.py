@@ -55,13 +55,16 @@ class TrainExtras:
         smoothness_weight: the edge-aware smoothness weight (as the trainer's loss).
         step: returns the current training step (0-based: the step being taken).
         device: the network's device.
+        focal_warmup: training steps before the focal length learns (the principal point learns from the
+            start; the engine's ``intrinsics_focal_warmup``).
     The engine's defaults (:class:`~mono_depth_ros.adapt.AdaptConfig`) give the regulariser weights, the motion
     net's learning rate and gradient limit, and the intrinsics' per-step bounds.
     """
 
     def __init__(self, model: torch.nn.Module, object_motion: bool, after_steps: int, intrinsics: str,
-                 smoothness_weight: float, step: Callable[[], int], device=None):
+                 smoothness_weight: float, step: Callable[[], int], device=None, focal_warmup: int = 0):
         d = AdaptConfig
+        self._step, self.focal_warmup = step, int(focal_warmup)
         self.motion = (ObjectMotion(model.min_depth, model.max_depth, after_steps, step, device)
                        if object_motion else None)
         self.intrinsics = None
@@ -107,6 +110,7 @@ class TrainExtras:
 
     def begin_step(self) -> None:
         if self.intrinsics is not None:
+            self.intrinsics.focal_frozen = self._step() < self.focal_warmup
             self.intrinsics.begin_step()
 
     def end_step(self) -> None:

@@ -95,6 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "adapt_object_motion_after_steps"),
                             ("--intrinsics", "intrinsics", "adapt_intrinsics"),
                             ("--intrinsics-lr", "intrinsics_lr", "adapt_intrinsics_lr"),
+                            ("--intrinsics-focal-warmup", "intrinsics_focal_warmup", "adapt_intrinsics_focal_warmup"),
                             ("--camera-hfov-deg", "camera_hfov_deg", "camera_hfov_deg")):
         spec, default = _PARAMS[name], getattr(d, dest)
         parser.add_argument(opt, dest=dest, type=type(default), default=default,
@@ -136,7 +137,8 @@ def main(args: argparse.Namespace) -> int:
         min_depth=args.min_depth, max_depth=args.max_depth, silog_lambda=args.silog_lambda,
         smoothness_weight=args.smoothness, frame_gap=args.frame_gap, stereo=args.stereo,
         object_motion=args.object_motion, object_motion_after_steps=args.object_motion_after_steps,
-        intrinsics=args.intrinsics, intrinsics_lr=args.intrinsics_lr, camera_hfov_deg=args.camera_hfov_deg,
+        intrinsics=args.intrinsics, intrinsics_lr=args.intrinsics_lr,
+        intrinsics_focal_warmup=args.intrinsics_focal_warmup, camera_hfov_deg=args.camera_hfov_deg,
         poses=args.poses,
         egomotion=args.egomotion, min_translation=args.min_translation, max_rotation_deg=args.max_rotation,
         val_bags=list(args.val_bags), val_every=args.val_every, val_frames=args.val_frames,

@@ -76,6 +76,7 @@ class TrainConfig:
     object_motion_after_steps: int = _PARAMS["adapt_object_motion_after_steps"].default
     intrinsics: str = _PARAMS["adapt_intrinsics"].default
     intrinsics_lr: float = _PARAMS["adapt_intrinsics_lr"].default
+    intrinsics_focal_warmup: int = _PARAMS["adapt_intrinsics_focal_warmup"].default
     camera_hfov_deg: float = _PARAMS["camera_hfov_deg"].default
     poses: str = "egomotion"
     egomotion: str = _PARAMS["egomotion_sources"].default        # the node's defaults (mono_depth_ros.settings)
@@ -116,6 +117,8 @@ class TrainConfig:
             raise ValueError(f"--intrinsics must be one of {INTRINSICS_MODES}, got {self.intrinsics!r}")
         if self.mode != "self-supervised" and (self.object_motion or self.intrinsics != "off"):
             raise ValueError("--object-motion and --intrinsics need --mode self-supervised (photometric loss)")
+        if self.intrinsics_focal_warmup < 0:
+            raise ValueError(f"--intrinsics-focal-warmup must be >= 0, got {self.intrinsics_focal_warmup}")
         if self.object_motion_after_steps < 0:
             raise ValueError(f"--object-motion-after-steps must be >= 0, got {self.object_motion_after_steps}")
         if not 0 < self.camera_hfov_deg < 180 or not 0 < self.intrinsics_lr <= 1:
@@ -307,7 +310,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> Pa
         if ctx.enabled:
             raise ValueError("--object-motion and --intrinsics train in one process (not yet under torchrun)")
         extras = TrainExtras(model, cfg.object_motion, cfg.object_motion_after_steps, cfg.intrinsics,
-                             cfg.smoothness_weight, lambda: step, device)
+                             cfg.smoothness_weight, lambda: step, device, cfg.intrinsics_focal_warmup)
         if cfg.resume:
             restored = extras.load_state(old_meta.get("learned") or {}, str(cfg.resume_path()))
             log(f"restored the {' and the '.join(restored)}" if restored else
