@@ -161,7 +161,7 @@ def pixel_rays(K, height: int, width: int, stride: int = 1):
     """
     if hasattr(K, "clone"):  # torch
         import torch
-        Kd = K.detach().to(torch.float64)[..., None, None, :, :]
+        Kd = K.to(torch.float64)[..., None, None, :, :]   # differentiable in K (learned intrinsics)
         v = torch.arange(0, height, stride, dtype=torch.float64, device=K.device)
         u = torch.arange(0, width, stride, dtype=torch.float64, device=K.device)
         v, u = torch.meshgrid(v, u, indexing="ij")

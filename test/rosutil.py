@@ -4,10 +4,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The node's camera inputs remapped to the synthetic bags' topics (for replayed drives).
+BAG_REMAPS = {"image": "/camera/image_raw", "camera_info": "/camera/camera_info", "depth_gt": "/camera/depth_gt"}
 
 
 class NodeProcess:
@@ -132,3 +135,29 @@ def textured_image(width: int, height: int, seed: int = 0):
         img[y0:y0 + rng.integers(5, height // 2), x0:x0 + rng.integers(10, width // 4)] = rng.integers(0, 255, 3)
     noise = rng.integers(-20, 20, img.shape)
     return np.clip(img.astype(int) + noise, 0, 255).astype(np.uint8)
+
+
+def replay_in_thread(node, bag, rate=1.0) -> threading.Event:
+    """Replay ``bag`` through ``node``'s publishers (with /clock) in a thread; the event is set when it ends."""
+    from mono_depth_ros.ros.replay import replay
+    done = threading.Event()
+
+    def run():
+        try:
+            replay(node, bag, rate=rate, wait_subscribers=20.0, progress=False)
+        finally:
+            done.set()
+    threading.Thread(target=run, daemon=True).start()
+    return done
+
+
+def diagnostics(node, ex, timeout=5.0) -> dict[str, str]:
+    """The depth node's latest /diagnostics values (the status that carries ``adapt_steps``), key -> text."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    got = []
+    sub = node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: got.append(m), 10)
+    spin_until(node, lambda: any("adapt_steps" in {kv.key for kv in m.status[0].values} for m in got), timeout, ex)
+    node.destroy_subscription(sub)
+    mine = [m for m in got if "adapt_steps" in {kv.key for kv in m.status[0].values}]
+    assert mine, [m.status[0].name for m in got]
+    return {kv.key: kv.value for kv in mine[-1].status[0].values}

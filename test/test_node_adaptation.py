@@ -1,17 +1,17 @@
 """Online adaptation inside the running node, over real DDS with a replayed synthetic drive (sim time)."""
 import re
-import threading
 import time
 
 import pytest
 
+from .rosutil import BAG_REMAPS as REMAPS
 from .rosutil import NodeProcess, spin_until
+from .rosutil import diagnostics as _diag
+from .rosutil import replay_in_thread as _replay_in_thread
 from .test_node_dds import ros_node  # noqa: F401  (fixture)
 
 rclpy = pytest.importorskip("rclpy")
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
-
-REMAPS = {"image": "/camera/image_raw", "camera_info": "/camera/camera_info", "depth_gt": "/camera/depth_gt"}
 
 
 @pytest.fixture(scope="module")
@@ -21,30 +21,6 @@ def small_drive(tmp_path_factory):
     generate_bag(out, preset="A", seed=11, duration_s=8.0, width=320, height=96, progress=False,
                  contact_sheet=False)
     return out
-
-
-def _replay_in_thread(node, bag, rate=1.0):
-    from mono_depth_ros.ros.replay import replay
-    done = threading.Event()
-
-    def run():
-        try:
-            replay(node, bag, rate=rate, wait_subscribers=20.0, progress=False)
-        finally:
-            done.set()
-    threading.Thread(target=run, daemon=True).start()
-    return done
-
-
-def _diag(node, ex, timeout=5.0):
-    from diagnostic_msgs.msg import DiagnosticArray
-    got = []
-    sub = node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: got.append(m), 10)
-    spin_until(node, lambda: any("adapt_steps" in {kv.key for kv in m.status[0].values} for m in got), timeout, ex)
-    node.destroy_subscription(sub)
-    mine = [m for m in got if "adapt_steps" in {kv.key for kv in m.status[0].values}]
-    assert mine, [m.status[0].name for m in got]
-    return {kv.key: kv.value for kv in mine[-1].status[0].values}
 
 
 @pytest.mark.faults

@@ -176,3 +176,66 @@ def test_schedule_off_then_on_in_the_engine():
     assert engine.stats()["adapt_object_motion_active"] is True
     # The motion network's gradients are clipped to its own limit: its update stays bounded.
     assert all(torch.isfinite(p).all() for p in om.parameters())
+
+
+# ----------------------------------------------------------------------------- the node, over DDS
+@pytest.fixture(scope="module")
+def traffic_bag(tmp_path_factory):
+    """6 s of domain B with dense traffic (moving cars cover >= 5 % of the pixels: test_traffic.py)."""
+    from mono_depth_ros.tools.synth import generate_bag
+    out = tmp_path_factory.mktemp("traffic") / "traffic_B"
+    generate_bag(out, preset="B", seed=31, duration_s=6.0, width=320, height=96, progress=False,
+                 contact_sheet=False, sensors="camera,odom,tf,tf_static", traffic="dense", workers=1)
+    return out
+
+
+@pytest.mark.ros
+def test_node_learns_with_object_motion_over_dds(tmp_path, traffic_bag):
+    """The dense-traffic bag replayed over DDS (sim time) into the node in its own process with
+    adapt_object_motion: it adapts, the field enters the warp after adapt_object_motion_after_steps, the
+    served weights are swapped, and depth is published to the end of the drive."""
+    rclpy = pytest.importorskip("rclpy")
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    from mono_depth_ros.bagio import iter_messages
+    from mono_depth_ros.conventions import Topics
+    from mono_depth_ros.msgconv import stamp_to_ns
+
+    from .rosutil import BAG_REMAPS, NodeProcess, diagnostics, replay_in_thread, spin_until
+
+    N = 2
+    last_image_ns = max(stamp_to_ns(m.header.stamp) for _, _, m in iter_messages(traffic_bag, [Topics.BAG_IMAGE]))
+    ctx = Context()
+    rclpy.init(context=ctx)
+    node = rclpy.create_node("object_motion_dds_client", context=ctx)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(node)
+    depth_stamps: list[int] = []
+    node.create_subscription(Image, "depth", lambda m: depth_stamps.append(stamp_to_ns(m.header.stamp)),
+                             QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+    params = {"use_sim_time": True, "adapt_object_motion": True, "adapt_object_motion_after_steps": N,
+              "publish_points": False, "checkpoint_period": 0.0, "resume": False, "adapt_train_width": 320,
+              "adapt_train_height": 96}
+    proc = NodeProcess(tmp_path, params=params, remaps=BAG_REMAPS)
+    try:
+        assert proc.wait_for_log("depth node ready", 90), proc.log()
+        done = replay_in_thread(node, traffic_bag)
+        assert spin_until(node, done.is_set, 60, ex)
+        spin_until(node, lambda: False, 2.0, ex)
+        stats = diagnostics(node, ex)
+        got = {k: stats[k] for k in ("frames_processed", "adapt_frames", "adapt_steps", "adapt_swaps",
+                                     "adapt_object_motion_active", "adapt_rollbacks")}
+        print("object motion over DDS:", got, f"{len(depth_stamps)} depth images")
+        assert int(got["adapt_steps"]) > N + 2 and got["adapt_object_motion_active"] == "True", got
+        assert int(got["adapt_swaps"]) >= 1, got
+        # Depth all along the drive: from the start to its last second, while the field trains.
+        assert len(depth_stamps) >= 10 and max(depth_stamps) >= last_image_ns - 1_000_000_000, (
+            len(depth_stamps), (last_image_ns - max(depth_stamps, default=0)) / 1e9)
+    finally:
+        assert proc.stop() == 0
+        ex.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)

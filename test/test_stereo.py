@@ -232,8 +232,7 @@ def test_node_learns_from_a_stereo_pair_over_dds_while_standing(tmp_path, standi
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
 
-    from .rosutil import NodeProcess, spin_until
-    from .test_node_adaptation import REMAPS, _diag, _replay_in_thread
+    from .rosutil import BAG_REMAPS, NodeProcess, diagnostics, replay_in_thread, spin_until
 
     ctx = Context()
     rclpy.init(context=ctx)
@@ -242,13 +241,13 @@ def test_node_learns_from_a_stereo_pair_over_dds_while_standing(tmp_path, standi
     ex.add_node(node)
     params = {"use_sim_time": True, "adapt_stereo": True, "publish_points": False, "checkpoint_period": 0.0,
               "resume": False, "adapt_train_width": 320, "adapt_train_height": 96, **RIGHT_PARAMS}
-    proc = NodeProcess(tmp_path, params=params, remaps=REMAPS)
+    proc = NodeProcess(tmp_path, params=params, remaps=BAG_REMAPS)
     try:
         assert proc.wait_for_log("depth node ready", 90), proc.log()
-        done = _replay_in_thread(node, standing_bag)
+        done = replay_in_thread(node, standing_bag)
         assert spin_until(node, done.is_set, 60, ex)
         spin_until(node, lambda: False, 2.0, ex)
-        stats = _diag(node, ex)
+        stats = diagnostics(node, ex)
         got = {k: int(stats[k]) for k in ("frames_processed", "adapt_frames", "adapt_right_frames",
                                            "adapt_stereo_only", "adapt_steps")}
         print("stereo over DDS:", got)

@@ -69,9 +69,9 @@ def _stamp(msg) -> int:
     return stamp_to_ns(msg.header.stamp)
 
 
-def _cache_file(cache_dir: Path, bag: Path, size: tuple[int, int] | None) -> Path:
+def _cache_file(cache_dir: Path, bag: Path, size: tuple[int, int] | None, hfov_deg: float | None = None) -> Path:
     st_files = sorted(bag.glob("*")) if bag.is_dir() else [bag]
-    sig = [str(bag.resolve()), str(size), str(CACHE_VERSION)]
+    sig = [str(bag.resolve()), str(size), str(CACHE_VERSION)] + ([] if hfov_deg is None else [f"hfov={hfov_deg!r}"])
     sig += [f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in st_files if p.is_file()]
     digest = hashlib.sha1("|".join(sig).encode()).hexdigest()[:16]
     return cache_dir / f"{bag.name}_{digest}.npz"
@@ -91,7 +91,7 @@ def _resize(images: np.ndarray, depths: np.ndarray | None, K: np.ndarray, size: 
 
 def load_bag(path: str | os.PathLike, size: tuple[int, int] | None = None, need_depth: bool = False,
              need_pose: bool = False, cache_dir: str | os.PathLike | None = None,
-             max_frames: int | None = None) -> BagFrames:
+             max_frames: int | None = None, hfov_deg: float | None = None) -> BagFrames:
     """Read a drive's frames from a bag (cached).
 
     Args:
@@ -99,6 +99,9 @@ def load_bag(path: str | os.PathLike, size: tuple[int, int] | None = None, need_
         need_depth / need_pose: raise if the bag lacks GT depth / GT poses.
         cache_dir: where to keep decoded ``.npz`` caches (None: no cache).
         max_frames: read at most this many frames (not cached).
+        hfov_deg: K guessed from this horizontal field of view at the bag's image size (square pixels,
+            principal point at the centre: :func:`~mono_depth_ros.adapt.intrinsics.K_from_hfov`) instead of
+            the camera_info, which may then be absent (``mono-depth train --intrinsics estimate``).
     Raises:
         ValueError: missing topics or no camera info.
     """
@@ -107,7 +110,7 @@ def load_bag(path: str | os.PathLike, size: tuple[int, int] | None = None, need_
     bag = Path(path)
     cache = None
     if cache_dir is not None and max_frames is None:
-        cache = _cache_file(Path(cache_dir), bag, size)
+        cache = _cache_file(Path(cache_dir), bag, size, hfov_deg)
         if cache.is_file():
             z = np.load(cache, allow_pickle=False)
             frames = BagFrames(z["images"], z["depths"] if z["depths"].size else None,
@@ -145,6 +148,10 @@ def load_bag(path: str | os.PathLike, size: tuple[int, int] | None = None, need_
             baseline = stereo_baseline_from_P(msg.p)
     if not images:
         raise ValueError(f"{bag}: no images on {Topics.BAG_IMAGE}")
+    if hfov_deg is not None:
+        from ..adapt.intrinsics import K_from_hfov
+        h0, w0 = next(iter(images.values())).shape[:2]
+        K = K_from_hfov(w0, h0, hfov_deg)
     if K is None:
         raise ValueError(f"{bag}: no camera info on {Topics.BAG_CAMERA_INFO}")
     stamps = sorted(images)
@@ -255,7 +262,8 @@ class SelfSupervisedSampler:
     ``T_source_target = inv(T_map_cam_source) @ T_map_cam_target``. With
     ``stereo``, the right image is a third source with the known
     ``T_right_left`` of the rectified pair. Horizontal flips mirror the images,
-    the poses (S T S with S = diag(-1,1,1,1)) and cx. ``shard=(rank, world)`` keeps
+    the poses (S T S with S = diag(-1,1,1,1)) and cx; ``last_flip`` ((B,) bool) says which
+    rows of the last batch were mirrored. ``shard=(rank, world)`` keeps
     every ``world``-th training tuple from ``rank`` (distributed training).
     """
 
@@ -323,9 +331,11 @@ class SelfSupervisedSampler:
             poses.append(stereo_T_source_target(torch.tensor([self.drives[i].baseline for i, _ in pick]),
                                                 self.batch_size))   # T_right_left
         K = torch.from_numpy(np.stack([self.drives[i].K for i, _ in pick])).float()
+        self.last_flip = torch.zeros(self.batch_size, dtype=torch.bool)
         if self.augment:
             W = tgt.shape[-1]
             flip = torch.rand(self.batch_size, generator=self.gen) < 0.5
+            self.last_flip = flip
             S = torch.diag(torch.tensor([-1.0, 1.0, 1.0, 1.0]))
             tgt[flip] = tgt[flip].flip(-1)
             for j in range(len(sources)):

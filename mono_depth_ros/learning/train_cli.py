@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 
+from ..adapt.intrinsics import INTRINSICS_MODES
 from ..models import MODEL_NAMES
+from ..settings import BY_NAME as _PARAMS
 from .distributed import DEVICES
 from .trainer import MODES, POSES, RESUME_LAST, TrainConfig
 
@@ -32,6 +34,9 @@ def _size(text: str) -> tuple[int, int]:
 EPILOG = """examples:
   self-supervised on your own bags (poses from odometry/TF/IMU/GPS), from your weights:
     mono-depth train --mode self-supervised --bag drive1 --bag drive2 --init their.pt --out runs/a/ck.pt
+  with moving objects (the field from step 500) and the camera's intrinsics refined:
+    mono-depth train --mode self-supervised --bag drive1 --init their.pt --out runs/b/ck.pt --object-motion
+        --object-motion-after-steps 500 --intrinsics refine       (estimate: no camera_info, --camera-hfov-deg)
   continue it where it stopped:
     mono-depth train --mode self-supervised --bag drive1 --bag drive2 --out runs/a/ck.pt --resume
   2 processes with DistributedDataParallel (gloo on CPU, nccl with one GPU per process):
@@ -81,6 +86,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "ground-truth; ego-motion poses choose source frames by motion)")
     parser.add_argument("--stereo", action="store_true",
                         help="add the right camera as a source with its known baseline (self-supervised)")
+    # The adaptation engine's options, spelled as `mono-depth adapt` spells them (help: the node's parameters).
+    parser.add_argument("--object-motion", action="store_true",
+                        help="learn a 3-D translation field of moving objects on top of the camera's motion (Li et "
+                             "al. 2020: a small separate network, group smoothness + L1/2 sparsity; saved in the "
+                             "checkpoint; self-supervised, one process; node parameter: adapt_object_motion)")
+    for opt, dest, name in (("--object-motion-after-steps", "object_motion_after_steps",
+                             "adapt_object_motion_after_steps"),
+                            ("--intrinsics", "intrinsics", "adapt_intrinsics"),
+                            ("--intrinsics-lr", "intrinsics_lr", "adapt_intrinsics_lr"),
+                            ("--intrinsics-focal-warmup", "intrinsics_focal_warmup", "adapt_intrinsics_focal_warmup"),
+                            ("--camera-hfov-deg", "camera_hfov_deg", "camera_hfov_deg")):
+        spec, default = _PARAMS[name], getattr(d, dest)
+        parser.add_argument(opt, dest=dest, type=type(default), default=default,
+                            choices=INTRINSICS_MODES if dest == "intrinsics" else None,
+                            help=f"{spec.description} (node parameter: {name})"
+                            + ("; train: the learned K goes into the checkpoint and report.json, and the "
+                               "checkpoint's canonical camera is the learned one" if dest == "intrinsics" else ""))
     parser.add_argument("--val-every", type=int, default=d.val_every, help="validate every N steps (0: end only)")
     parser.add_argument("--val-frames", type=int, default=d.val_frames, help="frames per validation bag")
     parser.add_argument("--save-every", type=int, default=d.save_every, help="checkpoint every N steps")
@@ -113,7 +135,11 @@ def main(args: argparse.Namespace) -> int:
         bags=list(args.bags), out=args.out, mode=args.mode, arch=args.arch, width=args.size[0],
         height=args.size[1], batch_size=args.batch_size, steps=args.steps, lr=args.lr, min_lr=args.min_lr,
         min_depth=args.min_depth, max_depth=args.max_depth, silog_lambda=args.silog_lambda,
-        smoothness_weight=args.smoothness, frame_gap=args.frame_gap, stereo=args.stereo, poses=args.poses,
+        smoothness_weight=args.smoothness, frame_gap=args.frame_gap, stereo=args.stereo,
+        object_motion=args.object_motion, object_motion_after_steps=args.object_motion_after_steps,
+        intrinsics=args.intrinsics, intrinsics_lr=args.intrinsics_lr,
+        intrinsics_focal_warmup=args.intrinsics_focal_warmup, camera_hfov_deg=args.camera_hfov_deg,
+        poses=args.poses,
         egomotion=args.egomotion, min_translation=args.min_translation, max_rotation_deg=args.max_rotation,
         val_bags=list(args.val_bags), val_every=args.val_every, val_frames=args.val_frames,
         save_every=args.save_every, max_seconds=args.max_seconds, init=args.init, resume=args.resume,

@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..adapt.intrinsics import INTRINSICS_MODES
 from ..canonical import CanonicalCamera
 from ..checkpoint import load_checkpoint, load_model, save_checkpoint
 from ..conventions import scale_intrinsics
@@ -35,7 +36,8 @@ from .data import BagFrames, SelfSupervisedSampler, SupervisedSampler, load_bag
 from .distributed import DEVICES, DistContext, init_distributed, shutdown
 from ..inference import DepthPredictor
 from .evaluate import evaluate_frames
-from .step import StepResult, StepStats, StepStatus, self_supervised_step, supervised_step
+from .extras import TrainExtras
+from .step import StepResult, StepStats, StepStatus, guarded_step, self_supervised_step, supervised_step
 
 __all__ = ["TrainConfig", "train", "MODES", "POSES", "RESUME_LAST", "report_paths"]
 
@@ -69,6 +71,13 @@ class TrainConfig:
     smoothness_weight: float = 1e-3
     frame_gap: int = 1
     stereo: bool = False
+    # The adaptation engine's optional parts (learning/extras.py; the node's defaults, mono_depth_ros.settings).
+    object_motion: bool = _PARAMS["adapt_object_motion"].default
+    object_motion_after_steps: int = _PARAMS["adapt_object_motion_after_steps"].default
+    intrinsics: str = _PARAMS["adapt_intrinsics"].default
+    intrinsics_lr: float = _PARAMS["adapt_intrinsics_lr"].default
+    intrinsics_focal_warmup: int = _PARAMS["adapt_intrinsics_focal_warmup"].default
+    camera_hfov_deg: float = _PARAMS["camera_hfov_deg"].default
     poses: str = "egomotion"
     egomotion: str = _PARAMS["egomotion_sources"].default        # the node's defaults (mono_depth_ros.settings)
     min_translation: float = _PARAMS["adapt_min_translation"].default
@@ -104,6 +113,17 @@ class TrainConfig:
             raise ValueError("steps must be >= 0 and batch_size >= 1")
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise ValueError(f"--max-seconds must be > 0, got {self.max_seconds}")
+        if self.intrinsics not in INTRINSICS_MODES:
+            raise ValueError(f"--intrinsics must be one of {INTRINSICS_MODES}, got {self.intrinsics!r}")
+        if self.mode != "self-supervised" and (self.object_motion or self.intrinsics != "off"):
+            raise ValueError("--object-motion and --intrinsics need --mode self-supervised (photometric loss)")
+        if self.intrinsics_focal_warmup < 0:
+            raise ValueError(f"--intrinsics-focal-warmup must be >= 0, got {self.intrinsics_focal_warmup}")
+        if self.object_motion_after_steps < 0:
+            raise ValueError(f"--object-motion-after-steps must be >= 0, got {self.object_motion_after_steps}")
+        if not 0 < self.camera_hfov_deg < 180 or not 0 < self.intrinsics_lr <= 1:
+            raise ValueError(f"--camera-hfov-deg must be in (0, 180) and --intrinsics-lr in (0, 1], got "
+                             f"{self.camera_hfov_deg} and {self.intrinsics_lr}")
         if self.device not in DEVICES:
             raise ValueError(f"--device must be one of {DEVICES}, got {self.device!r}")
         if self.init and self.resume:
@@ -165,7 +185,7 @@ def _load_drives(paths: list[str], cfg: TrainConfig, need_depth: bool, need_pose
     for p in paths:
         t0 = time.monotonic()
         d = load_bag(p, (cfg.height, cfg.width), need_depth=need_depth, need_pose=need_pose,
-                     cache_dir=cfg.cache_dir)
+                     cache_dir=cfg.cache_dir, hfov_deg=cfg.camera_hfov_deg if cfg.intrinsics == "estimate" else None)
         log(f"loaded {p}: {len(d)} frames at {d.size[1]}x{d.size[0]} ({time.monotonic() - t0:.1f}s)")
         drives.append(d)
     return drives
@@ -284,9 +304,29 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> Pa
     device = ctx.device
     model.to(device)
     model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step = start_step   # the step being taken (0-based; the object-motion schedule counts it)
+    extras = None
+    if cfg.mode == "self-supervised" and (cfg.object_motion or cfg.intrinsics != "off"):
+        if ctx.enabled:
+            raise ValueError("--object-motion and --intrinsics train in one process (not yet under torchrun)")
+        extras = TrainExtras(model, cfg.object_motion, cfg.object_motion_after_steps, cfg.intrinsics,
+                             cfg.smoothness_weight, lambda: step, device, cfg.intrinsics_focal_warmup)
+        if cfg.resume:
+            restored = extras.load_state(old_meta.get("learned") or {}, str(cfg.resume_path()))
+            log(f"restored the {' and the '.join(restored)}" if restored else
+                "the checkpoint holds no object motion / intrinsics: they start afresh")
+    groups = [{"params": list(model.parameters())}]
+    if extras is not None:
+        groups += [dict(g, weight_decay=0.0) for g in extras.param_groups(cfg.intrinsics_lr)]
+    optimizer = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if extras is not None:
+        extras.attach(optimizer)
     if opt_state is not None:
-        optimizer.load_state_dict(opt_state)
+        try:
+            optimizer.load_state_dict(opt_state)
+        except ValueError as exc:
+            raise ValueError(f"--resume {cfg.resume_path()}: its optimizer does not fit this run's options "
+                             f"(--object-motion / --intrinsics as in the resumed run?): {exc}") from None
 
     supervised = cfg.mode == "supervised"
     gt_poses = not supervised and cfg.poses == "ground-truth"
@@ -352,12 +392,27 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> Pa
     camera = _training_camera(drives, (cfg.height, cfg.width))
     losses: list[tuple[int, float]] = []
 
+    def learned() -> None:
+        """The extras' state into the meta; the canonical camera becomes the learned K."""
+        nonlocal camera
+        if extras is None:
+            return
+        meta["learned"] = extras.state()
+        meta["object_motion"] = None if extras.motion is None else {
+            "after_steps": cfg.object_motion_after_steps, "active": extras.motion.active()}
+        meta["intrinsics"] = extras.report(drives[0].K, cfg.width, cfg.height)
+        base = _training_camera(drives, (cfg.height, cfg.width))
+        if extras.intrinsics is not None and base is not None:
+            camera = CanonicalCamera.from_K(extras.learned_K(base.K_at((cfg.height, cfg.width)), cfg.width,
+                                                             cfg.height), (cfg.height, cfg.width))
+
     def save(step: int, path: str, with_optimizer: bool = True, half: bool = False, collective: bool = True) -> None:
         states = ctx.gather_objects(_rng_state(sampler)) if collective else [_rng_state(sampler)]
         if not ctx.is_main:
             return
         meta["rng"] = {"world": len(states), "ranks": states}
         meta["loss_curve"] = list(old_meta.get("loss_curve", [])) + _curve(losses)
+        learned()
         save_checkpoint(path, model, (cfg.height, cfg.width), optimizer if with_optimizer else None,
                         steps=step, frames_seen=frames_seen, meta=meta, half=half, canonical_camera=camera)
 
@@ -382,7 +437,10 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> Pa
                 else:
                     tgt, srcs, T, K = vs.sample()
                     tgt, srcs, T, K = _to(tgt, device), _to(srcs, device), _to(T, device), _to(K, device)
-                    loss, _ = raw(tgt, srcs, T, K, model.predict_disps(tgt))
+                    if extras is not None:   # the training's loss and K (the learned intrinsics)
+                        loss, _ = extras.loss(model.predict_disps, tgt, srcs, T, K, vs.last_flip)
+                    else:
+                        loss, _ = raw(tgt, srcs, T, K, model.predict_disps(tgt))
                 if bool(torch.isfinite(loss)):
                     vals.append(float(loss))
         return float(np.mean(vals)) if vals else None
@@ -410,20 +468,19 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> Pa
         bar = tqdm(total=cfg.steps, initial=start_step, desc=cfg.mode, dynamic_ncols=True)
     t0 = time.monotonic()
     ema = None
-    step = start_step
     stopped_by = "steps"
     try:
         while step < cfg.steps:
             time_up = cfg.max_seconds is not None and time.monotonic() - t0 >= cfg.max_seconds
-            for g in optimizer.param_groups:
-                g["lr"] = _lr_at(cfg, step)
+            optimizer.param_groups[0]["lr"] = _lr_at(cfg, step)   # the depth network's (extras: their own)
             before = _rng_state(sampler) if time_up or ctx.enabled else None
             if supervised:
                 batch = _to(sampler.sample(), device)
             else:
                 tgt, srcs, T, K = sampler.sample()
                 batch = (_to(tgt, device), _to(srcs, device), _to(T, device), _to(K, device))
-            bad_input = not all_finite(*batch)
+            # Supervised: +inf / NaN in the ground truth mean "no ground truth here" (sky), not a bad input.
+            bad_input = not all_finite(*(batch[:1] if supervised else batch))
             if ctx.enabled:   # all ranks agree to stop, or to skip a step any rank cannot take
                 bad_input, time_up = (v > 0 for v in ctx.all_reduce([float(bad_input), float(time_up)], "max"))
             if time_up:   # this batch is not used: put the random state back, so a resume draws it again
@@ -435,6 +492,12 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> Pa
                 stats.add(r)
             elif supervised:
                 r = supervised_step(net, optimizer, loss_fn, *batch, stats, cfg.grad_clip)
+            elif extras is not None:
+                flip = sampler.last_flip
+                extras.begin_step()
+                r = guarded_step(extras.trained(model), optimizer, list(batch),
+                                 lambda: extras.loss(net, *batch, flip), stats, cfg.grad_clip)
+                extras.end_step()
             else:
                 r = self_supervised_step(net, optimizer, loss_fn, *batch, stats, cfg.grad_clip)
             frames_seen += cfg.batch_size * ctx.world
@@ -481,6 +544,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> Pa
             "train_loss_curve": list(old_meta.get("loss_curve", [])) + _curve(losses),
             "validation": meta["history"], "step_outcomes": dict(stats.counts),
             "egomotion": meta.get("egomotion"),
+            "object_motion": meta.get("object_motion"), "intrinsics": meta.get("intrinsics"),
         }
         jpath, mpath = report_paths(cfg)
         jpath.parent.mkdir(parents=True, exist_ok=True)
@@ -504,6 +568,14 @@ def _markdown(r: dict) -> str:
     if r.get("egomotion"):
         for bag, e in r["egomotion"].items():
             lines.append(f"- ego-motion poses, {bag}: {e['posed']} of {e['frames']} frames (source {e['source']})")
+    if r.get("object_motion"):
+        lines.append(f"- object motion: on after {r['object_motion']['after_steps']} steps "
+                     f"({'active' if r['object_motion']['active'] else 'not active yet'})")
+    if r.get("intrinsics"):
+        i = r["intrinsics"]
+        lines.append(f"- intrinsics at {i['image_size'][0]}x{i['image_size'][1]}: "
+                     + ", ".join(f"{k} {i['seen'][k]:.2f} -> {i['learned'][k]:.2f}"
+                                 for k in ("fx", "fy", "cx", "cy")))
     curve = r["train_loss_curve"]
     if curve:
         k = max(1, len(curve) // 10)
