@@ -149,7 +149,7 @@ class AdaptConfig:
     camera_hfov_deg: float = option(90.0, "camera_hfov_deg", "adapt_intrinsics estimate: horizontal field of view "
                                     "of the first guess of K while no camera_info arrives [deg]", range=(10.0, 170.0),
                                     read_only="the first guess of K is made at start", cli="--camera-hfov-deg")
-    intrinsics_focal_warmup: int = option(0, "adapt_intrinsics_focal_warmup", "adapt_intrinsics: healthy steps "
+    intrinsics_focal_warmup: int = option(100, "adapt_intrinsics_focal_warmup", "adapt_intrinsics: healthy steps "
                                           "before the focal length learns (the principal point learns from the "
                                           "start): a network whose depth scale is still wrong pulls the focal "
                                           "length with it (docs/learning.md, Intrinsics)", range=(0, 100000),
