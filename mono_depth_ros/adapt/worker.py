@@ -23,16 +23,18 @@ outlives the node. If it dies anyway, the next call says so and a new one starts
 verified weights (nothing verified is lost: the parent holds them).
 
 Standard library ``multiprocessing`` (spawn: a fresh interpreter, safe beside DDS threads) is the
-transport; the triplets and weights are plain numpy / torch objects (~1.1 MB per 640x192 triplet).
+transport; the triplets and weights cross it as ``torch.save`` bytes, read back with torch's ``weights_only``
+loader (no pickle loads in the package: test_faults_security), ~1.1 MB per 640x192 triplet.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
+import io
 import logging
 import multiprocessing as mp
 import os
-import pickle
 import signal
 import threading
 from collections import OrderedDict
@@ -59,10 +61,54 @@ class TrainingProcessError(RuntimeError):
     """The training process died or did not answer; the message says how (exit code, signal)."""
 
 
+#: The dataclasses that cross the pipe (by name; anything else is refused on arrival).
+_WIRE_TYPES = {"Triplet": Triplet, "StepReport": StepReport}
+
+
+def _to_wire(obj):
+    """Dataclasses -> tagged dicts, numpy scalars -> Python numbers, views -> compact tensors: what torch's
+    ``weights_only`` loader accepts (tensors, numbers, strings, lists, tuples, dicts)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        if type(obj).__name__ not in _WIRE_TYPES:
+            raise TypeError(f"{type(obj).__name__} cannot cross to the training process")
+        return {"__wire__": type(obj).__name__, **{f.name: _to_wire(getattr(obj, f.name))
+                                                   for f in dataclasses.fields(obj)}}
+    if isinstance(obj, torch.Tensor):   # a view would carry its whole storage
+        return obj.clone() if obj.untyped_storage().nbytes() > obj.numel() * obj.element_size() else obj
+    if isinstance(obj, dict):
+        return type(obj)((k, _to_wire(v)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_wire(v) for v in obj)
+    if isinstance(obj, np.ndarray):
+        return {"__ndarray__": torch.from_numpy(np.ascontiguousarray(obj))}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def _from_wire(obj):
+    if isinstance(obj, dict):
+        if "__ndarray__" in obj:
+            return obj["__ndarray__"].numpy()
+        name = obj.get("__wire__")
+        fields = type(obj)((k, _from_wire(v)) for k, v in obj.items() if k != "__wire__")
+        return fields if name is None else _WIRE_TYPES[name](**fields)
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_from_wire(v) for v in obj)
+    return obj
+
+
 def _send(conn, obj) -> None:
-    """Plain pickles both ways: tensors travel as bytes (torch's multiprocessing reducers would move each one
-    through a shared-memory file and a descriptor handed over by a helper thread)."""
-    conn.send_bytes(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+    """``torch.save`` of plain containers and tensors (no pickled code objects): the other side reads it with
+    torch's ``weights_only`` loader. (``Connection.send`` would pickle, and torch's multiprocessing reducers
+    would move each tensor through a shared-memory file handed over by a helper thread.)"""
+    buf = io.BytesIO()
+    torch.save(_to_wire(obj), buf)
+    conn.send_bytes(buf.getvalue())
+
+
+def _decode(raw: bytes):
+    return _from_wire(torch.load(io.BytesIO(raw), weights_only=True))
 
 
 # ---------------------------------------------------------------- child side
@@ -99,7 +145,7 @@ def _serve(conn, model, cfg: AdaptConfig, anchors, initial, threads: int) -> Non
     _send(conn, ("ready", None, [], None, snapshot()))
     while True:
         try:
-            msg = pickle.loads(conn.recv_bytes())
+            msg = _decode(conn.recv_bytes())
         except (EOFError, OSError):
             return
         if msg is None:
@@ -219,7 +265,7 @@ class ProcessEngine:
             raise TrainingProcessError(f"the training process (pid {self._proc.pid}) did not answer in {timeout:.0f} s")
         raw = self._conn.recv_bytes()   # without the GIL while it waits
         self._quiet()
-        return pickle.loads(raw)
+        return _decode(raw)
 
     def _dead(self, exc: BaseException) -> TrainingProcessError:
         """The process is gone: note how, and start a new one from the last verified weights."""
