@@ -75,6 +75,8 @@ def _to_wire(obj):
                                                    for f in dataclasses.fields(obj)}}
     if isinstance(obj, torch.Tensor):   # a view would carry its whole storage
         return obj.clone() if obj.untyped_storage().nbytes() > obj.numel() * obj.element_size() else obj
+    if isinstance(obj, dict) and len(obj) > 8 and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return _pack_state(obj)
     if isinstance(obj, dict):
         return type(obj)((k, _to_wire(v)) for k, v in obj.items())
     if isinstance(obj, (list, tuple)):
@@ -86,10 +88,41 @@ def _to_wire(obj):
     return obj
 
 
+def _pack_state(state) -> dict:
+    """A state dict as one byte tensor + one string of ``key dtype shape`` lines. The ``weights_only`` loader
+    unpickles in Python, object by object: ~180 tensors (and their tuples) took it ~10 ms at every swap,
+    which delayed frames (10 Hz p95 +18%, BENCHMARKS.md); one tensor and one string take a fraction of it."""
+    rows, chunks = [], []
+    for k, v in state.items():
+        v = v.detach().contiguous().cpu()
+        rows.append(f"{k} {str(v.dtype).removeprefix('torch.')} {','.join(map(str, v.shape))}")
+        chunks.append(v.reshape(-1).view(torch.uint8))
+    return {"__state__": "\n".join(rows), "ordered": isinstance(state, OrderedDict),
+            "data": torch.cat(chunks) if chunks else torch.empty(0, dtype=torch.uint8)}
+
+
+def _unpack_state(packed: dict):
+    """Views into the one byte tensor (the receiver copies them into its network, or keeps them as they are)."""
+    out, data, at = OrderedDict(), packed["data"], 0
+    for row in filter(None, packed["__state__"].split("\n")):
+        k, dtype, dims = row.rsplit(" ", 2)
+        dt = getattr(torch, dtype)
+        shape = tuple(int(d) for d in dims.split(",") if d)
+        n = int(np.prod(shape, dtype=np.int64)) * _ITEMSIZE.setdefault(dt, torch.empty(0, dtype=dt).element_size())
+        out[k] = data[at:at + n].view(dt).reshape(shape)
+        at += n
+    return out if packed["ordered"] else dict(out)
+
+
+_ITEMSIZE: dict = {}
+
+
 def _from_wire(obj):
     if isinstance(obj, dict):
         if "__ndarray__" in obj:
             return obj["__ndarray__"].numpy()
+        if "__state__" in obj:
+            return _unpack_state(obj)
         name = obj.get("__wire__")
         fields = type(obj)((k, _from_wire(v)) for k, v in obj.items() if k != "__wire__")
         return fields if name is None else _WIRE_TYPES[name](**fields)
@@ -160,6 +193,8 @@ def _serve(conn, model, cfg: AdaptConfig, anchors, initial, threads: int) -> Non
         new_good = None if good is sent_good else good
         sent_good = good
         out, delivered[:] = list(delivered), []
+        if new_good is not None and out and out[-1] is new_good:
+            new_good = "served"    # the last served weights are the checkpoint state (fast step): sent once
         _send(conn, ("ok", result, out, (error, new_good), snapshot()))
         if name == "train_next":
             heap.after_step()
@@ -307,6 +342,8 @@ class ProcessEngine:
         kind, result, weights, extra, snap = reply
         if kind == "ok":
             error, good = extra
+            if isinstance(good, str):     # "served": the last of ``weights``
+                good = weights[-1]
             if good is not None:
                 self._good = good
             for state in weights:        # verified weights, in the order the child served them
