@@ -38,22 +38,27 @@ def abs_rel(model, frames) -> float:
     return float(np.mean(vals))
 
 
-@pytest.fixture(scope="module")
-def pretrained(drive):
-    """A sane starting network: a short supervised (SILog) pretraining on the drive's GT depth."""
+def pretrain_on_depth(frames, steps: int = 80):
+    """A network that knows ``frames``' depth: a short supervised (SILog) pretraining on their GT (eval mode)."""
     from mono_depth_ros.learning.step import supervised_step
     from mono_depth_ros.losses import SupervisedSILogLoss
     torch.manual_seed(0)
     net = build_model("default").train()
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     loss_fn = SupervisedSILogLoss(net.min_depth, net.max_depth)
-    imgs = torch.stack([torch.from_numpy(f.image).permute(2, 0, 1) for f in drive]).float() / 255
-    gts = torch.stack([torch.from_numpy(f.depth)[None] for f in drive])
+    imgs = torch.stack([torch.from_numpy(f.image).permute(2, 0, 1) for f in frames]).float() / 255
+    gts = torch.stack([torch.from_numpy(f.depth)[None] for f in frames])
     g = torch.Generator().manual_seed(0)
-    for _ in range(80):
-        idx = torch.randint(0, len(drive), (4,), generator=g)
+    for _ in range(steps):
+        idx = torch.randint(0, len(frames), (4,), generator=g)
         supervised_step(net, opt, loss_fn, imgs[idx], gts[idx])
     return net.eval()
+
+
+@pytest.fixture(scope="module")
+def pretrained(drive):
+    """A sane starting network: a short supervised (SILog) pretraining on the drive's GT depth."""
+    return pretrain_on_depth(drive)
 
 
 @pytest.fixture(scope="module")

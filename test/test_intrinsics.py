@@ -8,9 +8,8 @@ import torch
 from mono_depth_ros.adapt import AdaptConfig
 from mono_depth_ros.adapt.intrinsics import IntrinsicsCorrection, K_from_hfov
 from mono_depth_ros.adapt.guard import Verdict
-from mono_depth_ros.models import build_model
 
-from .test_adapt_engine import feed, make_engine
+from .test_adapt_engine import feed, make_engine, pretrain_on_depth
 
 torch.set_num_threads(1)
 W, H = 192, 64
@@ -36,19 +35,7 @@ def drive_b():
 @pytest.fixture(scope="module")
 def depth_net(drive_b):
     """A network that knows the drive's depth (short SILog pretraining on its ground truth)."""
-    from mono_depth_ros.learning.step import supervised_step
-    from mono_depth_ros.losses import SupervisedSILogLoss
-    torch.manual_seed(0)
-    net = build_model("default").train()
-    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-    loss_fn = SupervisedSILogLoss(net.min_depth, net.max_depth)
-    imgs = torch.stack([torch.from_numpy(f.image).permute(2, 0, 1) for f in drive_b]).float() / 255
-    gts = torch.stack([torch.from_numpy(f.depth)[None] for f in drive_b])
-    g = torch.Generator().manual_seed(0)
-    for _ in range(80):
-        idx = torch.randint(0, len(drive_b), (4,), generator=g)
-        supervised_step(net, opt, loss_fn, imgs[idx], gts[idx])
-    return net.eval()
+    return pretrain_on_depth(drive_b)
 
 
 def cfg(**kw):

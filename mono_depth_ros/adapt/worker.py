@@ -224,7 +224,6 @@ class ProcessEngine:
         self.counters = _Counters()
         self.initial: "OrderedDict[str, torch.Tensor]" = OrderedDict(
             (k, v.detach().clone()) for k, v in model.state_dict().items())
-        self._served = self.initial          # the newest verified weights (served)
         self._good = self.initial            # what a checkpoint holds (engine.good_state)
         self._intr_served = None
         self._intr_state = None
@@ -242,7 +241,6 @@ class ProcessEngine:
         self._proc = None
         self._conn = None
         self.restarts = 0
-        self.last_exit = ""
         self._start(None)
 
     # ------------------------------------------------------------ process
@@ -289,8 +287,8 @@ class ProcessEngine:
                     self._unheld.notify_all()
 
     def _quiet(self) -> None:
-        """Wait while a frame is served: this side's work for a step (building, pickling the triplet,
-        unpickling weights, the swap) takes Python's GIL, which the frame's path needs."""
+        """Wait while a frame is served: this side's work for a step (building and encoding the triplet,
+        decoding weights, the swap) takes Python's GIL, which the frame's path needs."""
         with self._unheld:
             while self._holds:
                 self._unheld.wait()
@@ -308,7 +306,6 @@ class ProcessEngine:
         code = self._proc.exitcode
         how = (f"killed by signal {-code}" if code is not None and code < 0 else
                f"exit code {code}" if code is not None else f"no answer ({type(exc).__name__})")
-        self.last_exit = how
         try:
             self._conn.close()
         except OSError:
@@ -324,9 +321,7 @@ class ProcessEngine:
         """One call into the training process (serialised); applies what its reply carries."""
         with self._lock:
             try:
-                if self._pending_ready:
-                    self._absorb(self._receive(START_TIMEOUT_S))
-                    self._pending_ready = False
+                self._ensure_ready(START_TIMEOUT_S)
                 if not self._initial_sent:
                     _send(self._conn, ("set_initial", (self.initial,)))
                     self._absorb(self._receive(None))
@@ -347,7 +342,6 @@ class ProcessEngine:
             if good is not None:
                 self._good = good
             for state in weights:        # verified weights, in the order the child served them
-                self._served = state
                 self.on_weights(state)
             if error is not None:
                 raise (ValueError if error[0] == "ValueError" else RuntimeError)(error[1])
@@ -447,12 +441,16 @@ class ProcessEngine:
         from dataclasses import asdict
         return asdict(self.cfg)
 
+    def _ensure_ready(self, timeout: float) -> None:
+        """Under the call lock: the training process's first answer (its engine is built), once."""
+        if self._pending_ready:
+            self._absorb(self._receive(timeout))
+            self._pending_ready = False
+
     def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
         """Block until the training process has built its engine (tests, tools)."""
         with self._lock:
-            if self._pending_ready:
-                try:
-                    self._absorb(self._receive(timeout))
-                except (EOFError, OSError, TrainingProcessError) as exc:
-                    raise self._dead(exc) from None
-                self._pending_ready = False
+            try:
+                self._ensure_ready(timeout)
+            except (EOFError, OSError, TrainingProcessError) as exc:
+                raise self._dead(exc) from None
