@@ -281,6 +281,11 @@ class AdaptationEngine:
             self.crop = None if (ch, cw) == (cfg.train_height, cfg.train_width) else (ch, cw)
             smooth_scales = cfg.num_scales
         self.loss_fn = loss_fn
+        # The fast step feeds the network channels_last images: oneDNN's depthwise and 1x1 convolutions
+        # (forward and backward) run ~1.4x faster on them than on NCHW at one thread. The parameters stay
+        # NCHW (state dicts, checkpoints and serving unchanged); the disparities have one channel, so the
+        # loss sees the same memory layout. Measured in docs/learning.md ("Learning at camera pace").
+        self.net_memory_format = torch.channels_last if cfg.step == "fast" else torch.contiguous_format
         self.initial = state_copy(self.model)
         self.triplets = TripletBuilder(selector, (cfg.train_height, cfg.train_width), cfg.max_pending,
                                        round(cfg.stereo_sync_tolerance * 1e9) if cfg.stereo else None)
@@ -497,7 +502,7 @@ class AdaptationEngine:
 
     def _run_terms(self, model, inputs: StepInputs, net_in: torch.Tensor, extras: list, judged_only: bool):
         """Forward pass + the weighted terms -> (total, parts, health)."""
-        out = model.predict_disps(net_in)
+        out = model.predict_disps(net_in.contiguous(memory_format=self.net_memory_format))
         B = inputs.target.shape[0]
         disps = [d[:B] for d in out] if extras else list(out)
         ctx = TermContext(inputs, model, disps)
