@@ -33,7 +33,10 @@ from mono_depth_ros.tools.process import stop_process
 
 __all__ = ["run_e2e", "PLAN_FULL", "PLAN_QUICK"]
 
-_TOPICS = ("/camera/image_raw", "/camera/camera_info", "/odom", "/tf", "/tf_static")
+# The right camera's topics are played when the drive has them (`generate --stereo`): a node with
+# `adapt_stereo: true` then learns from the pair (the remaps below connect them).
+_TOPICS = ("/camera/image_raw", "/camera/camera_info", "/odom", "/tf", "/tf_static", "/camera_right/image_raw",
+           "/camera_right/camera_info")
 #: (label, wall seconds, playback rate): warm-up (not scored), 10 Hz, 30 Hz.
 PLAN_FULL = (("warmup", 4.0, 1.0), ("10hz", 30.0, 1.0), ("30hz", 12.0, 3.0))
 PLAN_QUICK = (("warmup", 2.0, 1.0), ("10hz", 3.0, 1.0), ("30hz", 2.0, 3.0))
@@ -168,7 +171,8 @@ def run_e2e(bag: Path | None = None, plan=PLAN_FULL, workdir: Path | None = None
               "adapt": True, "checkpoint_period": 0.0}
     params.update(node_params or {})
     cmd = [sys.executable, "-u", "-m", "mono_depth_ros.ros.depth_node", "--ros-args",
-           "-r", "image:=/camera/image_raw", "-r", "camera_info:=/camera/camera_info"]
+           "-r", "image:=/camera/image_raw", "-r", "camera_info:=/camera/camera_info",
+           "-r", "right/image:=/camera_right/image_raw", "-r", "right/camera_info:=/camera_right/camera_info"]
     for k, v in params.items():
         cmd += ["-p", f"{k}:={str(v).lower() if isinstance(v, bool) else v}"]
     env = dict(os.environ, RCUTILS_LOGGING_BUFFERED_STREAM="0", RCUTILS_COLORIZED_OUTPUT="0")
@@ -239,6 +243,8 @@ def run_e2e(bag: Path | None = None, plan=PLAN_FULL, workdir: Path | None = None
     rates = [float(v["adapt_steps_per_s"]) for _, v in diag if "adapt_steps_per_s" in v]
     result["adapt_steps_total"] = max(steps) if steps else 0
     result["adapt_steps_per_s_last"] = rates[-1] if rates else 0.0
+    right = [int(v["adapt_right_frames"]) for _, v in diag if "adapt_right_frames" in v]
+    result["adapt_right_frames"] = max(right) if right else 0   # stereo: right images the adaptation took
     backends = [v.get("inference_backend") for _, v in diag if v.get("inference_backend")]
     result["inference_backend"] = backends[-1] if backends else "?"
     result["node_log"] = str(node_log)
@@ -313,7 +319,8 @@ def _compare(a, plan, extra: dict) -> int:
         d10, d30 = s10.get("depth", {}), s30.get("depth", {})
         print(f"| {run['round']} | {run['variant']} | {d10.get('p50_ms', float('nan')):.1f} / "
               f"{d10.get('p95_ms', float('nan')):.1f} | {s30.get('depth_hz', float('nan')):.1f} Hz | "
-              f"{d10.get('dropped', '-')} / {d30.get('dropped', '-')} | {run['adapt_steps_total']} | "
+              f"{d10.get('dropped', '-')} / {d30.get('dropped', '-')} | {run['adapt_steps_total']}"
+              f"{' (%d right frames)' % run['adapt_right_frames'] if run.get('adapt_right_frames') else ''} | "
               f"{run['load_avg_1min']} |")
     return 0
 
