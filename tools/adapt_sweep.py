@@ -50,6 +50,10 @@ def main(argv=None) -> int:
     p.add_argument("--camera-info-error", default="", metavar="FX,FY,CX,CY",
                    help="the engine sees the drive's K perturbed as by `mono-depth adapt --camera-info-error` "
                         "(add --set intrinsics=refine to learn it); prints the served K against the truth")
+    p.add_argument("--min-translation", type=float, default=0.0, metavar="M",
+                   help="a frame whose neighbours are less than M metres away trains a replay-only step, like "
+                        "the node's gating (adapt_min_translation, 0.2; the node then picks farther sources); "
+                        "0 = every frame (as before)")
     args = p.parse_args(argv)
 
     import numpy as np
@@ -95,11 +99,16 @@ def main(argv=None) -> int:
             credits -= 1.0
             Ts = tuple(torch.from_numpy((np.linalg.inv(T[j]) @ T[i]).astype(np.float32)) for j in (i - 1, i + 1))
             trip = Triplet(int(drive.stamps[i]), img(i), (img(i - 1), img(i + 1)), Ts, K)
+            if min(float(t[:3, 3].norm()) for t in Ts) < args.min_translation:   # standing: replay only
+                if len(engine.replay) > cfg.replay_per_step:
+                    rep = engine.train_batch(engine.replay.sample(cfg.replay_per_step + 1), False)
+                    statuses["replay_" + rep.status] = statuses.get("replay_" + rep.status, 0) + 1
+                continue
             batch = [trip] + engine.replay.sample(cfg.replay_per_step, exclude_stamp=trip.stamp_ns)
             engine.replay.add(trip)
             rep = engine.train_batch(batch, True)
             statuses[rep.status] = statuses.get(rep.status, 0) + 1
-            if args.camera_info_error and engine.learns_intrinsics and sum(statuses.values()) % 100 == 0:
+            if args.camera_info_error and engine.learns_intrinsics and sum(statuses.values()) % 50 == 0:
                 st = engine.intrinsics_state()   # the served correction along the drive
                 print(f"  step {sum(statuses.values())}: log f {st['log_f']}, c {st['c']}", flush=True)
     wall = time.time() - t0
