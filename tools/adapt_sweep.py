@@ -118,9 +118,8 @@ def main(argv=None) -> int:
            "steps": sum(statuses.values()), "statuses": statuses, "wall_s": round(wall, 1), "final_lr": engine.lr}
     if engine.learns_intrinsics:   # the served K against the truth: focal in %, principal point in % of W
         Ks = engine.served_K(K_seen, W, H)
-        Ks = Ks.tolist()
-        res["intrinsics"] = {"f": [round(100 * (Ks[i][i] / drive.K[i, i] - 1), 2) for i in (0, 1)],
-                             "c": [round(100 * (Ks[i][2] - drive.K[i, 2]) / W, 2) for i in (0, 1)]}
+        res["intrinsics"] = {"f": [round(float(100 * (Ks[i, i] / drive.K[i, i] - 1)), 2) for i in (0, 1)],
+                             "c": [round(float(100 * (Ks[i, 2] - drive.K[i, 2]) / W), 2) for i in (0, 1)]}
         print(f"{args.name}: served K fx, fy {res['intrinsics']['f']} % off, cx, cy {res['intrinsics']['c']} % "
               f"of W off the truth", flush=True)
     for d, frames in held.items():
