@@ -158,7 +158,7 @@ class AdaptConfig:
     intrinsics_max_step_log_f: float = 0.005   # largest change of log(f) per step
     intrinsics_max_step_c: float = 0.002       # largest change of the principal point per step (image sizes)
     intrinsics_fixed_aspect: bool = True       # one focal scale for fx and fy (adapt/intrinsics.py says why)
-    intrinsics_focal_from_x: bool = False      # that scale learns from fx's gradient only (adapt/intrinsics.py)
+    intrinsics_focal_from_x: bool = True       # that scale learns from fx's gradient only (adapt/intrinsics.py)
     intrinsics_average: float = 0.0            # > 0: serve an exponential average of the correction (this decay)
     # Moving objects (docs/learning.md, "Moving objects"; Li et al. 2020): a small separate network predicts
     # a 3-D translation field per source that moves the target's pixels on top of the camera's motion in
