@@ -46,6 +46,14 @@ def main(argv=None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="AdaptConfig field")
     p.add_argument("--threads", type=int, default=1, help="torch threads (the node's adaptation uses 1)")
     p.add_argument("--json", type=Path, help="append the result as a JSON line to this file")
+    # Learned intrinsics (issue 16 item 3): the K the engine sees, perturbed like `mono-depth adapt`'s.
+    p.add_argument("--camera-info-error", default="", metavar="FX,FY,CX,CY",
+                   help="the engine sees the drive's K perturbed as by `mono-depth adapt --camera-info-error` "
+                        "(add --set intrinsics=refine to learn it); prints the served K against the truth")
+    p.add_argument("--min-translation", type=float, default=0.0, metavar="M",
+                   help="a frame whose neighbours are less than M metres away trains a replay-only step, like "
+                        "the node's gating (adapt_min_translation, 0.2; the node then picks farther sources); "
+                        "0 = every frame (as before)")
     args = p.parse_args(argv)
 
     import numpy as np
@@ -75,6 +83,11 @@ def main(argv=None) -> int:
     cfg = AdaptConfig(train_height=H, train_width=W, **overrides)
     engine = AdaptationEngine(model, None, cfg, anchors=load_anchor_images("synthetic_A"))
     T, K = drive.T_map_camera, torch.from_numpy(drive.K.astype(np.float32))
+    K_seen = drive.K
+    if args.camera_info_error:   # learned intrinsics: the session's K is the perturbed one
+        from mono_depth_ros.adapt.offline import perturb_K
+        K_seen = perturb_K(drive.K, tuple(float(v) for v in args.camera_info_error.split(",")), W)
+        K = torch.from_numpy(K_seen.astype(np.float32))
 
     def img(i):
         return torch.from_numpy(np.ascontiguousarray(drive.images[i].transpose(2, 0, 1)))
@@ -86,15 +99,29 @@ def main(argv=None) -> int:
             credits -= 1.0
             Ts = tuple(torch.from_numpy((np.linalg.inv(T[j]) @ T[i]).astype(np.float32)) for j in (i - 1, i + 1))
             trip = Triplet(int(drive.stamps[i]), img(i), (img(i - 1), img(i + 1)), Ts, K)
+            if min(float(t[:3, 3].norm()) for t in Ts) < args.min_translation:   # standing: replay only
+                if len(engine.replay) > cfg.replay_per_step:
+                    rep = engine.train_batch(engine.replay.sample(cfg.replay_per_step + 1), False)
+                    statuses["replay_" + rep.status] = statuses.get("replay_" + rep.status, 0) + 1
+                continue
             batch = [trip] + engine.replay.sample(cfg.replay_per_step, exclude_stamp=trip.stamp_ns)
             engine.replay.add(trip)
             rep = engine.train_batch(batch, True)
             statuses[rep.status] = statuses.get(rep.status, 0) + 1
+            if args.camera_info_error and engine.learns_intrinsics and sum(statuses.values()) % 50 == 0:
+                st = engine.intrinsics_state()   # the served correction along the drive
+                print(f"  step {sum(statuses.values())}: log f {st['log_f']}, c {st['c']}", flush=True)
     wall = time.time() - t0
     adapted = copy.deepcopy(engine.model)
     adapted.load_state_dict(engine.good_state())
     res = {"name": args.name, "overrides": overrides, "steps_per_frame": args.steps_per_frame,
            "steps": sum(statuses.values()), "statuses": statuses, "wall_s": round(wall, 1), "final_lr": engine.lr}
+    if engine.learns_intrinsics:   # the served K against the truth: focal in %, principal point in % of W
+        Ks = engine.served_K(K_seen, W, H)
+        res["intrinsics"] = {"f": [round(float(100 * (Ks[i, i] / drive.K[i, i] - 1)), 2) for i in (0, 1)],
+                             "c": [round(float(100 * (Ks[i, 2] - drive.K[i, 2]) / W), 2) for i in (0, 1)]}
+        print(f"{args.name}: served K fx, fy {res['intrinsics']['f']} % off, cx, cy {res['intrinsics']['c']} % "
+              f"of W off the truth", flush=True)
     for d, frames in held.items():
         s = evaluate_frames(DepthPredictor(adapted, (H, W)), [frames]).summary()["raw"]
         res[d] = {"abs_rel": round(s["abs_rel"], 4), "scale": round(s["scale_ratio"], 3)}

@@ -158,6 +158,8 @@ class AdaptConfig:
     intrinsics_max_step_log_f: float = 0.005   # largest change of log(f) per step
     intrinsics_max_step_c: float = 0.002       # largest change of the principal point per step (image sizes)
     intrinsics_fixed_aspect: bool = True       # one focal scale for fx and fy (adapt/intrinsics.py says why)
+    intrinsics_focal_from_x: bool = True       # that scale learns from fx's gradient only (adapt/intrinsics.py)
+    intrinsics_average: float = 0.0            # > 0: serve an exponential average of the correction (this decay)
     # Moving objects (docs/learning.md, "Moving objects"; Li et al. 2020): a small separate network predicts
     # a 3-D translation field per source that moves the target's pixels on top of the camera's motion in
     # the warp, with group smoothness + L1/2 sparsity; off for the first N steps (depth first).
@@ -315,7 +317,9 @@ class AdaptationEngine:
         self.intrinsics: IntrinsicsCorrection | None = None
         if cfg.intrinsics != "off":
             self.intrinsics = IntrinsicsCorrection(cfg.intrinsics_max_step_log_f, cfg.intrinsics_max_step_c,
-                                                   fixed_aspect=cfg.intrinsics_fixed_aspect).to(self.device)
+                                                   fixed_aspect=cfg.intrinsics_fixed_aspect,
+                                                   focal_from_x=cfg.intrinsics_focal_from_x,
+                                                   average_decay=cfg.intrinsics_average).to(self.device)
             self._intr_initial = self.intrinsics.snapshot()
             self._intr_good = self._intr_served = self.intrinsics.snapshot()
         self.optimizer = self._new_optimizer()
@@ -532,6 +536,7 @@ class AdaptationEngine:
         due_swap, due_good = self.serving.due(self._healthy)
         pre_state = state_copy(self.model) if (due_swap or due_good) else None
         pre_intr = self.intrinsics.snapshot() if self.intrinsics is not None else None
+        pre_served = self.intrinsics.served_snapshot() if self.intrinsics is not None else None
         health = Health()
         swap = {"candidate": None}
         extras, extra_imgs = [], []
@@ -588,7 +593,7 @@ class AdaptationEngine:
                 if pre_state is not None and due_good:
                     self._intr_good = pre_intr
                 if swap["candidate"] is not None:
-                    self._intr_served = pre_intr
+                    self._intr_served = pre_served   # pre_intr, or its average (intrinsics_average)
             self.serving.update_average(self.model)
         elif res.status.startswith("rejected_"):
             self._rollback(Verdict(res.status.removeprefix("rejected_")))

@@ -14,6 +14,13 @@ Parametrisation (dimensionless and well-conditioned):
   a straight road the horizontal focal length is all but unobservable (forward motion's flow
   ``(u - cx) tz / (Z - tz)`` does not depend on f; only yaw and lateral motion do), while bumps and
   pitch make fy observable, and one shared scale learns from both;
+* ``focal_from_x`` (with ``fixed_aspect``): the shared scale learns from fx's gradient only, fy follows
+  it (its gradient is stopped). With the camera pitched against its motion (synthetic B: 4 degrees,
+  ty/tz = -0.07) the focus of expansion ``cy + fy ty/tz`` ties fy to cy, and fy's vertical flow
+  (f ty/Z, the ground plane) to the depth scale: at the true K, a cy off by 1 % of the width or a
+  depth 10 % too long gives a fy gradient as large as that of a 10 % focal error (SYNTHETIC, ground-truth
+  depth and poses; docs/learning.md). fx's gradient comes from yaw (``fx * omega``, depth-independent)
+  and keeps its sign with the principal point 5 % off or the depth 20 % off; it is ~0 on straight road;
 * ``c`` (2,): principal point offsets normalised by the image size, ``cx = cx0 + c[0] * W``,
   ``cy = cy0 + c[1] * H`` (the same numbers at training and at full resolution, and under crops:
   the crop shifts the corrected K, the offset moves with it).
@@ -54,12 +61,22 @@ class IntrinsicsCorrection(torch.nn.Module):
         max_step_log_f, max_step_c: largest change per update of ``log_f`` and of ``c``.
         max_log_f, max_c: bounds of the correction itself (|log_f| <= max_log_f, |c| <= max_c).
         fixed_aspect: one focal scale for fx and fy (the reported aspect ratio kept).
+        focal_from_x: with ``fixed_aspect``, the scale learns from fx's gradient only (fy follows).
+        average_decay: > 0: :meth:`served_snapshot` is an exponential average of the bounded steps' values
+            with this decay (Adam's steps are about its learning rate whatever the gradient's size, so on a
+            weak focal signal the raw value wanders); 0: the raw value.
     """
 
     def __init__(self, max_step_log_f: float = 0.003, max_step_c: float = 0.001, max_log_f: float = 0.7,
-                 max_c: float = 0.25, fixed_aspect: bool = True):
+                 max_c: float = 0.25, fixed_aspect: bool = True, focal_from_x: bool = False,
+                 average_decay: float = 0.0):
         super().__init__()
+        if not 0.0 <= average_decay < 1.0:
+            raise ValueError(f"average_decay must be in [0, 1), got {average_decay}")
+        self.average_decay = float(average_decay)
+        self._average: tuple[torch.Tensor, torch.Tensor] | None = None
         self.log_f = torch.nn.Parameter(torch.zeros(1 if fixed_aspect else 2))
+        self.focal_from_x = bool(focal_from_x and fixed_aspect)
         self.c = torch.nn.Parameter(torch.zeros(2))
         self.max_step_log_f, self.max_step_c = float(max_step_log_f), float(max_step_c)
         self.max_log_f, self.max_c = float(max_log_f), float(max_c)
@@ -77,6 +94,8 @@ class IntrinsicsCorrection(torch.nn.Module):
         K = K.to(self.log_f.dtype)
         one, zero = self.log_f.new_ones(()), self.log_f.new_zeros(())
         ef = torch.exp(self.log_f).expand(2)
+        if self.focal_from_x:   # fy follows fx's scale without pulling it (module docstring)
+            ef = torch.stack([ef[0], ef[1].detach()])
         mult = torch.stack([torch.stack([ef[0], one, one]), torch.stack([one, ef[1], one]),
                             torch.stack([one, one, one])])                       # (3,3): scales fx, fy only
         shift = torch.stack([torch.stack([zero, zero, self.c[0] * width]),
@@ -108,15 +127,26 @@ class IntrinsicsCorrection(torch.nn.Module):
                 new = before
             p.copy_(new.clamp(-bound, bound))
         self._before = None
+        if self.average_decay > 0:
+            now = self.snapshot()
+            self._average = now if self._average is None else tuple(
+                a * self.average_decay + v * (1.0 - self.average_decay) for a, v in zip(self._average, now))
 
     # ---------------------------------------------------------------- snapshots and reports
     def snapshot(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.log_f.detach().clone(), self.c.detach().clone()
 
+    def served_snapshot(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """What to serve: the average of the bounded steps' values (``average_decay``), else :meth:`snapshot`."""
+        if self._average is None:
+            return self.snapshot()
+        return self._average[0].clone(), self._average[1].clone()
+
     @torch.no_grad()
     def restore(self, snap: tuple[torch.Tensor, torch.Tensor]) -> None:
         self.log_f.copy_(snap[0])
         self.c.copy_(snap[1])
+        self._average = None      # the average starts again from the restored values
 
     @staticmethod
     def apply_snapshot(snap, K: np.ndarray, width: int, height: int) -> np.ndarray:
