@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mono_depth_ros.adapt import AdaptConfig
-from mono_depth_ros.adapt.motion import FIELDS_KEY, ObjectMotion
+from mono_depth_ros.adapt.motion import FIELDS_KEY, ObjectMotion, remove_median
 from mono_depth_ros.adapt.terms import (ObjectMotionTerm, ReprojectionTerm, StepInputs, TermContext,
                                         group_smoothness, sqrt_sparsity)
 from mono_depth_ros.geometry import PinholeCamera, warp
@@ -135,6 +135,30 @@ def test_sparsity_keeps_the_field_zero_on_static_pixels_and_lets_the_mover_move(
     # Without the regularisers the static pixels drift more (the sparsity term is what holds them at zero).
     free = _fit_field(target, source, depth, sparsity=0.0)
     assert float(free[static].abs().mean()) > 2 * float(fit[static].abs().mean())
+
+
+def test_a_uniform_field_is_a_depth_scale_error_and_remove_median_forbids_it():
+    """With known camera motion a field shared by the whole image is the depth's scale in disguise: depth
+    scaled by s plus the uniform field (s-1) t warps exactly like the true depth (a field learned fast
+    cancels the known translation and the metric scale is lost). Removing the median leaves zero."""
+    target, source, depth, field, car = _pair()
+    cam = PinholeCamera(K, H, W)
+    s = 1.6
+    uniform = ((s - 1) * T_CAM[0, :3, 3]).view(1, 3, 1, 1).expand(1, 3, H, W)
+    err_true = photometric_error_fast(warp(source, depth, T_CAM, cam, motion=field)[0], target)
+    err_scaled = photometric_error_fast(warp(source, s * depth, T_CAM, cam, motion=field)[0], target)
+    err_disguised = photometric_error_fast(warp(source, s * depth, T_CAM, cam, motion=field * s + uniform)[0],
+                                           target)
+    inner = (slice(None), slice(None), slice(6, H - 6), slice(12, W - 12))   # off the border padding
+    true, scaled = float(err_true[inner].mean()), float(err_scaled[inner].mean())
+    assert true < 0.01 and scaled > 5 * true, (true, scaled)
+    assert torch.allclose(err_disguised, err_true, atol=1e-4)
+    # The median of (uniform + the car's motion) is the background: removed, the background is exactly
+    # zero and the car keeps its motion relative to it.
+    out = remove_median(uniform + field)
+    assert float(out[(~car).expand(1, 3, H, W)].abs().max()) < 1e-6
+    assert torch.allclose(out[0, :, 15, 30], T_OBJ, atol=1e-6)
+    assert float(remove_median(uniform.contiguous()).abs().max()) < 1e-6
 
 
 def test_object_motion_net_starts_at_zero_and_fields_are_computed_once():

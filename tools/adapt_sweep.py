@@ -54,6 +54,7 @@ def main(argv=None) -> int:
                    help="a frame whose neighbours are less than M metres away trains a replay-only step, like "
                         "the node's gating (adapt_min_translation, 0.2; the node then picks farther sources); "
                         "0 = every frame (as before)")
+    _add_region_options(p)
     args = p.parse_args(argv)
 
     import numpy as np
@@ -77,7 +78,8 @@ def main(argv=None) -> int:
     drive = load_bag(args.drive)
     if drive.T_map_camera is None:
         p.error(f"{args.drive}: no ground-truth camera poses (this harness needs them)")
-    held = {"A": load_bag(args.heldout_a, need_depth=True), "B": load_bag(args.heldout_b, need_depth=True)}
+    held = {} if args.regions_only else {"A": load_bag(args.heldout_a, need_depth=True),
+                                         "B": load_bag(args.heldout_b, need_depth=True)}
     model, meta = load_checkpoint(shipped_checkpoint_path())
     H, W = drive.size
     cfg = AdaptConfig(train_height=H, train_width=W, **overrides)
@@ -125,13 +127,116 @@ def main(argv=None) -> int:
     for d, frames in held.items():
         s = evaluate_frames(DepthPredictor(adapted, (H, W)), [frames]).summary()["raw"]
         res[d] = {"abs_rel": round(s["abs_rel"], 4), "scale": round(s["scale_ratio"], 3)}
-    print(f"{args.name}: {res['steps']} steps in {wall:.0f} s, held-out B AbsRel {res['B']['abs_rel']:.3f} "
-          f"(scale {res['B']['scale']:.3f}), A AbsRel {res['A']['abs_rel']:.3f} (scale {res['A']['scale']:.3f}), "
-          f"{statuses}, final lr {engine.lr:.2g}  [SYNTHETIC]", flush=True)
+    if held:
+        print(f"{args.name}: {res['steps']} steps in {wall:.0f} s, held-out B AbsRel {res['B']['abs_rel']:.3f} "
+              f"(scale {res['B']['scale']:.3f}), A AbsRel {res['A']['abs_rel']:.3f} (scale {res['A']['scale']:.3f}), "
+              f"{statuses}, final lr {engine.lr:.2g}  [SYNTHETIC]", flush=True)
+    _score_regions(args, res, adapted, engine, drive, (H, W))
     if args.json:
         with open(args.json, "a") as f:
             f.write(json.dumps(res) + "\n")
     return 0
+
+
+# --- Moving objects (issue 16 item 2): held-out scoring by ground-truth regions and the motion field's
+# diagnostics on the adaptation drive. ---------------------------------------------------------------
+
+def _add_region_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("moving objects (issue 16)")
+    g.add_argument("--regions", action="append", default=[], metavar="BAG",
+                   help="also score this held-out drive (with /camera/dynamic_mask_gt) on its ground-truth "
+                        "moving / static / all pixels (metric AbsRel, and median-scaled in brackets)")
+    g.add_argument("--regions-stride", type=int, default=2, help="every n-th frame of the --regions drives")
+    g.add_argument("--regions-only", action="store_true", help="skip the held-out A/B drives")
+    g.add_argument("--motion-diag", type=int, default=0, metavar="N",
+                   help="on every N-th frame of the adaptation drive (needs its dynamic mask): mean |field| "
+                        "on the moving / static pixels and the photometric error on them with the rigid warp "
+                        "and with the field (object_motion runs), with the adapted depth")
+
+
+def _score_regions(args, res: dict, adapted, engine, drive, size: tuple[int, int]) -> None:
+    from mono_depth_ros.inference import DepthPredictor
+    from mono_depth_ros.learning.data import load_bag
+    from mono_depth_ros.learning.evaluate import evaluate_regions
+
+    for bag in args.regions:
+        frames = load_bag(bag, need_depth=True)
+        if frames.dynamic_masks is None:
+            raise SystemExit(f"--regions {bag}: no /camera/dynamic_mask_gt in this bag")
+        accs = evaluate_regions(DepthPredictor(adapted, size), [frames], stride=args.regions_stride)
+        out = {}
+        for region, acc in accs.items():
+            s = acc.summary()
+            out[region] = {"abs_rel": round(s["raw"]["abs_rel"], 4), "scale": round(s["raw"]["scale_ratio"], 3),
+                           "abs_rel_med": round(s["median_scaled"]["abs_rel"], 4)}
+        res.setdefault("regions", {})[Path(bag).name] = out
+        print(f"{args.name}: {res['steps']} steps, {Path(bag).name}: " + ", ".join(
+            f"{r} AbsRel {v['abs_rel']:.4f} ({v['abs_rel_med']:.4f}, scale {v['scale']:.3f})" for r, v in out.items())
+            + f" {res['statuses']}  [SYNTHETIC, single run]", flush=True)
+    if args.motion_diag:
+        res["motion_diag"] = _motion_diag(adapted, engine, drive, args.motion_diag)
+        print(f"{args.name}: motion diag {res['motion_diag']}  [SYNTHETIC]", flush=True)
+
+
+def _motion_diag(adapted, engine, drive, every: int) -> dict:
+    """Mean |field| (m) and the photometric error (SSIM+L1, the smaller of the two sources per pixel,
+    as the minimum reprojection) on the ground-truth moving / static pixels of every ``every``-th frame."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from mono_depth_ros.adapt.motion import remove_median
+    from mono_depth_ros.geometry import PinholeCamera, warp
+    from mono_depth_ros.losses import photometric_error_fast
+    from mono_depth_ros.models.base import disp_to_depth
+
+    if drive.dynamic_masks is None:
+        raise SystemExit("--motion-diag: the adaptation drive has no /camera/dynamic_mask_gt")
+    om = engine.object_motion
+    T = drive.T_map_camera
+    K = torch.from_numpy(drive.K.astype(np.float32))[None]
+    sums = {k: 0.0 for k in ("field_dyn", "field_sta", "rigid_dyn", "rigid_sta", "motion_dyn", "motion_sta",
+                             "identity_dyn", "n_dyn", "n_sta")}
+    adapted.eval()
+    with torch.no_grad():
+        for i in range(1, len(drive) - 1, every):
+            moving = torch.from_numpy(drive.dynamic_masks[i].astype(bool))[None, None]
+            if not bool(moving.any()):
+                continue
+            im = [torch.from_numpy(np.ascontiguousarray(drive.images[j].transpose(2, 0, 1))).float()[None] / 255
+                  for j in (i - 1, i, i + 1)]
+            tgt, srcs = im[1], (im[0], im[2])
+            h, w = tgt.shape[-2:]
+            cam = PinholeCamera(K, h, w)
+            disp = adapted.predict_disps(tgt)[0] if hasattr(adapted, "predict_disps") else adapted(tgt)[0]
+            depth = disp_to_depth(disp, adapted.min_depth, adapted.max_depth)
+            if depth.shape[-2:] != (h, w):
+                depth = F.interpolate(depth, (h, w), mode="bilinear", align_corners=False)
+            Ts = [torch.from_numpy((np.linalg.inv(T[j]) @ T[i]).astype(np.float32))[None] for j in (i - 1, i + 1)]
+            rigid = [warp(s, depth, Tj, cam)[0] for s, Tj in zip(srcs, Ts)]
+            e_rigid = torch.cat([photometric_error_fast(r, tgt) for r in rigid], 1).min(1, keepdim=True).values
+            e_id = torch.cat([photometric_error_fast(s, tgt) for s in srcs], 1).min(1, keepdim=True).values
+            sta = ~moving
+            sums["rigid_dyn"] += float(e_rigid[moving].sum())
+            sums["rigid_sta"] += float(e_rigid[sta].sum())
+            sums["identity_dyn"] += float(e_id[moving].sum())
+            sums["n_dyn"] += float(moving.sum())
+            sums["n_sta"] += float(sta.sum())
+            if om is not None:
+                x = torch.cat([torch.cat([tgt, r], 1) for r in rigid])
+                fields = F.interpolate(om.net(F.avg_pool2d(x, 2)), (h, w), mode="bilinear", align_corners=False)
+                if getattr(om, "zero_median", False):
+                    fields = remove_median(fields)
+                mag = fields.norm(dim=1, keepdim=True).mean(0, keepdim=True)
+                sums["field_dyn"] += float(mag[moving].sum())
+                sums["field_sta"] += float(mag[sta].sum())
+                e_mot = torch.cat([photometric_error_fast(warp(s, depth, Tj, cam, motion=f[None])[0], tgt)
+                                   for s, Tj, f in zip(srcs, Ts, fields)], 1).min(1, keepdim=True).values
+                sums["motion_dyn"] += float(e_mot[moving].sum())
+                sums["motion_sta"] += float(e_mot[sta].sum())
+    nd, ns = max(sums.pop("n_dyn"), 1.0), max(sums.pop("n_sta"), 1.0)
+    return {k: round(v / (nd if k.endswith("dyn") else ns), 4) for k, v in sums.items()
+            if om is not None or not (k.startswith("field") or k.startswith("motion"))}
 
 
 if __name__ == "__main__":

@@ -176,6 +176,7 @@ class AdaptConfig:
     object_motion_sparsity: float = 0.05     # L1/2 sparsity of the field / |camera translation|
     object_motion_lr: float = 1e-3           # Adam learning rate of the motion network
     object_motion_grad_clip: float = 1.0     # gradient norm limit of the motion network (its own)
+    object_motion_zero_median: bool = True   # remove each field's median: no field shared by the image (motion.py)
 
     def __post_init__(self):
         m = self.size_multiple
@@ -300,7 +301,8 @@ class AdaptationEngine:
         with self._own_rng(0):   # the motion network's initial weights come from the seed
             self.object_motion = ObjectMotion(self.model.min_depth, self.model.max_depth,
                                               cfg.object_motion_after_steps, lambda: self.counters.steps,
-                                              self.device) if cfg.object_motion else None
+                                              self.device, zero_median=cfg.object_motion_zero_median
+                                              ) if cfg.object_motion else None
         self.terms: list[LossTerm] = [ReprojectionTerm(loss_fn, motion=self.object_motion),
                                       SmoothnessTerm(SMOOTHNESS_WEIGHT, smooth_scales)]
         self.anchor_term = self._anchor_term(anchors)

@@ -24,7 +24,7 @@ from torch import nn
 from mono_depth_ros.geometry import PinholeCamera, warp
 from mono_depth_ros.models.base import disp_to_depth
 
-__all__ = ["ObjectMotionNet", "ObjectMotion", "FIELDS_KEY"]
+__all__ = ["ObjectMotionNet", "ObjectMotion", "FIELDS_KEY", "remove_median"]
 
 #: Where the fields of one batch are kept in :attr:`~.terms.TermContext.extra`.
 FIELDS_KEY = "object_motion_fields"
@@ -65,19 +65,33 @@ class ObjectMotionNet(nn.Module):
         return self.head(self.dec0(up(d1, x)))
 
 
+def remove_median(field: torch.Tensor) -> torch.Tensor:
+    """The field less its per-image, per-channel median over the pixels: (N,3,h,w) -> (N,3,h,w).
+
+    With the camera's motion *known*, a translation shared by most of the image is never object motion:
+    it is the depth's scale error in disguise (a uniform field t on every pixel warps like depth scaled by
+    a common factor; a field learned fast cancels part of the camera's translation and the depth drifts
+    far, losing the metric scale the known poses give). Movers cover a minority of the pixels, so the
+    median is the background's value; removing it leaves the background at zero by construction and the
+    movers' motion relative to it."""
+    return field - field.flatten(2).median(dim=2).values[..., None, None]
+
+
 class ObjectMotion:
     """The motion net of one adaptation run, its schedule and the fields of the current batch.
 
     Args:
         min_depth, max_depth: the depth network's ``disp_to_depth`` range.
+        zero_median: remove each field's median (:func:`remove_median`): no field shared by the image.
         after_steps: the fields enter the warp from this training step on (0 = at once).
         steps: returns the engine's count of healthy training steps.
         device: where the net lives (the depth network's device).
     """
 
     def __init__(self, min_depth: float, max_depth: float, after_steps: int, steps: Callable[[], int],
-                 device=None, width: int = 16):
+                 device=None, width: int = 16, zero_median: bool = True):
         self.net = ObjectMotionNet(width).to(device)
+        self.zero_median = bool(zero_median)
         self.min_depth, self.max_depth = float(min_depth), float(max_depth)
         self.after_steps = int(after_steps)
         self._steps = steps
@@ -106,6 +120,8 @@ class ObjectMotion:
         x = torch.cat([torch.cat([i.target, r], 1) for r in rigid])        # (S*B,6,h,w)
         # At half resolution (half the step's cost of the net), the field upsampled bilinearly.
         field = F.interpolate(self.net(F.avg_pool2d(x, 2)), (h, w), mode="bilinear", align_corners=False)
+        if self.zero_median:
+            field = remove_median(field)
         out = list(field.split(B))
         ctx.extra[FIELDS_KEY] = out
         return out
