@@ -135,6 +135,10 @@ class NodeAdaptation:
         self._subs: list = []
         self._stereo_subs: list = []
         self._right_info = None    # (K, P) of the right camera, from its camera_info (executor)
+        # Right images wait here for the inference worker to convert them between two frames: converted on
+        # the executor they took the GIL just when the left image of the same stamp was being served
+        # (10 Hz depth p95 +23-26% with adapt_stereo, BENCHMARKS.md). A few are enough: pairs are made by stamp.
+        self._right_msgs: deque = deque(maxlen=4)
         self._egomotion_wanted = False  # H4: another part (the metric scale) needs the poses, adapting or not
         # Learned intrinsics (adapt_intrinsics): the K served with the weights, published on its own topic.
         self._pub_calibrated = None
@@ -213,18 +217,35 @@ class NodeAdaptation:
                             np.asarray(msg.p, dtype=np.float64).reshape(3, 4))
 
     def _on_right_image(self, msg) -> None:
-        """Executor: the right image of the pair into the session (paired with the left frame by stamp)."""
+        """Executor: queue the right image of the pair (converted by :meth:`take_right_frames`)."""
+        self._right_msgs.append(msg)
+
+    def take_right_frames(self) -> int:
+        """Inference worker, after a frame is published: the queued right images into the session (paired
+        with the left frames by stamp). Returns how many were taken."""
+        n = 0
+        while self._right_msgs:
+            try:
+                msg = self._right_msgs.popleft()
+            except IndexError:
+                break
+            n += int(self._take_right(msg))
+        return n
+
+    def _take_right(self, msg) -> bool:
         if self._right_info is None:
             self.reporter.warn("stereo_info", "stereo: waiting for the right camera_info "
                                               f"({self.cfg.adapt_right_camera_info_topic})")
-            return
+            return False
         try:
             rgb = image_to_rgb(msg)
         except InputError as exc:
             self.reporter.warn("stereo_image", f"stereo: right image ignored: {exc}")
-            return
+            return False
         if self.session.on_right_frame(stamp_to_ns(msg.header.stamp), msg.header.frame_id, rgb, *self._right_info):
             self.reporter.recovered(("stereo_info", "stereo_image", "stereo_baseline", "stereo_rectified"))
+            return True
+        return False
 
     @property
     def enabled(self) -> bool:

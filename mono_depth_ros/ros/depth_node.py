@@ -202,6 +202,7 @@ class DepthNode(Node):
                 with self.adaptation.serving_frame():   # adapt_yield: the training process waits meanwhile
                     self._process(frame)
                     self.adaptation.apply_weights()     # newly verified weights, between two frames
+                self.adaptation.take_right_frames()     # adapt_stereo: right images, off the frame's path
             except Exception as exc:  # never let one frame kill the worker
                 self.report("internal", f"frame failed: {type(exc).__name__}: {exc}")
 
