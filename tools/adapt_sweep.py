@@ -102,13 +102,13 @@ def main(argv=None) -> int:
             Ts = tuple(torch.from_numpy((np.linalg.inv(T[j]) @ T[i]).astype(np.float32)) for j in (i - 1, i + 1))
             trip = Triplet(int(drive.stamps[i]), img(i), (img(i - 1), img(i + 1)), Ts, K)
             if min(float(t[:3, 3].norm()) for t in Ts) < args.min_translation:   # standing: replay only
-                if len(engine.replay) > cfg.replay_per_step:
-                    rep = engine.train_batch(engine.replay.sample(cfg.replay_per_step + 1), False)
+                rep = engine.train_next(None)
+                if rep is not None:
                     statuses["replay_" + rep.status] = statuses.get("replay_" + rep.status, 0) + 1
                 continue
-            batch = [trip] + engine.replay.sample(cfg.replay_per_step, exclude_stamp=trip.stamp_ns)
-            engine.replay.add(trip)
-            rep = engine.train_batch(batch, True)
+            # The node's own path (replay sampling, and the engine's seeded random numbers: train_batch
+            # alone would draw the auto-mask's tie-breaking noise from torch's unseeded global generator).
+            rep = engine.train_next(trip)
             statuses[rep.status] = statuses.get(rep.status, 0) + 1
             if args.camera_info_error and engine.learns_intrinsics and sum(statuses.values()) % 50 == 0:
                 st = engine.intrinsics_state()   # the served correction along the drive
