@@ -135,9 +135,9 @@ class NodeAdaptation:
         self._subs: list = []
         self._stereo_subs: list = []
         self._right_info = None    # (K, P) of the right camera, from its camera_info (executor)
-        # Right images wait here for the inference worker to convert them between two frames: converted on
-        # the executor they took the GIL just when the left image of the same stamp was being served
-        # (10 Hz depth p95 +23-26% with adapt_stereo, BENCHMARKS.md). A few are enough: pairs are made by stamp.
+        # Right images wait here for the inference worker to convert them between two frames, as the left
+        # images do, so the executor only hands messages over. (Moving the conversion off the executor did not
+        # change stereo's serving p95: BENCHMARKS.md.) A few are enough: pairs are made by stamp.
         self._right_msgs: deque = deque(maxlen=4)
         self._egomotion_wanted = False  # H4: another part (the metric scale) needs the poses, adapting or not
         # Learned intrinsics (adapt_intrinsics): the K served with the weights, published on its own topic.
@@ -225,11 +225,7 @@ class NodeAdaptation:
         with the left frames by stamp). Returns how many were taken."""
         n = 0
         while self._right_msgs:
-            try:
-                msg = self._right_msgs.popleft()
-            except IndexError:
-                break
-            n += int(self._take_right(msg))
+            n += int(self._take_right(self._right_msgs.popleft()))   # the worker is the only consumer
         return n
 
     def _take_right(self, msg) -> bool:

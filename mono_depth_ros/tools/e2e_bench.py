@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mono_depth_ros.conventions import Topics
 from mono_depth_ros.msgconv import ns_to_stamp, stamp_to_ns
 from mono_depth_ros.tools.process import stop_process
 
@@ -35,8 +36,8 @@ __all__ = ["run_e2e", "PLAN_FULL", "PLAN_QUICK"]
 
 # The right camera's topics are played when the drive has them (`generate --stereo`): a node with
 # `adapt_stereo: true` then learns from the pair (the remaps below connect them).
-_TOPICS = ("/camera/image_raw", "/camera/camera_info", "/odom", "/tf", "/tf_static", "/camera_right/image_raw",
-           "/camera_right/camera_info")
+_TOPICS = (Topics.BAG_IMAGE, Topics.BAG_CAMERA_INFO, "/odom", "/tf", "/tf_static", Topics.BAG_RIGHT_IMAGE,
+           Topics.BAG_RIGHT_CAMERA_INFO)
 #: (label, wall seconds, playback rate): warm-up (not scored), 10 Hz, 30 Hz.
 PLAN_FULL = (("warmup", 4.0, 1.0), ("10hz", 30.0, 1.0), ("30hz", 12.0, 3.0))
 PLAN_QUICK = (("warmup", 2.0, 1.0), ("10hz", 3.0, 1.0), ("30hz", 2.0, 3.0))
@@ -172,7 +173,8 @@ def run_e2e(bag: Path | None = None, plan=PLAN_FULL, workdir: Path | None = None
     params.update(node_params or {})
     cmd = [sys.executable, "-u", "-m", "mono_depth_ros.ros.depth_node", "--ros-args",
            "-r", "image:=/camera/image_raw", "-r", "camera_info:=/camera/camera_info",
-           "-r", "right/image:=/camera_right/image_raw", "-r", "right/camera_info:=/camera_right/camera_info"]
+           "-r", f"{Topics.RIGHT_IMAGE}:={Topics.BAG_RIGHT_IMAGE}",
+           "-r", f"{Topics.RIGHT_CAMERA_INFO}:={Topics.BAG_RIGHT_CAMERA_INFO}"]
     for k, v in params.items():
         cmd += ["-p", f"{k}:={str(v).lower() if isinstance(v, bool) else v}"]
     env = dict(os.environ, RCUTILS_LOGGING_BUFFERED_STREAM="0", RCUTILS_COLORIZED_OUTPUT="0")
