@@ -480,14 +480,16 @@ class FastSelfSupervisedLoss(nn.Module):
                         eye = torch.eye(4, dtype=tgt_s.dtype, device=tgt_s.device).expand(B, 4, 4)
                         ones = torch.ones_like(tgt_s[:, :1])
                         identity = torch.cat([photometric_error_fast(
-                            src if same_frame else warp(src, ones, eye, cam_t, cam_s)[0], tgt_s) for src in srcs], 1)
+                            src if same_frame else warp(src, ones, eye, cam_t, cam_s, valid=False)[0], tgt_s)
+                            for src in srcs], 1)
                         if self.noise > 0:
                             identity = identity + torch.randn_like(identity) * self.noise
                     cache["identity"][f] = identity
             motion = [None] * S if object_motion is None else [
                 m if m.shape[-2:] == tgt_s.shape[-2:] else F.adaptive_avg_pool2d(m, tgt_s.shape[-2:])
                 for m in object_motion]
-            reproj = torch.cat([photometric_error_fast(warp(src, depth, T, cam_t, cam_s, motion=m)[0], tgt_s)
+            reproj = torch.cat([photometric_error_fast(warp(src, depth, T, cam_t, cam_s, motion=m, valid=False)[0],
+                                                       tgt_s)
                                 for src, T, m in zip(srcs, T_source_target, motion)], 1)   # (B,S,hs,ws)
             if identity is not None:
                 best, idx = torch.cat([identity, reproj], 1).min(1, keepdim=True)

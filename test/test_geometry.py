@@ -142,6 +142,32 @@ class TestWarp:
         cam = PinholeCamera(K, H, W)
         assert torch.autograd.gradcheck(lambda d: warp(src, d, T, cam)[0], (depth,), eps=1e-6, atol=1e-4)
 
+    def test_closed_form_depth_gradient_equals_autograd(self):
+        """warp's closed-form backward (known K and pose) = autograd's (the learned-K path), including
+        points that end up behind the source camera (clamped z) and a wider source than target."""
+        torch.manual_seed(1)
+        H, W = 6, 7
+        K = torch.tensor([[5.0, 0, 3.0], [0, 5.0, 2.5], [0, 0, 1]], dtype=torch.float64)[None].repeat(2, 1, 1)
+        Ks = K.clone()
+        Ks[:, 0, 2] += 4.0
+        src = torch.rand(2, 3, H + 2, W + 8, dtype=torch.float64)
+        T = Pose.from_rt(_rot_y(0.2)[None].double().repeat(2, 1, 1),
+                         torch.tensor([[0.3, -0.1, -2.5], [0.1, 0.0, 0.5]], dtype=torch.float64)).mat
+        depth = torch.rand(2, 1, H, W, dtype=torch.float64) * 4 + 0.5
+        g = torch.rand(2, 3, H, W, dtype=torch.float64)
+        grads, outs = [], []
+        for learned in (False, True):
+            d = depth.clone().requires_grad_()
+            Kt = K.clone().requires_grad_(learned)
+            out, valid = warp(src, d, T, PinholeCamera(Kt, H, W), PinholeCamera(Ks, H + 2, W + 8))
+            (out * g).sum().backward()
+            grads.append(d.grad)
+            outs.append((out.detach(), valid))
+        assert 0 < float(outs[0][1].mean()) < 1          # some points behind or outside: the clamp is exercised
+        assert torch.allclose(outs[0][0], outs[1][0], atol=1e-12) and torch.equal(outs[0][1], outs[1][1])
+        assert torch.allclose(grads[0], grads[1], rtol=1e-9, atol=1e-12)
+        assert float(grads[0].abs().max()) > 1e-3
+
     def test_shape_errors(self):
         cam = PinholeCamera(_K()[None], 32, 64)
         with pytest.raises(ValueError, match="depth"):
