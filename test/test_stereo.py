@@ -2,6 +2,8 @@
 stereo-only triplets while the vehicle stands still, and ``mono-depth adapt --stereo`` on a bag."""
 from __future__ import annotations
 
+import time
+
 import cv2
 import numpy as np
 import pytest
@@ -261,6 +263,70 @@ def test_node_learns_from_a_stereo_pair_over_dds_while_standing(tmp_path, standi
         rclpy.shutdown(context=ctx)
 
 
+@pytest.mark.ros
+@pytest.mark.slow
+@pytest.mark.faults
+def test_malformed_right_images_are_refused_by_name_and_the_pair_still_learns(tmp_path, standing_bag):
+    """Bad right images (an unknown encoding, a size other than the right camera_info's) arrive over DDS
+    between the good pairs of the standing bag: each is refused with an error naming the problem, the
+    node keeps serving depth and still learns from the good pairs."""
+    rclpy = pytest.importorskip("rclpy")
+    import threading
+
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from sensor_msgs.msg import Image
+
+    from .rosutil import BAG_REMAPS, NodeProcess, diagnostics, make_image, replay_in_thread, spin_until, textured_image
+    from .test_node_dds import _qos_sensor
+
+    ctx = Context()
+    rclpy.init(context=ctx)
+    node = rclpy.create_node("stereo_bad_right_client", context=ctx)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(node)
+    params = {"use_sim_time": True, "adapt_stereo": True, "publish_points": False, "checkpoint_period": 0.0,
+              "resume": False, "adapt_train_width": 320, "adapt_train_height": 96, "error_throttle": 0.1,
+              **RIGHT_PARAMS}
+    proc = NodeProcess(tmp_path, params=params, remaps=BAG_REMAPS)
+    try:
+        assert proc.wait_for_log("depth node ready", 90), proc.log()
+        bad_pub = node.create_publisher(Image, RIGHT_PARAMS["adapt_right_image_topic"], _qos_sensor())
+        wrong_encoding = make_image(textured_image(320, 96), frame_id="camera_right_optical_frame")
+        wrong_encoding.encoding = "yuv_fancy_42"
+        wrong_size = make_image(textured_image(160, 48), frame_id="camera_right_optical_frame")
+        done = replay_in_thread(node, standing_bag)
+        stop = threading.Event()
+
+        def publish_bad():   # ~20 Hz, alternating, while the bag plays (its own thread: publishing needs no spin)
+            i = 0
+            while not stop.is_set():
+                bad_pub.publish((wrong_encoding, wrong_size)[i % 2])
+                i += 1
+                time.sleep(0.05)
+        t = threading.Thread(target=publish_bad, daemon=True)
+        t.start()
+        assert spin_until(node, done.is_set, 60, ex)
+        stop.set()
+        t.join()
+        spin_until(node, lambda: False, 2.0, ex)
+        stats = diagnostics(node, ex)
+        got = {k: int(stats[k]) for k in ("frames_processed", "adapt_right_frames", "adapt_stereo_only",
+                                           "adapt_steps")}
+        print("stereo with bad right images:", got)
+        log = proc.log()
+        assert "stereo: right image ignored" in log and "yuv_fancy_42" in log, log[-3000:]
+        assert "its size 160x48 differs from the right camera_info's 320x96" in log, log[-3000:]
+        assert proc.alive()                                     # still running
+        assert got["frames_processed"] >= 10, got               # serving went on
+        assert got["adapt_right_frames"] >= 5 and got["adapt_stereo_only"] >= 3, got   # the good pairs learned
+    finally:
+        assert proc.stop() == 0
+        ex.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
+
+
 # ----------------------------------------------------------------------------- the baseline
 class TestBaseline:
     """Where the session finds ``T_right_left``: the right camera_info's P, else the transform lookup."""
@@ -303,6 +369,14 @@ class TestBaseline:
         K_other = self.K * np.array([[1.2], [1.2], [1.0]])
         assert not s.on_right_frame(0, "cam_right", rgb, K_other, P)
         assert s.engine.triplets.counters.right_frames == 0
+
+    def test_a_right_image_of_another_size_is_refused(self):
+        s, rgb = self._session()
+        P = np.hstack([self.K, [[-30.0], [0], [0]]])
+        assert not s.on_right_frame(0, "cam_right", rgb[::2, ::2], self.K, P)
+        assert s.engine.triplets.counters.right_frames == 0
+        assert s.on_right_frame(0, "cam_right", rgb, self.K, P)      # the same pair at the left's size is taken
+        assert s.engine.triplets.counters.right_frames == 1
 
 
 def test_a_standing_drive_never_moves_and_starts_where_the_moving_one_does():

@@ -121,6 +121,7 @@ class AdaptationSession(EgoMotionFeed):
         self._report = report or (lambda key, text: log.warning(text))
         self.T_right_left: np.ndarray | None = None    # stereo: the known baseline, once found
         self._K_left: np.ndarray | None = None
+        self._left_size: tuple[int, int] | None = None   # (H, W) of the last left frame
 
     # ------------------------------------------------------------- frames
     def on_frame(self, stamp_ns: int, frame_id: str, rgb: np.ndarray, K: np.ndarray) -> bool:
@@ -133,6 +134,7 @@ class AdaptationSession(EgoMotionFeed):
                 self._report("extrinsics", f"adaptation waits: {self.extrinsics_error}")
             return False
         self._K_left = K
+        self._left_size = tuple(rgb.shape[:2])
         self.engine.add_frame(stamp_ns, rgb, K)
         self.pacer.credit()
         return True
@@ -151,6 +153,11 @@ class AdaptationSession(EgoMotionFeed):
             self.T_right_left = self._stereo_baseline(frame_id, P_right)
             if self.T_right_left is None:
                 return False
+        if self._left_size is not None and tuple(rgb.shape[:2]) != self._left_size:
+            self._report("stereo_rectified", f"stereo: the right image is {rgb.shape[1]}x{rgb.shape[0]} but the "
+                                              f"left is {self._left_size[1]}x{self._left_size[0]}: a rectified pair "
+                                              "has one size; right frames are ignored")
+            return False
         if self._K_left is not None:
             Kl, Kr = np.asarray(self._K_left, float), np.asarray(K_right, float)
             if rgb.shape[1] > 0 and not np.allclose(Kl, Kr, rtol=0.01, atol=0.01 * rgb.shape[1]):

@@ -134,7 +134,7 @@ class NodeAdaptation:
         self._group = MutuallyExclusiveCallbackGroup()
         self._subs: list = []
         self._stereo_subs: list = []
-        self._right_info = None    # (K, P) of the right camera, from its camera_info (executor)
+        self._right_info = None    # (K, P, (width, height)) of the right camera, from its camera_info (executor)
         # Right images wait here for the inference worker to convert them between two frames, as the left
         # images do, so the executor only hands messages over. (Moving the conversion off the executor did not
         # change stereo's serving p95: BENCHMARKS.md.) A few are enough: pairs are made by stamp.
@@ -214,7 +214,7 @@ class NodeAdaptation:
 
     def _on_right_info(self, msg) -> None:
         self._right_info = (np.asarray(msg.k, dtype=np.float64).reshape(3, 3),
-                            np.asarray(msg.p, dtype=np.float64).reshape(3, 4))
+                            np.asarray(msg.p, dtype=np.float64).reshape(3, 4), (int(msg.width), int(msg.height)))
 
     def _on_right_image(self, msg) -> None:
         """Executor: queue the right image of the pair (converted by :meth:`take_right_frames`)."""
@@ -233,12 +233,17 @@ class NodeAdaptation:
             self.reporter.warn("stereo_info", "stereo: waiting for the right camera_info "
                                               f"({self.cfg.adapt_right_camera_info_topic})")
             return False
+        K_right, P_right, (w, h) = self._right_info    # one tuple: replaced whole by the executor
+        if (msg.width, msg.height) != (w, h):
+            self.reporter.warn("stereo_image", f"stereo: right image ignored: its size {msg.width}x{msg.height} "
+                                               f"differs from the right camera_info's {w}x{h}")
+            return False
         try:
             rgb = image_to_rgb(msg)
         except InputError as exc:
             self.reporter.warn("stereo_image", f"stereo: right image ignored: {exc}")
             return False
-        if self.session.on_right_frame(stamp_to_ns(msg.header.stamp), msg.header.frame_id, rgb, *self._right_info):
+        if self.session.on_right_frame(stamp_to_ns(msg.header.stamp), msg.header.frame_id, rgb, K_right, P_right):
             self.reporter.recovered(("stereo_info", "stereo_image", "stereo_baseline", "stereo_rectified"))
             return True
         return False
