@@ -17,3 +17,6 @@ os.environ["RMW_FASTRTPS_USE_QOS_FROM_XML"] = "0"
 os.environ["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# No background torch.compile of the loss kernels in every engine and node a test builds (seconds of CPU
+# each, on a 2-core machine that also runs the DDS tests' nodes); test_fast_step.py compiles on purpose.
+os.environ.setdefault("TORCH_COMPILE_DISABLE", "1")

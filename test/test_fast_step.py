@@ -1,5 +1,7 @@
 """The fast adaptation step (issue 17): same loss and gradients as the reference step where they should be,
 and every intended difference (crops, native-resolution scales, BatchNorm folding, batched anchors) tested."""
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -223,3 +225,97 @@ class TestHeapTrimPolicy:
             st["t"] = 30 + 6 * i
             pol.after_step()
         assert st["trims"] == 1
+
+
+# ----------------------------------------------------------------------------- compiled SSIM+L1 kernels
+class TestCompiledKernels:
+    """``compile_photometric`` (inductor) and the engine's background compile: same values and gradients
+    as the eager kernels, used only for the compiled shapes, and a failure anywhere leaves the eager ones."""
+
+    @pytest.fixture
+    def compiling(self, monkeypatch):
+        import torch._dynamo
+        monkeypatch.setattr(L, "_COMPILED", {"keys": frozenset(), "forward": None, "backward": None})
+        with torch._dynamo.config.patch(disable=False):   # the test suite sets TORCH_COMPILE_DISABLE=1
+            yield
+
+    def test_compiled_kernels_serve_their_shapes_with_the_same_values(self, compiling, monkeypatch):
+        torch.manual_seed(0)
+        x = torch.rand(2, 3, 32, 48, requires_grad=True)
+        y = torch.rand(2, 3, 32, 48)
+        e = photometric_error_fast(x, y)
+        g = torch.rand_like(e)
+        gx, = torch.autograd.grad(e, x, g)
+        from torch._dynamo.utils import counters
+        before = counters["frames"]["ok"]
+        L.compile_photometric([(2, 3, 32, 48)])
+        assert counters["frames"]["ok"] >= before + 2        # dynamo really compiled forward and backward
+
+        def eager_is_not_used(*_):
+            raise AssertionError("eager kernel called")
+        monkeypatch.setitem(L._PHOTO_KERNELS, "forward", eager_is_not_used)
+        monkeypatch.setitem(L._PHOTO_KERNELS, "backward", eager_is_not_used)
+        e2 = photometric_error_fast(x, y)
+        gx2, = torch.autograd.grad(e2, x, g)
+        assert torch.allclose(e, e2, atol=1e-6) and torch.allclose(gx, gx2, atol=1e-6)
+        with pytest.raises(AssertionError, match="eager kernel called"):   # another shape: eager
+            photometric_error_fast(torch.rand(1, 3, 32, 48), torch.rand(1, 3, 32, 48))
+
+    def test_a_failing_compiled_kernel_falls_back_to_eager_for_good(self, compiling, monkeypatch):
+        x, y = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
+        want = photometric_error_fast(x, y)
+
+        def broken(*_):
+            raise RuntimeError("simulated inductor failure")
+        monkeypatch.setattr(L, "_COMPILED", {"keys": frozenset({L._key(x)}), "forward": broken, "backward": broken})
+        warned = []
+        monkeypatch.setattr(L.log, "warning", lambda msg, *a: warned.append(msg % a if a else msg))
+        got = photometric_error_fast(x, y)
+        assert torch.equal(got, want)
+        assert any("simulated inductor failure" in w for w in warned) and not L._COMPILED["keys"]
+
+    def test_engine_compiles_in_the_background_and_steps_agree(self, compiling, monkeypatch):
+        from mono_depth_ros.adapt import AdaptationEngine, AdaptConfig
+        from mono_depth_ros.adapt.triplets import Triplet
+
+        H, W = 64, 128
+        rng = np.random.default_rng(0)
+        base = rng.integers(0, 255, (3, H + 8, W + 64), dtype=np.uint8)
+        K = torch.tensor([[0.6 * W, 0, W / 2], [0, 1.9 * H, H / 2], [0, 0, 1]], dtype=torch.float32)
+        T_prev, T_next = torch.eye(4), torch.eye(4)
+        T_prev[2, 3], T_next[2, 3] = 0.5, -0.5
+
+        def img(k):
+            return torch.from_numpy(np.ascontiguousarray(base[:, 4:4 + H, 4 + 8 * k:4 + 8 * k + W]))
+        trips = [Triplet(int(1e9) * (i + 1), img(i + 1), (img(i), img(i + 2)), (T_prev, T_next), K) for i in range(4)]
+        net = build_model("default")
+        cfg = dict(train_height=H, train_width=W, crop_width=64, replay_per_step=3, anchor_weight=0.0)
+        compiled = AdaptationEngine(net, None, AdaptConfig(compile_loss=True, **cfg))
+        eager = AdaptationEngine(net, None, AdaptConfig(compile_loss=False, **cfg))
+        assert eager.loss_kernels == "eager"
+        end = time.monotonic() + 300
+        while compiled.loss_kernels == "compiling" and time.monotonic() < end:
+            time.sleep(0.2)
+        assert compiled.loss_kernels == "compiled", compiled.loss_kernels
+        assert {k[0] for k in L._COMPILED["keys"]} == {(4, 3, 64, 64), (4, 3, 32, 32), (4, 3, 16, 16), (4, 3, 8, 8)}
+        a, b = compiled.train_batch(trips, True), eager.train_batch(trips, True)
+        assert a.status == b.status == "ok" and a.loss == pytest.approx(b.loss, rel=1e-5)
+        for (k, p), q in zip(compiled.model.state_dict().items(), eager.model.state_dict().values()):
+            assert torch.allclose(p, q, atol=1e-6), k
+        assert compiled.training_stats()["adapt_loss_kernels"] == "compiled"
+
+    def test_engine_keeps_eager_kernels_when_compiling_fails(self, compiling, monkeypatch):
+        from mono_depth_ros.adapt import AdaptationEngine, AdaptConfig
+        from mono_depth_ros.adapt import engine as engine_mod
+
+        def no_compiler(*_a, **_k):
+            raise RuntimeError("no C++ compiler found")
+        monkeypatch.setattr(engine_mod, "compile_photometric", no_compiler)
+        warned = []
+        monkeypatch.setattr(engine_mod.log, "warning", lambda msg, *a: warned.append(msg % a if a else msg))
+        eng = AdaptationEngine(build_model("default"), None, AdaptConfig(compile_loss=True))
+        end = time.monotonic() + 30
+        while eng.loss_kernels == "compiling" and time.monotonic() < end:
+            time.sleep(0.05)
+        assert eng.loss_kernels == "eager (compiling failed)"
+        assert any("no C++ compiler found" in w and "adapt_compile_loss: false" in w for w in warned), warned

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from mono_depth_ros.learning.step import StepStatus, guarded_step
-from mono_depth_ros.losses import SCALE_MODES, FastSelfSupervisedLoss, SelfSupervisedLoss
+from mono_depth_ros.losses import SCALE_MODES, FastSelfSupervisedLoss, SelfSupervisedLoss, compile_photometric
 from mono_depth_ros.preprocess import resize_rgb
 from mono_depth_ros.models import DepthNet
 from mono_depth_ros.options import option
@@ -121,6 +121,12 @@ class AdaptConfig:
     # (decay per step; 0 = the trained weights themselves, as the reference step does). Hundreds of
     # small steps on crops move the weights noisily; their average is the better network.
     ema_decay: float = 0.99
+    # The fast step's SSIM+L1 kernels compiled by torch.compile (inductor, C++) in a background thread at
+    # start; eager kernels until then, and for good if compiling fails (no C++ compiler, ...).
+    compile_loss: bool = option(True, "adapt_compile_loss", "fast step: compile the SSIM+L1 kernels with "
+                                "torch.compile (needs a C++ compiler) in a background thread at start, eager "
+                                "until ready or if it fails; inductor caches the result on disk "
+                                "(docs/learning.md)", read_only="compiled once at start")
     # Stereo (docs/learning.md, "Stereo"): the right image of a rectified pair is one more source of the
     # minimum reprojection (its pose the known baseline) and monodepth's left-right term is added.
     stereo: bool = option(False, "adapt_stereo", "learn from a rectified stereo pair too: the right image (topic "
@@ -332,6 +338,36 @@ class AdaptationEngine:
         self._nonfinite_run = 0
         self._train_lock = threading.Lock()
         self._draws = 0
+        self.loss_kernels = "eager"
+        if cfg.step == "fast" and cfg.compile_loss:
+            self._start_compiling()
+
+    def _start_compiling(self) -> None:
+        """Compile the SSIM+L1 kernels for this step's shapes (batch x crop at each scale) in a daemon
+        thread; steps run the eager kernels meanwhile and pick the compiled ones up once all are ready
+        (:func:`~mono_depth_ros.losses.compile_photometric`). torch's ``TORCH_COMPILE_DISABLE=1`` (the
+        test suite) skips it."""
+        import torch._dynamo.config as dynamo_config
+        if dynamo_config.disable:
+            self.loss_kernels = "eager (TORCH_COMPILE_DISABLE)"
+            return
+        cfg = self.cfg
+        h, w = self.crop or (cfg.train_height, cfg.train_width)
+        B = 1 + cfg.replay_per_step
+        shapes = [(B, 3, h >> s, w >> s) for s in range(cfg.num_scales if cfg.scale_mode == "native" else 1)]
+        self.loss_kernels = "compiling"
+
+        def run():
+            try:
+                seconds = compile_photometric(shapes, device=self.device.type)
+            except Exception as exc:  # noqa: BLE001 -- no C++ compiler, an inductor error, ...: eager stays
+                self.loss_kernels = "eager (compiling failed)"
+                log.warning("adaptation: compiling the SSIM+L1 kernels failed, the eager ones stay "
+                            "(adapt_compile_loss: false skips trying): %s: %s", type(exc).__name__, exc)
+                return
+            self.loss_kernels = "compiled"
+            log.info("adaptation: SSIM+L1 kernels compiled for %d shapes in %.1f s", len(shapes), seconds)
+        threading.Thread(target=run, name="compile-loss", daemon=True).start()
 
     @contextlib.contextmanager
     def _own_rng(self, draw: int):
@@ -687,6 +723,7 @@ class AdaptationEngine:
                 "adapt_learned_frames": c.learned,
                 "adapt_object_motion_active": self.object_motion is not None and self.object_motion.active(),
                 "adapt_loss": self.last_loss, "adapt_loss_avg": self.guard.loss_avg, "adapt_lr": self.lr,
+                "adapt_loss_kernels": self.loss_kernels,
                 "rollback_reasons": dict(c.rollback_reasons)} | self._intrinsics_stats()
 
     def _intrinsics_stats(self) -> dict:
