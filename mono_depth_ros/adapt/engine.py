@@ -122,11 +122,13 @@ class AdaptConfig:
     # small steps on crops move the weights noisily; their average is the better network.
     ema_decay: float = 0.99
     # The fast step's SSIM+L1 kernels compiled by torch.compile (inductor, C++) in a background thread at
-    # start; eager kernels until then, and for good if compiling fails (no C++ compiler, ...).
-    compile_loss: bool = option(True, "adapt_compile_loss", "fast step: compile the SSIM+L1 kernels with "
+    # start; eager kernels until then, and for good if compiling fails (no C++ compiler, ...). Off by
+    # default: ~7% faster steps, but ~37 s of the training core to compile on a cold inductor cache
+    # (~3 s warm), a loss in a 2-minute drive; worth it for long drives (docs/learning.md).
+    compile_loss: bool = option(False, "adapt_compile_loss", "fast step: compile the SSIM+L1 kernels with "
                                 "torch.compile (needs a C++ compiler) in a background thread at start, eager "
-                                "until ready or if it fails; inductor caches the result on disk "
-                                "(docs/learning.md)", read_only="compiled once at start")
+                                "until ready or if it fails: ~7% faster steps after ~37 s of compiling (~3 s "
+                                "with inductor's disk cache warm; docs/learning.md)", read_only="compiled once at start")
     # Stereo (docs/learning.md, "Stereo"): the right image of a rectified pair is one more source of the
     # minimum reprojection (its pose the known baseline) and monodepth's left-right term is added.
     stereo: bool = option(False, "adapt_stereo", "learn from a rectified stereo pair too: the right image (topic "
