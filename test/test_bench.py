@@ -158,5 +158,7 @@ def test_bench_quick_runs_every_part(tmp_path):
     assert step["speedup"] == pytest.approx(step["reference_median_ms"] / step["median_ms"])
     assert step["floor_ratio"] == pytest.approx(step["median_ms"] / step["floor_ms"])
     assert step["settings"]["step"] == "fast" and step["settings"]["crop"] == [192, 192]
+    net = step["network_alone"]   # the part no loss engineering removes: less than the step, more than its floor
+    assert 0 < net["gflop"] < step["gflop"] and 0 < net["median_ms"] < step["median_ms"] and net["floor_ratio"] > 1
     md = (tmp_path / "bench.md").read_text()
-    assert "x ours" in md and "End-to-end through DDS" in md and "FLOP floor of the fast step" in md
+    assert "x ours" in md and "End-to-end through DDS" in md and "FLOP floor of the fast step" in md and "forward+backward alone" in md

@@ -297,7 +297,14 @@ def markdown(res: dict) -> str:
                 f"FLOP floor of the fast step: {a['gflop']:.2f} GFLOP (forward + backward, grouped convolutions "
                 f"counted correctly, verification pro rata) / {a['peak_conv3x3_1thread_gflops']:.0f} GFLOP/s "
                 f"(best 3x3 convolution, 1 thread, this run) = {_f(a['floor_ms'])} ms; the step takes "
-                f"{_f(a['floor_ratio'], 2)}x its floor.", ""]
+                f"{_f(a['floor_ratio'], 2)}x its floor."]
+        if a.get("network_alone"):
+            na = a["network_alone"]
+            out += ["", f"The network's forward+backward alone (the step's {st['batch']} + {st['anchors_per_step']} "
+                    f"crops, no loss): {_f(na['median_ms'])} ms, {na['gflop']:.2f} GFLOP, "
+                    f"{_f(na['floor_ratio'], 2)}x its own floor: its depthwise and 1x1 convolutions do not run at "
+                    "the dense 3x3 rate the floor is defined by."]
+        out += [""]
     if res.get("train_variants"):
         tv = res["train_variants"]
         base = tv["contiguous"]["median_ms"]

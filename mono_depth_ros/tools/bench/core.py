@@ -6,6 +6,7 @@ thread setting, and put them side by side.
 """
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -267,6 +268,26 @@ def node_adaptation_engines(height: int = 192, width: int = 640, frames: int = 8
     return engine(node.adapt_step), engine("reference"), trips
 
 
+def _network_alone(fast, runs: int) -> dict:
+    """The fast step's network forward+backward alone (its training batch and anchors as one batch of
+    crops, channels_last as the step feeds it; no loss): the part of the step no loss engineering removes."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    h, w = fast.crop or (fast.cfg.train_height, fast.cfg.train_width)
+    n = 1 + fast.cfg.replay_per_step + (fast.cfg.anchor_per_step if fast.anchor_term is not None else 0)
+    x = torch.rand(n, 3, h, w).contiguous(memory_format=fast.net_memory_format)
+    model = copy.deepcopy(fast.model)
+
+    def fwd_bwd():
+        model.zero_grad(set_to_none=True)
+        sum(d.mean() for d in model.predict_disps(x)).backward()
+    with FlopCounterMode(display=False, custom_mapping={
+            torch.ops.aten.convolution_backward: _conv_backward_flops}) as counter:
+        fwd_bwd()
+    t = time_fn(fwd_bwd, max(3, runs // 2), warmup=2)
+    return {"median_ms": t.median_ms, "gflop": counter.get_total_flops() / 1e9}
+
+
 def adapt_node_step(runs: int = 20, reference_runs: int = 6, height: int = 192, width: int = 640) -> dict:
     """The node's adaptation step at its default settings vs the reference step, timed interleaved, 1 thread.
 
@@ -308,6 +329,7 @@ def adapt_node_step(runs: int = 20, reference_runs: int = 6, height: int = 192, 
             t0 = time.perf_counter()
             ref.train_batch(pick(), True)
             samples["reference"].append(time.perf_counter() - t0)
+    net = _network_alone(fast, runs)
     peak = conv3x3_peak_gflops()
     med = float(np.median(samples["fast"])) * 1e3
     ref_med = float(np.median(samples["reference"])) * 1e3
@@ -317,6 +339,9 @@ def adapt_node_step(runs: int = 20, reference_runs: int = 6, height: int = 192, 
             "reference_mean_ms": float(np.mean(samples["reference"])) * 1e3, "gflop": gflop,
             "peak_conv3x3_1thread_gflops": peak, "runs": len(samples["fast"]),
             "reference_runs": len(samples["reference"]),
+            "network_alone": {"median_ms": net["median_ms"], "gflop": net["gflop"],
+                              "floor_ms": net["gflop"] / peak * 1e3,
+                              "floor_ratio": net["median_ms"] / (net["gflop"] / peak * 1e3)},
             "settings": {"step": fast.cfg.step, "crop": list(fast.crop or (height, width)),
                          "train_size": [height, width], "batch": 1 + fast.cfg.replay_per_step,
                          "anchors_per_step": fast.cfg.anchor_per_step, "verify_every": fast.cfg.swap_every,
