@@ -114,6 +114,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-automask", action="store_true", help="the field's loss without auto-masking")
     p.add_argument("--no-truth", action="store_true", help="skip the comparison with the world's true field")
     p.add_argument("--save", default=None, help="save the motion net's state dict here at the end")
+    p.add_argument("--init", default=None, help="start from this state dict (tools/pretrain_object_motion.py)")
     args = p.parse_args(argv)
 
     import numpy as np
@@ -149,6 +150,8 @@ def main(argv=None) -> int:
         return StepInputs(tgt, srcs, Ts, K1.expand(len(ids), 3, 3)), pyramid, depth, moving
 
     om = ObjectMotion(lo, hi, 0, lambda: 1, zero_median=not args.no_median)
+    if args.init:
+        om.net.load_state_dict(torch.load(args.init, map_location="cpu"))
     loss_fn = FastSelfSupervisedLoss(lo, hi, smoothness_weight=0.0, scale_mode="native", num_scales=args.scales, noise=0,
                                      automask=not args.no_automask)
     photo, reg = ReprojectionTerm(loss_fn, motion=om), ObjectMotionTerm(om, args.reg, args.reg)
