@@ -7,7 +7,7 @@ is first taught the synthetic world's own field (:func:`fit_object_motion.true_f
 pixel's car motion between two frames, in the source camera's axes) and then handed to the adaptation
 (``tools/adapt_sweep.py --motion-init``) or to ``tools/fit_object_motion.py --init``. The net's input is
 the engine's (:meth:`~mono_depth_ros.adapt.motion.ObjectMotion.fields`: the target and each source warped
-into it by the camera motion with the depth, here the ground-truth depth), the loss is the L1 distance to
+into it by the camera motion with the depth, here the ground-truth depth), the loss is the squared distance to
 the true field, averaged over the moving pixels and over the static ones apart (one weight each).
 Every ``--report`` steps it scores held-out frames (``--val``): mean |field - true| / mean |true| and the
 cosine on the movers, mean |field| on static pixels, the movers' photometric error (rigid, this field, true).
@@ -119,7 +119,10 @@ def main(argv=None) -> int:
         fields = om.fields(TermContext(inp, None, disps))
         loss = 0.0
         for f, g in zip(fields, true):
-            err = (f - g).abs().sum(1, keepdim=True)                            # (B,1,H,W) L1 over x, y, z
+            # Squared error (B,1,H,W): with an L1 loss and movers the net cannot yet tell from static pixels,
+            # the optimum is the median over them, zero, and the net never leaves it (measured: 300 steps,
+            # |field - true| / |true| 1.000).
+            err = (f - g).square().sum(1, keepdim=True)
             loss = loss + err[moving].mean() + err[~moving].mean()
         opt.zero_grad()
         loss.backward()
