@@ -89,6 +89,7 @@ def test_default_is_plain_paint():
     assert get_preset("A").car_texture == 0.0 and get_preset("B").car_texture == 0.0
 
 
+@pytest.mark.slow
 def test_generate_option_reaches_the_cars(tmp_path):
     """``mono-depth generate --car-texture`` (CLI -> bag): the moving cars change, the rest (but parked cars) not."""
     import argparse
