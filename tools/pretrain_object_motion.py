@@ -36,6 +36,7 @@ def main(argv=None) -> int:
     p.add_argument("--report", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="where to save the net's state dict")
+    p.add_argument("--init", default=None, help="continue from this state dict")
     args = p.parse_args(argv)
 
     import numpy as np
@@ -81,6 +82,8 @@ def main(argv=None) -> int:
         return StepInputs(tgt, srcs, Ts, K), [disp], depth, moving, true
 
     om = ObjectMotion(lo, hi, 0, lambda: 1)
+    if args.init:
+        om.net.load_state_dict(torch.load(args.init, map_location="cpu"))
     opt = torch.optim.Adam(om.parameters(), lr=args.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.steps, eta_min=args.lr / 20)
 
