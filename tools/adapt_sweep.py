@@ -84,6 +84,10 @@ def main(argv=None) -> int:
     H, W = drive.size
     cfg = AdaptConfig(train_height=H, train_width=W, **overrides)
     engine = AdaptationEngine(model, None, cfg, anchors=load_anchor_images("synthetic_A"))
+    if args.motion_init:    # a motion net pretrained offline (tools/pretrain_object_motion.py)
+        if engine.object_motion is None:
+            p.error("--motion-init needs --set object_motion=1")
+        engine.object_motion.net.load_state_dict(torch.load(args.motion_init, map_location="cpu"))
     T, K = drive.T_map_camera, torch.from_numpy(drive.K.astype(np.float32))
     K_seen = drive.K
     if args.camera_info_error:   # learned intrinsics: the session's K is the perturbed one
@@ -148,6 +152,8 @@ def _add_region_options(p: argparse.ArgumentParser) -> None:
                         "moving / static / all pixels (metric AbsRel, and median-scaled in brackets)")
     g.add_argument("--regions-stride", type=int, default=2, help="every n-th frame of the --regions drives")
     g.add_argument("--regions-only", action="store_true", help="skip the held-out A/B drives")
+    g.add_argument("--motion-init", default=None, metavar="PT",
+                   help="start the object-motion net from this state dict (tools/pretrain_object_motion.py)")
     g.add_argument("--motion-diag", type=int, default=0, metavar="N",
                    help="on every N-th frame of the adaptation drive (needs its dynamic mask): mean |field| "
                         "on the moving / static pixels and the photometric error on them with the rigid warp "

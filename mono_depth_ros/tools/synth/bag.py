@@ -291,7 +291,8 @@ def traffic_density(traffic, default: float) -> float:
 def generate_bag(out_path, preset="A", seed=0, duration_s=60.0, width=640, height=192, rate_hz=10.0,
                  storage="mcap", sensors=DEFAULT_SENSORS, overwrite=False, progress=True,
                  contact_sheet=True, stereo=None, start_ns=DEFAULT_START_NS, camera_noise=True,
-                 workers=None, noise=None, frame_callback=None, stand_still=False, traffic=None) -> Path:
+                 workers=None, noise=None, frame_callback=None, stand_still=False, traffic=None,
+                 car_texture=False) -> Path:
     """Render a drive and write it as a rosbag2 directory at ``out_path``.
 
     Args:
@@ -313,6 +314,8 @@ def generate_bag(out_path, preset="A", seed=0, duration_s=60.0, width=640, heigh
             start of the moving drive of the same seed).
         traffic: None or "normal" (the preset's moving cars per km), "dense" (:data:`TRAFFIC`) or a number
             of moving cars per km of road.
+        car_texture: paint every car (moving and parked) with a livery pattern that moves rigidly with
+            it (the preset's ``car_texture`` strength set to 1; default: plain paint, as before).
     Returns:
         The bag directory.
     Raises:
@@ -326,7 +329,8 @@ def generate_bag(out_path, preset="A", seed=0, duration_s=60.0, width=640, heigh
         raise ValueError("sensors includes 'right_camera' but stereo=False")
     p = get_preset(preset)
     p = p.replace(noise=noise_with(p.noise, noise), stand_still=bool(stand_still) or p.stand_still,
-                  moving_cars_per_km=traffic_density(traffic, p.moving_cars_per_km))
+                  moving_cars_per_km=traffic_density(traffic, p.moving_cars_per_km),
+                  car_texture=1.0 if car_texture else p.car_texture)
     cfg = DriveConfig.make(p, seed, duration_s, width, height, rate_hz, stereo, start_ns, camera_noise)
     if workers is None:
         n_frames = int(cfg.duration_s * cfg.rate_hz) + 1
@@ -449,7 +453,8 @@ def _info(drive: Drive, sensors) -> dict:
         "preset": cfg.preset.name, "preset_label": cfg.preset.label, "seed": cfg.seed,
         "duration_s": cfg.duration_s, "width": cfg.width, "height": cfg.height, "rate_hz": cfg.rate_hz,
         "stereo": cfg.stereo, "stand_still": cfg.preset.stand_still,
-        "moving_cars_per_km": cfg.preset.moving_cars_per_km, "sensors": list(sensors),
+        "moving_cars_per_km": cfg.preset.moving_cars_per_km, "car_texture": cfg.preset.car_texture,
+        "sensors": list(sensors),
         "geodetic_origin": list(GEODETIC_ORIGIN),
         "T_map_odom": od_T.round(12).tolist(), "T_base_camera": cfg.preset.T_base_camera().round(12).tolist(),
         "noise": {k: v for k, v in vars(cfg.preset.noise).items()},

@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--traffic", default=None, metavar="normal|dense|N",
                         help="moving cars: the preset's (normal), dense (moving cars cover >= 5%% of the pixels) "
                              "or N per km of road")
+    parser.add_argument("--car-texture", action="store_true",
+                        help="paint the cars with a livery pattern (blotches, stripes) that moves with them, so "
+                             "the photometric loss sees their motion inside them and not only at their edges")
     parser.add_argument("--no-camera-noise", action="store_true", help="noise-free images")
     parser.add_argument("--no-contact-sheet", action="store_true", help="skip <out>/contact_sheet.png")
     parser.add_argument("--workers", type=int, default=None,
@@ -55,7 +58,7 @@ def main(args: argparse.Namespace) -> int:
                            sensors=sensors, overwrite=args.overwrite, progress=not args.quiet,
                            contact_sheet=not args.no_contact_sheet, camera_noise=not args.no_camera_noise,
                            workers=args.workers, noise=args.noise, stand_still=args.stand_still,
-                           traffic=args.traffic)
+                           traffic=args.traffic, car_texture=args.car_texture)
     except (ValueError, FileExistsError, FileNotFoundError) as err:
         print(f"mono-depth generate: error: {err}", file=sys.stderr)
         return 2

@@ -145,6 +145,7 @@ class DomainPreset:
     stereo_baseline: float = 0.54
     shopfront_fraction: float = 0.0         # buildings with a shop window + sign on the ground floor
     stand_still: bool = False               # the vehicle stands at its start for the whole drive
+    car_texture: float = 0.0                # strength of a livery pattern on car paint (0: plain paint)
     noise: SensorNoise = field(default_factory=SensorNoise)
 
     def T_base_camera_link(self) -> np.ndarray:

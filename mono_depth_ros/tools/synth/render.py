@@ -387,7 +387,10 @@ class Renderer:
             return alb * (1 + 0.2 * nz.sample(u, v, 0.05, fp))[:, None]
         if m == Material.CAR_PAINT:
             n1 = nz.sample(u + param[:, 0], v, 0.05, fp)
-            return alb * (1 + 0.06 * n1)[:, None]
+            alb = alb * (1 + 0.06 * n1)[:, None]
+            if self.preset.car_texture > 0:
+                alb = self._car_livery(alb, u, v, param[:, 0], fp, self.preset.car_texture)
+            return alb
         if m == Material.GLASS:
             n1 = nz.sample(u + param[:, 0], v * 0.3, 0.1, fp)
             return alb * (1 + 0.5 * n1)[:, None] + 0.03
@@ -403,6 +406,30 @@ class Renderer:
             leaf = np.clip(1 + 0.6 * n1 + 0.3 * n2, 0.15, 2.5)
             return alb * leaf[:, None]
         return alb
+
+    def _car_livery(self, alb, u, v, seed, fp, k):
+        """Car paint with a livery: blotches and diagonal stripes in the car's own texture coordinates.
+
+        Options ``car_texture`` (``k`` > 0). The pattern lives in the car's (u, v) metres, so it moves
+        rigidly with the car. Multi-scale fractal blotches (0.04 m texels, mip-filtered by the footprint)
+        and two families of sinusoidal stripes (0.7 m and 0.45 m periods, faded out once a pixel covers
+        more than a quarter period, so they never alias), multiplicative on the paint plus an additive
+        light part so that dark paint shows the pattern too.
+
+        Args:
+            alb: (N,3) paint albedo; u, v, seed, fp: (N,) texture coordinates, per-car seed, footprint (m).
+        Returns:
+            (N,3) float32 albedo.
+        """
+        nz = self.noise
+        blot = nz.sample(u * 0.9 + seed * 1.37 + 41.0, v * 0.9 + seed * 0.61 + 7.0, 0.04, fp)
+        two_pi = np.float32(2 * np.pi)
+        s1 = np.sin(two_pi * (u + 0.6 * v + seed) / np.float32(0.7)) * np.clip(1 - fp / np.float32(0.175), 0, 1)
+        s2 = np.sin(two_pi * (u - 0.8 * v + 0.37 * seed) / np.float32(0.45)) * np.clip(1 - fp / np.float32(0.11), 0, 1)
+        pattern = np.float32(0.5) * blot + np.float32(0.3) * s1 + np.float32(0.2) * s2
+        mod = np.clip(1 + np.float32(k) * pattern, 0.15, 2.5)
+        light = np.float32(0.08 * k) * np.clip(1 + pattern, 0, 2)
+        return (alb * mod[:, None] + light[:, None]).astype(np.float32)
 
     def _facade(self, alb, u, v, param, fp, c):
         """Walls (plaster or brick) with a grid of windows per floor."""
