@@ -43,7 +43,7 @@ import numpy as np
 __all__ = [
     "MAP_FRAME", "ODOM_FRAME", "BASE_FRAME", "CAMERA_LINK_FRAME",
     "CAMERA_OPTICAL_FRAME", "RIGHT_CAMERA_OPTICAL_FRAME", "ALIGN_CORNERS",
-    "T_BASE_OPTICAL_ROTATION", "Topics", "scale_intrinsics", "pixel_rays", "pixels_to_grid",
+    "T_BASE_OPTICAL_ROTATION", "Topics", "scale_intrinsics", "pixel_rays", "pixels_to_grid", "grid_scale",
     "QUATERNION_NORM_TOLERANCE", "quaternion_is_unit", "transform_matrix", "stereo_baseline_from_P",
     "NS_PER_S", "to_ns", "to_sec",
 ]
@@ -216,12 +216,16 @@ def stereo_baseline_from_P(P) -> float:
     return float(-P[0, 3] / P[0, 0])
 
 
+def grid_scale(width: int, height: int) -> tuple[float, float]:
+    """(sx, sy): grid_sample coordinate = pixel coordinate * s - 1 (``ALIGN_CORNERS = True``)."""
+    return 2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)
+
+
 def pixels_to_grid(u, v, width: int, height: int):
     """Pixel coordinates -> grid_sample coordinates in [-1, 1].
 
     Works on numpy arrays or torch tensors of any matching shape. Uses the
-    package-wide ``ALIGN_CORNERS = True`` convention.
+    package-wide ``ALIGN_CORNERS = True`` convention (:func:`grid_scale`).
     """
-    gx = u / max(width - 1, 1) * 2.0 - 1.0
-    gy = v / max(height - 1, 1) * 2.0 - 1.0
-    return gx, gy
+    sx, sy = grid_scale(width, height)
+    return u * sx - 1.0, v * sy - 1.0

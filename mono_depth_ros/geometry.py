@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .conventions import ALIGN_CORNERS, pixel_rays, scale_intrinsics
+from .conventions import ALIGN_CORNERS, grid_scale, pixel_rays, scale_intrinsics
 
 __all__ = ["Pose", "PinholeCamera", "warp", "check_shape", "stereo_T_source_target", "relative_pose"]
 
@@ -315,10 +315,10 @@ def warp(source_image: torch.Tensor, depth: torch.Tensor, T_source_target: torch
     # backward and valid=False, a 192x192 crop's warp from a 640x192 frame (forward + backward, 4
     # crops, 1 thread) takes 6.1 ms instead of 9.9 ms (interleaved with the old path; NOTES.md, session 7):
     #   X = R (d ray) + t = d a + t,  a = R ray;   grid = N Ks X / max(z, MIN_Z) - 1
-    # where N scales pixels to grid_sample's [-1, 1] (conventions.pixels_to_grid: 2 / (size - 1)).
+    # where N scales pixels to grid_sample's [-1, 1] (conventions.grid_scale).
     R, t = mat[:, :3, :3].to(dt), mat[:, :3, 3:].to(dt)                  # (B,3,3), (B,3,1)
     Ks = src_cam.K.to(dt).expand(B, 3, 3)
-    norm = torch.tensor([2.0 / max(Ws - 1, 1), 2.0 / max(Hs - 1, 1)], dtype=dt, device=depth.device)
+    norm = torch.tensor(grid_scale(Ws, Hs), dtype=dt, device=depth.device)
     P = Ks[:, :2] * norm[:, None]                                          # (B,2,3): N Ks (its first two rows)
     rays = camera.rays().to(dt).expand(B, 3, H * W)                        # (B,3,HW)
     a = R @ rays                                                           # (B,3,HW)
