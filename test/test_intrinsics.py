@@ -39,8 +39,9 @@ def depth_net(drive_b):
 
 
 def cfg(**kw):
+    """The training loss's own intrinsics gradient (the calibrator off: TestCalibration has it on)."""
     base = dict(train_height=H, train_width=W, lr=1e-4, replay_per_step=1, crop_width=0, intrinsics="refine",
-                intrinsics_lr=2e-3)
+                intrinsics_lr=2e-3, intrinsics_calibration=False)
     return AdaptConfig(**{**base, **kw})
 
 
@@ -78,6 +79,12 @@ class TestCorrection:
             c.c += 0.001
         c.bound_step()
         assert float(c.log_f.detach()) == 0.0 and c.c.tolist() == pytest.approx([0.001, 0.001])
+        c.point_frozen = True                       # the calibrator owns both (adapt/calibration.py)
+        c.begin_step()
+        with torch.no_grad():
+            c.c += 0.001
+        c.bound_step()
+        assert c.c.tolist() == pytest.approx([0.001, 0.001])
 
     def test_focal_from_x_learns_the_shared_scale_from_fx_only(self):
         K = torch.tensor([[[100.0, 0.0, 50.0], [0.0, 90.0, 20.0], [0.0, 0.0, 1.0]]])
@@ -114,6 +121,74 @@ class TestCorrection:
         K = K_from_hfov(640, 192, 90.0)
         assert K[0, 0] == pytest.approx(320.0) and K[1, 1] == pytest.approx(320.0)
         assert (K[0, 2], K[1, 2]) == (319.5, 95.5)
+
+
+class TestCalibration:
+    """The focal length fitted on turning pairs (adapt/calibration.py)."""
+
+    @staticmethod
+    def _pairs(drive, cal, K, gap=5):
+        for i in range(gap, len(drive)):
+            T = torch.from_numpy((np.linalg.inv(drive[i - gap].T_map_camera) @ drive[i].T_map_camera).astype(np.float32))
+            img = [torch.from_numpy(np.ascontiguousarray(drive[j].image.transpose(2, 0, 1))) for j in (i, i - gap)]
+            cal.offer(drive[i].stamp_ns, img[0], img[1], T, torch.from_numpy(K.astype(np.float32)))
+
+    def test_fit_recovers_the_focal_length_from_turns_with_exact_depth(self, drive_b):
+        from mono_depth_ros.adapt.calibration import IntrinsicsCalibrator
+        K_true = drive_b[0].K
+        Kw = np.array(K_true, dtype=np.float64)
+        Kw[:2, :2] *= 1.2                 # the focal length 20 % long...
+        Kw[:2, 2] += 0.005 * W            # ...and the principal point 0.5 % of the width off
+        # This 6 s drive turns one way (up to 1.7 degrees in 0.5 s): one direction is enough here.
+        cal = IntrinsicsCalibrator(per_direction=8, min_per_direction=0, downsample=1, iterations=150,
+                                   max_change_log_f=0.3)
+        self._pairs(drive_b, cal, Kw)
+        assert cal.ready() and cal.counts()[0] == 8 and cal.counts()[1] == 0, cal.counts()
+        assert min(abs(q.yaw) for q in cal.pairs[1]) > np.radians(1.0)   # the largest turns were kept
+        gt = {f.stamp_ns: np.nan_to_num(f.depth, posinf=100.0) for f in drive_b}
+        stamps = [q.stamp_ns for q in cal.pairs[1] + cal.pairs[-1]]
+
+        def depth_fn(x):
+            assert x.shape[0] == len(stamps)
+            return torch.from_numpy(np.stack([gt[s] for s in stamps]).astype(np.float32))[:, None].clamp(0.1, 100)
+        res = cal.fit(depth_fn, (0.0, 0.0), (0.0, 0.0))
+        assert res is not None and res.accepted and res.loss_after < res.loss_before, res
+        fx = Kw[0, 0] * np.exp(res.log_f[0])
+        cx, cy = Kw[0, 2] + res.c[0] * W, Kw[1, 2] + res.c[1] * H
+        # Measured: see the assertion message; the start was +20 %.
+        assert abs(fx / K_true[0, 0] - 1) < 0.03, (fx / K_true[0, 0] - 1, res)
+        assert abs(cx - K_true[0, 2]) / W < 0.01 and abs(cy - K_true[1, 2]) / W < 0.01, (cx, cy, res)
+
+    def test_fit_is_bounded_and_needs_both_directions_by_default(self, drive_b):
+        from mono_depth_ros.adapt.calibration import IntrinsicsCalibrator
+        cal = IntrinsicsCalibrator(downsample=1, iterations=20, max_change_log_f=0.01, max_change_c=0.001)
+        self._pairs(drive_b, cal, drive_b[0].K * np.array([[1.2, 1, 1], [1, 1.2, 1], [1, 1, 1]]))
+        assert not cal.ready() and cal.fit(lambda x: None, (0.0, 0.0), (0.0, 0.0)) is None   # one direction only
+        cal.min_per_direction = 0
+        res = cal.fit(lambda x: torch.full((x.shape[0], 1, H, W), 10.0), (0.0, 0.0), (0.0, 0.0))
+        assert abs(res.log_f[0]) <= 0.01 + 1e-7 and max(abs(v) for v in res.c) <= 0.001 + 1e-7, res
+        with pytest.raises(ValueError):
+            IntrinsicsCalibrator(per_direction=0)
+
+    def test_engine_fits_on_pairs_from_its_own_frame_stream(self, drive_b, depth_net):
+        """The node's path: TripletBuilder gives each triplet a frame ~0.5 s back, the engine offers it to the
+        calibrator and fits every N healthy steps after the warm-up; the fit moves the trained correction."""
+        K_true = drive_b[0].K
+        Kw = np.array(K_true, dtype=np.float64)
+        Kw[:2, :2] *= 1.2
+        engine, provider = make_engine(cfg(intrinsics_calibration=True, intrinsics_focal_warmup=20,
+                                           intrinsics_calibration_every=20), model=depth_net)
+        engine.calibrator.min_per_direction = 0          # this drive turns one way...
+        engine.calibrator.downsample, engine.calibrator.iterations = 1, 150   # ...and is 192x64: fit at full size
+        feed(engine, provider, [dataclasses.replace(f, K=Kw) for f in drive_b], steps=2)
+        st = engine.stats()
+        assert engine.calibrator.offered > 20 and st["adapt_intrinsics_fits"] >= 2, st
+        fit = engine.calibrator.last
+        log_f = float(engine.intrinsics.log_f)
+        # Towards the truth (log(1/1.2) = -0.18); measured: -0.006, -0.048, -0.063, -0.085 after the four fits.
+        assert fit.accepted and log_f == pytest.approx(fit.log_f[0]) and log_f < -0.05, (fit, log_f)
+        # The training gradient leaves the focal length alone, and the principal point after the first fit.
+        assert engine.intrinsics.focal_frozen and engine.intrinsics.point_frozen
 
 
 class TestLearnedIntrinsics:

@@ -32,7 +32,7 @@ def _adapt_parser() -> argparse.ArgumentParser:
 # ------------------------------------------------------------------ one source of defaults
 def test_ros_table_node_config_and_dataclasses_share_every_default():
     cfg = S.NodeConfig()
-    assert len(S.PARAMS) == len(fields(S.NodeConfig)) == 54  # 41 - evaluate_gt (a tool now: depth_scorer) + metric_scale + 4 stereo + 4 intrinsics + 2 object motion + adapt_process, adapt_yield + adapt_compile_loss
+    assert len(S.PARAMS) == len(fields(S.NodeConfig)) == 55  # 41 - evaluate_gt (a tool now: depth_scorer) + metric_scale + 4 stereo + 5 intrinsics + 2 object motion + adapt_process, adapt_yield + adapt_compile_loss
     for spec in S.PARAMS:
         assert spec.default == spec.option.encode(_field_default(spec.path)), spec.name
         assert getattr(cfg, spec.name) == spec.default and type(getattr(cfg, spec.name)) is type(spec.default)

@@ -98,13 +98,19 @@ def main(argv=None) -> int:
     def img(i):
         return torch.from_numpy(np.ascontiguousarray(drive.images[i].transpose(2, 0, 1)))
 
+    from mono_depth_ros.adapt.engine import calibration_gap_ns
+    gap_ns = calibration_gap_ns(cfg)
+    gap = None if gap_ns is None else max(1, round(gap_ns / float(np.median(np.diff(drive.stamps)))))
     credits, statuses, t0 = 0.0, {}, time.time()
     for i in range(1, len(drive) - 1):
         credits += args.steps_per_frame
         while credits >= 1.0:
             credits -= 1.0
             Ts = tuple(torch.from_numpy((np.linalg.inv(T[j]) @ T[i]).astype(np.float32)) for j in (i - 1, i + 1))
-            trip = Triplet(int(drive.stamps[i]), img(i), (img(i - 1), img(i + 1)), Ts, K)
+            wide = (None, None)
+            if gap is not None and i >= gap:   # the intrinsics calibrator's pair, as TripletBuilder(wide_gap_ns) gives
+                wide = (img(i - gap), torch.from_numpy((np.linalg.inv(T[i - gap]) @ T[i]).astype(np.float32)))
+            trip = Triplet(int(drive.stamps[i]), img(i), (img(i - 1), img(i + 1)), Ts, K, None, None, *wide)
             if min(float(t[:3, 3].norm()) for t in Ts) < args.min_translation:   # standing: replay only
                 rep = engine.train_next(None)
                 if rep is not None:
@@ -116,7 +122,9 @@ def main(argv=None) -> int:
             statuses[rep.status] = statuses.get(rep.status, 0) + 1
             if args.camera_info_error and engine.learns_intrinsics and sum(statuses.values()) % 50 == 0:
                 st = engine.intrinsics_state()   # the served correction along the drive
-                print(f"  step {sum(statuses.values())}: log f {st['log_f']}, c {st['c']}", flush=True)
+                fit = engine.calibrator.last if engine.calibrator is not None else None
+                print(f"  step {sum(statuses.values())}: log f {st['log_f']}, c {st['c']}"
+                      + (f"; fit {fit}" if fit is not None else ""), flush=True)
     wall = time.time() - t0
     adapted = copy.deepcopy(engine.model)
     adapted.load_state_dict(engine.good_state())

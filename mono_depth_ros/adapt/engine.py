@@ -41,11 +41,13 @@ import numpy as np
 import torch
 
 from mono_depth_ros.learning.step import StepStatus, guarded_step
-from mono_depth_ros.losses import SCALE_MODES, FastSelfSupervisedLoss, SelfSupervisedLoss, compile_photometric
+from mono_depth_ros.losses import (SCALE_MODES, FastSelfSupervisedLoss, SelfSupervisedLoss, compile_photometric,
+                                   full_res_depth)
 from mono_depth_ros.preprocess import resize_rgb
 from mono_depth_ros.models import DepthNet
 from mono_depth_ros.options import option
 
+from .calibration import IntrinsicsCalibrator
 from .guard import Guard, Health, Verdict
 from .intrinsics import INTRINSICS_MODES, IntrinsicsCorrection
 from .motion import ObjectMotion
@@ -168,6 +170,17 @@ class AdaptConfig:
     intrinsics_fixed_aspect: bool = True       # one focal scale for fx and fy (adapt/intrinsics.py says why)
     intrinsics_focal_from_x: bool = True       # that scale learns from fx's gradient only (adapt/intrinsics.py)
     intrinsics_average: float = 0.0            # > 0: serve an exponential average of the correction (this decay)
+    intrinsics_calibration: bool = option(True, "adapt_intrinsics_calibration", "adapt_intrinsics: fit the focal "
+                                          "length (and the principal point) on a buffer of turning frame pairs "
+                                          "half a second apart instead of the training loss's gradient "
+                                          "(adapt/calibration.py; docs/learning.md, Intrinsics)",
+                                          read_only="the calibrator is built at start")
+    intrinsics_calibration_every: int = 50     # healthy steps between two fits (after the focal warm-up)
+    intrinsics_calibration_gap: float = 0.5    # s between the two frames of a calibration pair
+    intrinsics_calibration_min_per_direction: int = 0   # pairs of each turn direction a fit needs (0: one is enough)
+    intrinsics_calibration_max_change: float = 0.25     # largest change of log f per fit (the principal point: /10)
+    intrinsics_calibration_iterations: int = 80         # Adam iterations per fit
+    intrinsics_calibration_pairs: int = 8               # pairs kept per turn direction (the largest turns)
     # Moving objects (docs/learning.md, "Moving objects"; Li et al. 2020): a small separate network predicts
     # a 3-D translation field per source that moves the target's pixels on top of the camera's motion in
     # the warp, with group smoothness + L1/2 sparsity; off for the first N steps (depth first).
@@ -225,6 +238,13 @@ class StepReport:
     target_ns: int | None = None
     batch: int = 0
     seconds: float = 0.0
+
+
+def calibration_gap_ns(cfg: AdaptConfig) -> int | None:
+    """The gap of the intrinsics calibrator's frame pairs (ns), or None when it is off."""
+    if cfg.intrinsics == "off" or not cfg.intrinsics_calibration:
+        return None
+    return round(cfg.intrinsics_calibration_gap * 1e9)
 
 
 def learned_share(frames, learned: int) -> float:
@@ -299,7 +319,8 @@ class AdaptationEngine:
         self.net_memory_format = torch.channels_last if cfg.step == "fast" else torch.contiguous_format
         self.initial = state_copy(self.model)
         self.triplets = TripletBuilder(selector, (cfg.train_height, cfg.train_width), cfg.max_pending,
-                                       round(cfg.stereo_sync_tolerance * 1e9) if cfg.stereo else None)
+                                       round(cfg.stereo_sync_tolerance * 1e9) if cfg.stereo else None,
+                                       calibration_gap_ns(cfg))
         self.replay = ReplayBuffer(cfg.replay_capacity, cfg.seed)
         self._rng = random.Random(cfg.seed + 1)
         self.guard = Guard(cfg)
@@ -332,6 +353,14 @@ class AdaptationEngine:
                                                    average_decay=cfg.intrinsics_average).to(self.device)
             self._intr_initial = self.intrinsics.snapshot()
             self._intr_good = self._intr_served = self.intrinsics.snapshot()
+        # The focal length from turning pairs (adapt/calibration.py); the principal point keeps learning
+        # from the training loss between fits.
+        self.calibrator = IntrinsicsCalibrator(
+            per_direction=cfg.intrinsics_calibration_pairs, min_per_direction=cfg.intrinsics_calibration_min_per_direction,
+            iterations=cfg.intrinsics_calibration_iterations, max_change_log_f=cfg.intrinsics_calibration_max_change,
+            max_change_c=cfg.intrinsics_calibration_max_change / 10) if calibration_gap_ns(cfg) is not None else None
+        self._last_fit_step = 0
+        self._fit_slack = 1          # the interval's multiple (doubles while fits settle)
         self.optimizer = self._new_optimizer()
         self.counters = _Counters()
         self.enabled = True
@@ -483,6 +512,10 @@ class AdaptationEngine:
         replayed ones, one guarded step. Runs where the weights live (this process, or the training
         process of :class:`~.worker.ProcessEngine`)."""
         with self._train_lock:
+            if trip is not None and trip.wide_source is not None:
+                if self.calibrator is not None:
+                    self.calibrator.offer(trip.stamp_ns, trip.target, trip.wide_source, trip.T_wide_target, trip.K)
+                trip = replace(trip, wide_source=None, T_wide_target=None)   # the replay keeps no third image
             if trip is not None:
                 batch = [trip] + self.replay.sample(self.cfg.replay_per_step, exclude_stamp=trip.stamp_ns)
                 self.replay.add(trip)
@@ -610,7 +643,11 @@ class AdaptationEngine:
 
         # Guard part 1: judge the weights that produced this loss *before* stepping.
         if self.intrinsics is not None:
-            self.intrinsics.focal_frozen = self.counters.steps < cfg.intrinsics_focal_warmup
+            self.intrinsics.focal_frozen = (self.calibrator is not None
+                                            or self.counters.steps < cfg.intrinsics_focal_warmup)
+            # After the calibrator's first fit the principal point is its too: the training loss's gradient
+            # trades cy against the depth of the road (docs/learning.md, Intrinsics, session 8).
+            self.intrinsics.point_frozen = self.calibrator is not None and self.calibrator.accepted > 0
             self.intrinsics.begin_step()
         trained = self.model if self.object_motion is None else torch.nn.ModuleList([self.model,
                                                                                    self.object_motion.net])
@@ -635,6 +672,7 @@ class AdaptationEngine:
                 if swap["candidate"] is not None:
                     self._intr_served = pre_served   # pre_intr, or its average (intrinsics_average)
             self.serving.update_average(self.model)
+            self._maybe_calibrate()
         elif res.status.startswith("rejected_"):
             self._rollback(Verdict(res.status.removeprefix("rejected_")))
             report.status = "rollback_" + res.status.removeprefix("rejected_")
@@ -645,6 +683,40 @@ class AdaptationEngine:
                 self._rollback(Verdict.NONFINITE)
                 report.status = "rollback_" + Verdict.NONFINITE.value
         return report
+
+    def _maybe_calibrate(self) -> None:
+        """After a healthy step: fit the intrinsics on the calibrator's turning pairs when one is due (every
+        ``intrinsics_calibration_every`` steps after the focal warm-up). An accepted fit becomes the
+        correction the next steps train with; it is served, and rolled back, with the weights that follow."""
+        cfg, c = self.cfg, self.calibrator
+        if (c is None or self.counters.steps < cfg.intrinsics_focal_warmup
+                or self.counters.steps - self._last_fit_step < cfg.intrinsics_calibration_every * self._fit_slack
+                or not c.ready()):
+            return
+        self._last_fit_step = self.counters.steps
+        shadow, dev = self._shadow, self.device
+        shadow.load_state_dict(self.model.state_dict())
+        shadow.train()
+        shadow.freeze_batchnorm(True)
+
+        def depth_fn(x: torch.Tensor) -> torch.Tensor:
+            return full_res_depth(shadow.predict_disps(x.to(dev))[0], *x.shape[-2:], shadow.min_depth,
+                                  shadow.max_depth).cpu()
+        log_f, cc = self.intrinsics.snapshot()
+        lf = log_f.expand(2).tolist()
+        res = c.fit(depth_fn, (lf[0], lf[0] if self.intrinsics.focal_from_x else lf[1]), tuple(cc.tolist()))
+        # A fit that settles (log f within 0.01, the principal point within 0.001) doubles the interval to the
+        # next, up to 8x: each costs ~80 Adam iterations over the buffered pairs (docs/learning.md).
+        settled = res is not None and res.accepted and abs(res.log_f[0] - lf[0]) < 0.01 and max(
+            abs(a - b) for a, b in zip(res.c, cc.tolist())) < 0.001
+        self._fit_slack = min(8, self._fit_slack * 2) if settled else 1
+        if res is None or not res.accepted:
+            return
+        with torch.no_grad():
+            new_f = torch.tensor(res.log_f[:log_f.numel()], dtype=log_f.dtype)
+            self.intrinsics.log_f.copy_(new_f.clamp(-self.intrinsics.max_log_f, self.intrinsics.max_log_f))
+            self.intrinsics.c.copy_(torch.tensor(res.c, dtype=cc.dtype).clamp(-self.intrinsics.max_c,
+                                                                               self.intrinsics.max_c))
 
     @torch.no_grad()
     def _eval_state(self, state, inputs: StepInputs) -> Health:
@@ -734,8 +806,14 @@ class AdaptationEngine:
         if st is None:
             return {}
         (fx, fy), (cx, cy) = (np.exp(st["log_f"]) - 1.0).tolist(), st["c"]
-        return {"adapt_intrinsics_fx_change": fx, "adapt_intrinsics_fy_change": fy,
-                "adapt_intrinsics_cx_offset": cx, "adapt_intrinsics_cy_offset": cy}
+        out = {"adapt_intrinsics_fx_change": fx, "adapt_intrinsics_fy_change": fy,
+               "adapt_intrinsics_cx_offset": cx, "adapt_intrinsics_cy_offset": cy}
+        if self.calibrator is not None:
+            last = self.calibrator.last
+            out |= {"adapt_intrinsics_fits": self.calibrator.fits,
+                    "adapt_intrinsics_fit_pairs": "%d left, %d right" % self.calibrator.counts(),
+                    "adapt_intrinsics_fit_accepted": None if last is None else last.accepted}
+        return out
 
     def learned_share(self) -> float:
         """Share of the learnable frames (frames with enough motion to pair, or a stereo pair) that a step

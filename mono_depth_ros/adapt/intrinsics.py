@@ -82,6 +82,7 @@ class IntrinsicsCorrection(torch.nn.Module):
         self.max_log_f, self.max_c = float(max_log_f), float(max_c)
         self._before: tuple[torch.Tensor, torch.Tensor] | None = None
         self.focal_frozen = False    # True: updates leave log_f as it is (the engine's focal warm-up)
+        self.point_frozen = False    # True: updates leave c as it is (the calibrator owns it: adapt/calibration.py)
 
     def correct(self, K: torch.Tensor, width: int, height: int) -> torch.Tensor:
         """Corrected intrinsics (differentiable in the correction).
@@ -123,7 +124,7 @@ class IntrinsicsCorrection(torch.nn.Module):
                                        (self.c, self._before[1], self.max_step_c, self.max_c)):
             new = torch.where(torch.isfinite(p), p, before)
             new = before + (new - before).clamp(-step, step)
-            if p is self.log_f and self.focal_frozen:
+            if (p is self.log_f and self.focal_frozen) or (p is self.c and self.point_frozen):
                 new = before
             p.copy_(new.clamp(-bound, bound))
         self._before = None

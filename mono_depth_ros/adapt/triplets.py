@@ -34,6 +34,9 @@ class Triplet:
     tuple of (4,4) float32 (target-camera points -> source camera, metres);
     K: (3,3) float32. Stereo: ``right`` (3,h,w) uint8, the right image of the pair (also the
     first source, with ``T_right_left`` (4,4) as its pose); None without a pair.
+    Intrinsics calibration (``TripletBuilder(wide_gap_ns=...)``): ``wide_source`` (3,h,w) uint8, an
+    earlier frame about that far back, and ``T_wide_target`` (4,4) its pose (not trained on: the
+    calibrator's turning pairs, adapt/calibration.py); None otherwise.
     """
 
     stamp_ns: int
@@ -43,6 +46,8 @@ class Triplet:
     K: torch.Tensor
     right: torch.Tensor | None = None
     T_right_left: torch.Tensor | None = None
+    wide_source: torch.Tensor | None = None
+    T_wide_target: torch.Tensor | None = None
 
 
 @dataclass
@@ -68,14 +73,18 @@ class TripletBuilder:
         max_pending: targets waiting for motion / later frames.
         stereo_tolerance_ns: largest stamp difference of a left and a right frame that form a
             pair; None = no stereo (right frames are refused).
+        wide_gap_ns: a temporal triplet also carries the kept frame nearest this far before its target
+            (within half of it) with its pose from the selector's provider (``Triplet.wide_source``: the
+            intrinsics calibrator's pairs); None = none.
     """
 
     def __init__(self, selector, size: tuple[int, int], max_pending: int = 30,
-                 stereo_tolerance_ns: int | None = None):
+                 stereo_tolerance_ns: int | None = None, wide_gap_ns: int | None = None):
         self.selector = selector
         self.size = size
         self.max_pending = max_pending
         self.stereo_tolerance_ns = stereo_tolerance_ns
+        self.wide_gap_ns = wide_gap_ns
         self.counters = FrameCounters()
         self.frames: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.right: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}   # stamp -> (image, T_right_left)
@@ -181,10 +190,28 @@ class TripletBuilder:
                 srcs = tuple(self.frames[s][0] for s in sel.source_stamps_ns)
                 T_st = tuple(torch.from_numpy(np.linalg.inv(p.T_target_source).astype(np.float32))
                              for p in sel.poses)
+                wide = self._wide(stamp)
                 if pair is None:
-                    return Triplet(stamp, target, srcs, T_st, K)
-                return Triplet(stamp, target, (pair[0], *srcs), (pair[1], *T_st), K, pair[0], pair[1])
+                    return Triplet(stamp, target, srcs, T_st, K, None, None, *wide)
+                return Triplet(stamp, target, (pair[0], *srcs), (pair[1], *T_st), K, pair[0], pair[1], *wide)
         return None
+
+    def _wide(self, stamp: int) -> tuple:
+        """(image, T_source_target) of the kept frame nearest ``wide_gap_ns`` before ``stamp`` (within half
+        of it) whose pose the provider knows, else (None, None). Under the lock."""
+        from mono_depth_ros.egomotion.timeseries import PoseStatus
+        provider = getattr(self.selector, "provider", None)
+        if self.wide_gap_ns is None or provider is None:
+            return None, None
+        want = stamp - self.wide_gap_ns
+        earlier = [s for s in self.frames if s < stamp and abs(s - want) <= self.wide_gap_ns // 2]
+        if not earlier:
+            return None, None
+        s = min(earlier, key=lambda x: abs(x - want))
+        rp = provider.relative_pose(stamp, s)
+        if rp.status is not PoseStatus.OK:
+            return None, None
+        return self.frames[s][0], torch.from_numpy(np.linalg.inv(rp.T_target_source).astype(np.float32))
 
     def clear(self) -> None:
         """Forget frame history and pending targets (time jumped: never pair frames across it)."""

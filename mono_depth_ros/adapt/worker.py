@@ -45,7 +45,8 @@ import torch
 
 from mono_depth_ros.memory import HeapTrimPolicy
 
-from .engine import AdaptConfig, AdaptationEngine, StepReport, _Counters, frame_stats, learned_share
+from .engine import (AdaptConfig, AdaptationEngine, StepReport, _Counters, calibration_gap_ns, frame_stats,
+                     learned_share)
 from .intrinsics import IntrinsicsCorrection
 from .triplets import Triplet, TripletBuilder
 
@@ -219,7 +220,8 @@ class ProcessEngine:
         self.model = model                 # the network's identity (checkpoints name its architecture)
         self.on_weights = on_weights or (lambda sd: None)
         self.triplets = TripletBuilder(selector, (cfg.train_height, cfg.train_width), cfg.max_pending,
-                                       round(cfg.stereo_sync_tolerance * 1e9) if cfg.stereo else None)
+                                       round(cfg.stereo_sync_tolerance * 1e9) if cfg.stereo else None,
+                                       calibration_gap_ns(cfg))
         self.enabled = True
         self.counters = _Counters()
         self.initial: "OrderedDict[str, torch.Tensor]" = OrderedDict(
