@@ -16,7 +16,10 @@ pitched against its motion the focus of expansion ties fy to cy, and a free fy a
 focal scale served is fx's. Prototype (ground-truth poses, a network adapted on the drive): from
 fx +20% / -15% with the principal point 0.5% of the width off, fx ends within 0.8% and the principal
 point within 0.1% of the width. A principal point 3-5% of the width off is outside this fit's reach
-(the warp's basin): the training loss brings it within 1% first (``intrinsics_focal_warmup``).
+(the warp's basin): the training loss brings it within 1% first (``intrinsics_focal_warmup``). After the
+first accepted fit the engine leaves the principal point to the fits as well: the training loss's gradient,
+with the network free to bend the road's depth, walks cy 1% of the width off even from the true value
+(SYNTHETIC, docs/learning.md), and the network's metric scale follows cy.
 
 Not a library's job: kornia has no self-calibration from known motion, and this is ~100 lines on the
 project's own warp and photometric error (the training loss's maths), which must stay identical.
@@ -78,11 +81,14 @@ class IntrinsicsCalibrator:
         iterations, lr, min_lr: Adam on the four parameters, cosine from ``lr`` to ``min_lr``.
         max_change_log_f, max_change_c: the largest change one fit makes to log f and to the principal
             point (image sizes); the correction's own overall bounds apply after.
+        far_m: > 0: only pixels farther than this (by the network's depth) count: their flow is the rotation's,
+            whatever the depth's error (0: every pixel).
     """
 
     def __init__(self, per_direction: int = 8, min_yaw_deg: float = 0.5, min_per_direction: int = 2,
                  downsample: int = 2, iterations: int = 80, lr: float = 0.01, min_lr: float = 5e-4,
-                 max_change_log_f: float = 0.1, max_change_c: float = 0.02):
+                 max_change_log_f: float = 0.1, max_change_c: float = 0.02, far_m: float = 0.0,
+                 shared_focal: bool = False):
         if per_direction < max(min_per_direction, 1) or min_per_direction < 0 or downsample < 1 or iterations < 1:
             raise ValueError("per_direction >= 1, per_direction >= min_per_direction >= 0, downsample >= 1, "
                              "iterations >= 1 required")
@@ -91,6 +97,8 @@ class IntrinsicsCalibrator:
         self.downsample, self.iterations = int(downsample), int(iterations)
         self.lr, self.min_lr = float(lr), float(min_lr)
         self.max_change_log_f, self.max_change_c = float(max_change_log_f), float(max_change_c)
+        self.far_m = float(far_m)
+        self.shared_focal = bool(shared_focal)
         self.pairs: dict[int, list[CalibrationPair]] = {1: [], -1: []}   # by the sign of the yaw
         self.offered = 0
         self.fits = 0
@@ -136,14 +144,19 @@ class IntrinsicsCalibrator:
         depth (B,1,h,w), tgt / src (B,3,h,w), identity (B,1,h,w) at the fit's size."""
         H, W = size
         one, zero = p.new_ones(()), p.new_zeros(())
-        mult = torch.stack([torch.stack([torch.exp(p[0]), one, one]), torch.stack([one, torch.exp(p[1]), one]),
+        fy = torch.exp(p[0] if self.shared_focal else p[1])
+        mult = torch.stack([torch.stack([torch.exp(p[0]), one, one]), torch.stack([one, fy, one]),
                             torch.stack([one, one, one])])
         shift = torch.stack([torch.stack([zero, zero, p[2] * W]), torch.stack([zero, zero, p[3] * H]),
                              torch.stack([zero, zero, zero])])
         h, w = depth.shape[-2:]
         K = scale_intrinsics(K0 * mult + shift, w / W, h / H)
         warped, _ = warp(src, depth, T, PinholeCamera(K, h, w), valid=False)
-        return torch.minimum(photometric_error(warped, tgt), identity).mean()
+        err = torch.minimum(photometric_error(warped, tgt), identity)
+        if self.far_m <= 0:
+            return err.mean()
+        w_ = (depth > self.far_m).to(err.dtype)
+        return (err * w_).sum() / w_.sum().clamp_min(1.0)
 
     def fit(self, depth_fn, log_f: tuple[float, float], c: tuple[float, float]) -> CalibrationResult | None:
         """Fit the intrinsics on the buffered pairs, starting from the current correction.

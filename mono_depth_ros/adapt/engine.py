@@ -181,6 +181,8 @@ class AdaptConfig:
     intrinsics_calibration_max_change: float = 0.25     # largest change of log f per fit (the principal point: /10)
     intrinsics_calibration_iterations: int = 80         # Adam iterations per fit
     intrinsics_calibration_pairs: int = 8               # pairs kept per turn direction (the largest turns)
+    intrinsics_calibration_far_m: float = 0.0           # > 0: the fit scores only pixels farther than this (m)
+    intrinsics_calibration_shared_focal: bool = False   # the fit's fy follows fx (else fy is free: a nuisance)
     # Moving objects (docs/learning.md, "Moving objects"; Li et al. 2020): a small separate network predicts
     # a 3-D translation field per source that moves the target's pixels on top of the camera's motion in
     # the warp, with group smoothness + L1/2 sparsity; off for the first N steps (depth first).
@@ -358,7 +360,9 @@ class AdaptationEngine:
         self.calibrator = IntrinsicsCalibrator(
             per_direction=cfg.intrinsics_calibration_pairs, min_per_direction=cfg.intrinsics_calibration_min_per_direction,
             iterations=cfg.intrinsics_calibration_iterations, max_change_log_f=cfg.intrinsics_calibration_max_change,
-            max_change_c=cfg.intrinsics_calibration_max_change / 10) if calibration_gap_ns(cfg) is not None else None
+            max_change_c=cfg.intrinsics_calibration_max_change / 10,
+            far_m=cfg.intrinsics_calibration_far_m,
+            shared_focal=cfg.intrinsics_calibration_shared_focal) if calibration_gap_ns(cfg) is not None else None
         self._last_fit_step = 0
         self._fit_slack = 1          # the interval's multiple (doubles while fits settle)
         self.optimizer = self._new_optimizer()

@@ -25,6 +25,10 @@ Parametrisation (dimensionless and well-conditioned):
   ``cy = cy0 + c[1] * H`` (the same numbers at training and at full resolution, and under crops:
   the crop shifts the corrected K, the offset moves with it).
 
+By default (``AdaptConfig.intrinsics_calibration``) the engine does not let the training gradient move the focal
+length: :class:`~.calibration.IntrinsicsCalibrator` fits it on turning frame pairs and writes the result here,
+and after its first fit the principal point too (``focal_frozen``, ``point_frozen``).
+
 Guarded: each update moves ``log_f`` by at most ``max_step_log_f`` and ``c`` by at most
 ``max_step_c`` per step, and the correction stays within ``max_log_f`` / ``max_c`` overall. The engine
 snapshots it with the weights (rollback point, served state), so a rollback restores both.
