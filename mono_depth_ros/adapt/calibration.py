@@ -133,7 +133,7 @@ class IntrinsicsCalibrator:
         self.pairs = {1: [], -1: []}
 
     def counts(self) -> tuple[int, int]:
-        """Pairs kept turning (left, right) (positive yaw about the optical y axis first)."""
+        """Pairs kept per turn direction: (positive, negative) rotation about the optical y axis."""
         return len(self.pairs[1]), len(self.pairs[-1])
 
     # ---------------------------------------------------------------- the fit

@@ -183,6 +183,8 @@ class AdaptConfig:
     intrinsics_calibration_pairs: int = 8               # pairs kept per turn direction (the largest turns)
     intrinsics_calibration_far_m: float = 0.0           # > 0: the fit scores only pixels farther than this (m)
     intrinsics_calibration_shared_focal: bool = False   # the fit's fy follows fx (else fy is free: a nuisance)
+    intrinsics_calibration_point: bool = True           # after the first fit the principal point is the fits' only
+    intrinsics_calibration_max_slack: int = 8           # settled fits double the interval up to this multiple (1: off)
     # Moving objects (docs/learning.md, "Moving objects"; Li et al. 2020): a small separate network predicts
     # a 3-D translation field per source that moves the target's pixels on top of the camera's motion in
     # the warp, with group smoothness + L1/2 sparsity; off for the first N steps (depth first).
@@ -224,6 +226,10 @@ class AdaptConfig:
             raise ValueError(f"intrinsics must be one of {INTRINSICS_MODES}, got {self.intrinsics!r}")
         if not (0 < self.intrinsics_lr <= 1.0) or not 0 < self.camera_hfov_deg < 180:
             raise ValueError("intrinsics_lr in (0, 1] and camera_hfov_deg in (0, 180) required")
+        if (self.intrinsics_calibration_every < 1 or self.intrinsics_calibration_max_slack < 1
+                or not self.intrinsics_calibration_gap > 0 or not self.intrinsics_calibration_max_change > 0):
+            raise ValueError("intrinsics_calibration_every >= 1, intrinsics_calibration_max_slack >= 1, "
+                             "intrinsics_calibration_gap > 0 and intrinsics_calibration_max_change > 0 required")
         if self.object_motion and self.step != "fast":
             raise ValueError("object_motion needs the fast step (its loss warps with the field)")
         if self.object_motion_after_steps < 0 or self.object_motion_grad_clip <= 0 or self.object_motion_lr <= 0:
@@ -355,13 +361,13 @@ class AdaptationEngine:
                                                    average_decay=cfg.intrinsics_average).to(self.device)
             self._intr_initial = self.intrinsics.snapshot()
             self._intr_good = self._intr_served = self.intrinsics.snapshot()
-        # The focal length from turning pairs (adapt/calibration.py); the principal point keeps learning
-        # from the training loss between fits.
+        # The focal length from turning pairs (adapt/calibration.py); the principal point learns from the
+        # training loss until the first fit, then from the fits (intrinsics_calibration_point).
         self.calibrator = IntrinsicsCalibrator(
-            per_direction=cfg.intrinsics_calibration_pairs, min_per_direction=cfg.intrinsics_calibration_min_per_direction,
+            per_direction=cfg.intrinsics_calibration_pairs,
+            min_per_direction=cfg.intrinsics_calibration_min_per_direction,
             iterations=cfg.intrinsics_calibration_iterations, max_change_log_f=cfg.intrinsics_calibration_max_change,
-            max_change_c=cfg.intrinsics_calibration_max_change / 10,
-            far_m=cfg.intrinsics_calibration_far_m,
+            max_change_c=cfg.intrinsics_calibration_max_change / 10, far_m=cfg.intrinsics_calibration_far_m,
             shared_focal=cfg.intrinsics_calibration_shared_focal) if calibration_gap_ns(cfg) is not None else None
         self._last_fit_step = 0
         self._fit_slack = 1          # the interval's multiple (doubles while fits settle)
@@ -651,7 +657,8 @@ class AdaptationEngine:
                                             or self.counters.steps < cfg.intrinsics_focal_warmup)
             # After the calibrator's first fit the principal point is its too: the training loss's gradient
             # trades cy against the depth of the road (docs/learning.md, Intrinsics, session 8).
-            self.intrinsics.point_frozen = self.calibrator is not None and self.calibrator.accepted > 0
+            self.intrinsics.point_frozen = (self.calibrator is not None and cfg.intrinsics_calibration_point
+                                            and self.calibrator.accepted > 0)
             self.intrinsics.begin_step()
         trained = self.model if self.object_motion is None else torch.nn.ModuleList([self.model,
                                                                                    self.object_motion.net])
@@ -710,10 +717,11 @@ class AdaptationEngine:
         lf = log_f.expand(2).tolist()
         res = c.fit(depth_fn, (lf[0], lf[0] if self.intrinsics.focal_from_x else lf[1]), tuple(cc.tolist()))
         # A fit that settles (log f within 0.01, the principal point within 0.001) doubles the interval to the
-        # next, up to 8x: each costs ~80 Adam iterations over the buffered pairs (docs/learning.md).
+        # next, up to intrinsics_calibration_max_slack times: each costs ~80 Adam iterations over the buffered
+        # pairs (docs/learning.md).
         settled = res is not None and res.accepted and abs(res.log_f[0] - lf[0]) < 0.01 and max(
             abs(a - b) for a, b in zip(res.c, cc.tolist())) < 0.001
-        self._fit_slack = min(8, self._fit_slack * 2) if settled else 1
+        self._fit_slack = min(cfg.intrinsics_calibration_max_slack, self._fit_slack * 2) if settled else 1
         if res is None or not res.accepted:
             return
         with torch.no_grad():
@@ -815,7 +823,7 @@ class AdaptationEngine:
         if self.calibrator is not None:
             last = self.calibrator.last
             out |= {"adapt_intrinsics_fits": self.calibrator.fits,
-                    "adapt_intrinsics_fit_pairs": "%d left, %d right" % self.calibrator.counts(),
+                    "adapt_intrinsics_fit_pairs": "%d yaw+, %d yaw-" % self.calibrator.counts(),
                     "adapt_intrinsics_fit_accepted": None if last is None else last.accepted}
         return out
 
