@@ -167,6 +167,8 @@ class TestCalibration:
         cal.min_per_direction = 0
         res = cal.fit(lambda x: torch.full((x.shape[0], 1, H, W), 10.0), (0.0, 0.0), (0.0, 0.0))
         assert abs(res.log_f[0]) <= 0.01 + 1e-7 and max(abs(v) for v in res.c) <= 0.001 + 1e-7, res
+        bad = torch.full((4, 4), float("nan"))
+        assert not cal.offer(1, cal.pairs[1][0].target, cal.pairs[1][0].source, bad, cal.pairs[1][0].K)
         with pytest.raises(ValueError):
             IntrinsicsCalibrator(per_direction=0)
 

@@ -111,8 +111,10 @@ class IntrinsicsCalibrator:
         """Keep the pair if it turns enough and more than the least-turning kept pair of its direction.
         True when kept."""
         self.offered += 1
+        if not bool(torch.isfinite(T_source_target).all()):
+            return False
         yaw = yaw_of(T_source_target.double().numpy())
-        if abs(yaw) < self.min_yaw or not math.isfinite(yaw):
+        if abs(yaw) < self.min_yaw:
             return False
         side = self.pairs[1 if yaw > 0 else -1]
         pair = CalibrationPair(int(stamp_ns), target, source, T_source_target.float(), K.float(), yaw)
@@ -128,9 +130,6 @@ class IntrinsicsCalibrator:
     def ready(self) -> bool:
         n = [len(s) for s in self.pairs.values()]
         return min(n) >= self.min_per_direction and sum(n) >= max(2, self.min_per_direction)
-
-    def clear(self) -> None:
-        self.pairs = {1: [], -1: []}
 
     def counts(self) -> tuple[int, int]:
         """Pairs kept per turn direction: (positive, negative) rotation about the optical y axis."""
