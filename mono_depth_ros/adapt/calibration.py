@@ -27,6 +27,7 @@ project's own warp and photometric error (the training loss's maths), which must
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,8 @@ import torch.nn.functional as F
 from mono_depth_ros.conventions import scale_intrinsics
 from mono_depth_ros.geometry import PinholeCamera, warp
 from mono_depth_ros.losses import photometric_error
+
+from .intrinsics import corrected_K
 
 __all__ = ["CalibrationPair", "CalibrationResult", "IntrinsicsCalibrator", "yaw_of"]
 
@@ -142,14 +145,9 @@ class IntrinsicsCalibrator:
         p: (4,) log fx, log fy, cx offset (units of W), cy offset (units of H); K0 (B,3,3) reported K at ``size``;
         depth (B,1,h,w), tgt / src (B,3,h,w), identity (B,1,h,w) at the fit's size."""
         H, W = size
-        one, zero = p.new_ones(()), p.new_zeros(())
-        fy = torch.exp(p[0] if self.shared_focal else p[1])
-        mult = torch.stack([torch.stack([torch.exp(p[0]), one, one]), torch.stack([one, fy, one]),
-                            torch.stack([one, one, one])])
-        shift = torch.stack([torch.stack([zero, zero, p[2] * W]), torch.stack([zero, zero, p[3] * H]),
-                             torch.stack([zero, zero, zero])])
         h, w = depth.shape[-2:]
-        K = scale_intrinsics(K0 * mult + shift, w / W, h / H)
+        focal = torch.exp(p[[0, 0]] if self.shared_focal else p[:2])
+        K = scale_intrinsics(corrected_K(K0, focal, p[2:], W, H), w / W, h / H)
         warped, _ = warp(src, depth, T, PinholeCamera(K, h, w), valid=False)
         err = torch.minimum(photometric_error(warped, tgt), identity)
         if self.far_m <= 0:
@@ -168,7 +166,6 @@ class IntrinsicsCalibrator:
             the fit (``accepted``: its loss is lower than at the start; the values are bounded by
             ``max_change_*``), or None when the buffer is not ready.
         """
-        import time
         if not self.ready():
             return None
         t0 = time.perf_counter()

@@ -40,7 +40,7 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["IntrinsicsCorrection", "INTRINSICS_MODES", "K_from_hfov"]
+__all__ = ["IntrinsicsCorrection", "INTRINSICS_MODES", "K_from_hfov", "corrected_K"]
 
 #: ``AdaptConfig.intrinsics`` choices: off; refine the camera_info's K; estimate it without camera_info
 #: (starting from ``camera_hfov_deg``).
@@ -56,6 +56,24 @@ def K_from_hfov(width: int, height: int, hfov_deg: float) -> np.ndarray:
     """
     f = (width / 2.0) / math.tan(math.radians(hfov_deg) / 2.0)
     return np.array([[f, 0.0, (width - 1) / 2.0], [0.0, f, (height - 1) / 2.0], [0.0, 0.0, 1.0]])
+
+
+def corrected_K(K: torch.Tensor, focal_scale: torch.Tensor, c: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """The correction's formula, differentiable in ``focal_scale`` and ``c`` (the calibrator fits with it too).
+
+    Args:
+        K: (B,3,3) reported intrinsics of ``width`` x ``height`` images.
+        focal_scale: (2,) multipliers of fx, fy; c: (2,) principal point offsets (cx in units of W, cy of H).
+    Returns:
+        (B,3,3) ``[[fx0 s_x, 0, cx0 + c_x W], [0, fy0 s_y, cy0 + c_y H], [0, 0, 1]]`` (skew kept).
+    """
+    K = K.to(focal_scale.dtype)
+    one, zero = focal_scale.new_ones(()), focal_scale.new_zeros(())
+    mult = torch.stack([torch.stack([focal_scale[0], one, one]), torch.stack([one, focal_scale[1], one]),
+                        torch.stack([one, one, one])])                       # (3,3): scales fx, fy only
+    shift = torch.stack([torch.stack([zero, zero, c[0] * width]), torch.stack([zero, zero, c[1] * height]),
+                         torch.stack([zero, zero, zero])])
+    return K * mult + shift
 
 
 class IntrinsicsCorrection(torch.nn.Module):
@@ -96,16 +114,10 @@ class IntrinsicsCorrection(torch.nn.Module):
         Returns:
             (B,3,3) ``[[fx0 e^a, 0, cx0 + c_x W], [0, fy0 e^b, cy0 + c_y H], [0, 0, 1]]`` (skew kept).
         """
-        K = K.to(self.log_f.dtype)
-        one, zero = self.log_f.new_ones(()), self.log_f.new_zeros(())
         ef = torch.exp(self.log_f).expand(2)
         if self.focal_from_x:   # fy follows fx's scale without pulling it (module docstring)
             ef = torch.stack([ef[0], ef[1].detach()])
-        mult = torch.stack([torch.stack([ef[0], one, one]), torch.stack([one, ef[1], one]),
-                            torch.stack([one, one, one])])                       # (3,3): scales fx, fy only
-        shift = torch.stack([torch.stack([zero, zero, self.c[0] * width]),
-                             torch.stack([zero, zero, self.c[1] * height]), torch.stack([zero, zero, zero])])
-        return K * mult + shift
+        return corrected_K(K, ef, self.c, width, height)
 
     def correct_np(self, K: np.ndarray, width: int, height: int) -> np.ndarray:
         """(3,3) numpy K -> (3,3) corrected (float64), no gradients."""
