@@ -159,6 +159,30 @@ class TestCalibration:
         assert abs(fx / K_true[0, 0] - 1) < 0.03, (fx / K_true[0, 0] - 1, res)
         assert abs(cx - K_true[0, 2]) / W < 0.01 and abs(cy - K_true[1, 2]) / W < 0.01, (cx, cy, res)
 
+    def test_depth_scale_nuisance_keeps_a_biased_depth_out_of_the_focal_length(self, drive_b):
+        """A network whose depth is 15 % long: with its scale free (``depth_scale``) the fit finds that scale and
+        the focal length stays near the truth; with the scale held the focal length is pulled off. Measured: held,
+        log fx -0.242 (the principal point at its bound); free, log fx +0.009 and log scale -0.141 (the truth
+        log(1/1.15) = -0.140)."""
+        from mono_depth_ros.adapt.calibration import IntrinsicsCalibrator
+        K_true = drive_b[0].K
+        gt = {f.stamp_ns: np.nan_to_num(f.depth, posinf=100.0) for f in drive_b}
+        out = {}
+        for free in (False, True):
+            cal = IntrinsicsCalibrator(per_direction=8, min_per_direction=0, downsample=1, iterations=150,
+                                       max_change_log_f=0.3, depth_scale=free)
+            self._pairs(drive_b, cal, K_true)
+            stamps = [q.stamp_ns for q in cal.pairs[1] + cal.pairs[-1]]
+            res = cal.fit(lambda x: 1.15 * torch.from_numpy(np.stack([gt[s] for s in stamps]).astype(np.float32))[
+                :, None].clamp(0.1, 100), (0.0, 0.0), (0.0, 0.0))
+            assert res is not None and res.accepted, res
+            out[free] = res
+        held, free = out[False], out[True]
+        assert free.log_depth_scale == pytest.approx(np.log(1 / 1.15), abs=0.04), free
+        assert held.log_depth_scale == 0.0
+        assert abs(free.log_f[0]) < 0.02, free          # the truth is 0
+        assert abs(held.log_f[0]) > 0.1, held           # what the nuisance is for
+
     def test_fit_is_bounded_and_needs_both_directions_by_default(self, drive_b):
         from mono_depth_ros.adapt.calibration import IntrinsicsCalibrator
         cal = IntrinsicsCalibrator(downsample=1, iterations=20, max_change_log_f=0.01, max_change_c=0.001)

@@ -183,6 +183,7 @@ class AdaptConfig:
     intrinsics_calibration_pairs: int = 8               # pairs kept per turn direction (the largest turns)
     intrinsics_calibration_far_m: float = 0.0           # > 0: the fit scores only pixels farther than this (m)
     intrinsics_calibration_shared_focal: bool = False   # the fit's fy follows fx (else fy is free: a nuisance)
+    intrinsics_calibration_depth_scale: bool = False    # the fit frees the network depth's scale (a nuisance)
     intrinsics_calibration_point: bool = True           # after the first fit the principal point is the fits' only
     intrinsics_calibration_max_slack: int = 8           # settled fits double the interval up to this multiple (1: off)
     # Moving objects (docs/learning.md, "Moving objects"; Li et al. 2020): a small separate network predicts
@@ -368,7 +369,8 @@ class AdaptationEngine:
             min_per_direction=cfg.intrinsics_calibration_min_per_direction,
             iterations=cfg.intrinsics_calibration_iterations, max_change_log_f=cfg.intrinsics_calibration_max_change,
             max_change_c=cfg.intrinsics_calibration_max_change / 10, far_m=cfg.intrinsics_calibration_far_m,
-            shared_focal=cfg.intrinsics_calibration_shared_focal) if calibration_gap_ns(cfg) is not None else None
+            shared_focal=cfg.intrinsics_calibration_shared_focal,
+            depth_scale=cfg.intrinsics_calibration_depth_scale) if calibration_gap_ns(cfg) is not None else None
         self._last_fit_step = 0
         self._fit_slack = 1          # the interval's multiple (doubles while fits settle)
         self.optimizer = self._new_optimizer()
@@ -825,6 +827,8 @@ class AdaptationEngine:
             out |= {"adapt_intrinsics_fits": self.calibrator.fits,
                     "adapt_intrinsics_fit_pairs": "%d yaw+, %d yaw-" % self.calibrator.counts(),
                     "adapt_intrinsics_fit_accepted": None if last is None else last.accepted}
+            if self.calibrator.depth_scale:   # the depth scale the last fit found for the network (1: metric)
+                out["adapt_intrinsics_fit_depth_scale"] = None if last is None else math.exp(last.log_depth_scale)
         return out
 
     def learned_share(self) -> float:
