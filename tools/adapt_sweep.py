@@ -46,6 +46,8 @@ def main(argv=None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="AdaptConfig field")
     p.add_argument("--threads", type=int, default=1, help="torch threads (the node's adaptation uses 1)")
     p.add_argument("--json", type=Path, help="append the result as a JSON line to this file")
+    p.add_argument("--save", type=Path, metavar="PT",
+                   help="write the adapted network as a checkpoint (and the served K's correction in its meta)")
     # Learned intrinsics (issue 16 item 3): the K the engine sees, perturbed like `mono-depth adapt`'s.
     p.add_argument("--camera-info-error", default="", metavar="FX,FY,CX,CY",
                    help="the engine sees the drive's K perturbed as by `mono-depth adapt --camera-info-error` "
@@ -136,6 +138,11 @@ def main(argv=None) -> int:
                              "c": [round(float(100 * (Ks[i, 2] - drive.K[i, 2]) / W), 2) for i in (0, 1)]}
         print(f"{args.name}: served K fx, fy {res['intrinsics']['f']} % off, cx, cy {res['intrinsics']['c']} % "
               f"of W off the truth", flush=True)
+    if args.save:
+        from mono_depth_ros.checkpoint import save_checkpoint
+        save_checkpoint(args.save, adapted, (H, W), steps=res["steps"],
+                        meta={"adapt_sweep": res, "intrinsics_state": {
+                            k: np.asarray(v).tolist() for k, v in (engine.intrinsics_state() or {}).items()}})
     for d, frames in held.items():
         s = evaluate_frames(DepthPredictor(adapted, (H, W)), [frames]).summary()["raw"]
         res[d] = {"abs_rel": round(s["abs_rel"], 4), "scale": round(s["scale_ratio"], 3)}

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import math
 import random
 import threading
 import time
@@ -183,7 +184,7 @@ class AdaptConfig:
     intrinsics_calibration_pairs: int = 8               # pairs kept per turn direction (the largest turns)
     intrinsics_calibration_far_m: float = 0.0           # > 0: the fit scores only pixels farther than this (m)
     intrinsics_calibration_shared_focal: bool = False   # the fit's fy follows fx (else fy is free: a nuisance)
-    intrinsics_calibration_depth_scale: bool = False    # the fit frees the network depth's scale (a nuisance)
+    intrinsics_calibration_depth_grid: int = 8          # the fit frees the depth on cells this wide (px; 0: held)
     intrinsics_calibration_point: bool = True           # after the first fit the principal point is the fits' only
     intrinsics_calibration_max_slack: int = 8           # settled fits double the interval up to this multiple (1: off)
     # Moving objects (docs/learning.md, "Moving objects"; Li et al. 2020): a small separate network predicts
@@ -228,9 +229,11 @@ class AdaptConfig:
         if not (0 < self.intrinsics_lr <= 1.0) or not 0 < self.camera_hfov_deg < 180:
             raise ValueError("intrinsics_lr in (0, 1] and camera_hfov_deg in (0, 180) required")
         if (self.intrinsics_calibration_every < 1 or self.intrinsics_calibration_max_slack < 1
-                or not self.intrinsics_calibration_gap > 0 or not self.intrinsics_calibration_max_change > 0):
+                or not self.intrinsics_calibration_gap > 0 or not self.intrinsics_calibration_max_change > 0
+                or self.intrinsics_calibration_depth_grid < 0):
             raise ValueError("intrinsics_calibration_every >= 1, intrinsics_calibration_max_slack >= 1, "
-                             "intrinsics_calibration_gap > 0 and intrinsics_calibration_max_change > 0 required")
+                             "intrinsics_calibration_gap > 0, intrinsics_calibration_max_change > 0 and "
+                             "intrinsics_calibration_depth_grid >= 0 required")
         if self.object_motion and self.step != "fast":
             raise ValueError("object_motion needs the fast step (its loss warps with the field)")
         if self.object_motion_after_steps < 0 or self.object_motion_grad_clip <= 0 or self.object_motion_lr <= 0:
@@ -370,7 +373,7 @@ class AdaptationEngine:
             iterations=cfg.intrinsics_calibration_iterations, max_change_log_f=cfg.intrinsics_calibration_max_change,
             max_change_c=cfg.intrinsics_calibration_max_change / 10, far_m=cfg.intrinsics_calibration_far_m,
             shared_focal=cfg.intrinsics_calibration_shared_focal,
-            depth_scale=cfg.intrinsics_calibration_depth_scale) if calibration_gap_ns(cfg) is not None else None
+            depth_grid=cfg.intrinsics_calibration_depth_grid) if calibration_gap_ns(cfg) is not None else None
         self._last_fit_step = 0
         self._fit_slack = 1          # the interval's multiple (doubles while fits settle)
         self.optimizer = self._new_optimizer()
@@ -827,7 +830,7 @@ class AdaptationEngine:
             out |= {"adapt_intrinsics_fits": self.calibrator.fits,
                     "adapt_intrinsics_fit_pairs": "%d yaw+, %d yaw-" % self.calibrator.counts(),
                     "adapt_intrinsics_fit_accepted": None if last is None else last.accepted}
-            if self.calibrator.depth_scale:   # the depth scale the last fit found for the network (1: metric)
+            if self.calibrator.depth_grid:   # the depth scale the last fit found for the network (1: metric)
                 out["adapt_intrinsics_fit_depth_scale"] = None if last is None else math.exp(last.log_depth_scale)
         return out
 
