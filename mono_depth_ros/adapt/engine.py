@@ -185,6 +185,7 @@ class AdaptConfig:
     intrinsics_calibration_far_m: float = 0.0           # > 0: the fit scores only pixels farther than this (m)
     intrinsics_calibration_shared_focal: bool = False   # the fit's fy follows fx (else fy is free: a nuisance)
     intrinsics_calibration_depth_grid: int = 8          # the fit frees the depth on cells this wide (px; 0: held)
+    intrinsics_calibration_coarse: bool = False         # the fit starts at 1/8 and 1/4 of the training size
     intrinsics_calibration_point: bool = True           # after the first fit the principal point is the fits' only
     intrinsics_calibration_max_slack: int = 8           # settled fits double the interval up to this multiple (1: off)
     # Moving objects (docs/learning.md, "Moving objects"; Li et al. 2020): a small separate network predicts
@@ -373,7 +374,8 @@ class AdaptationEngine:
             iterations=cfg.intrinsics_calibration_iterations, max_change_log_f=cfg.intrinsics_calibration_max_change,
             max_change_c=cfg.intrinsics_calibration_max_change / 10, far_m=cfg.intrinsics_calibration_far_m,
             shared_focal=cfg.intrinsics_calibration_shared_focal,
-            depth_grid=cfg.intrinsics_calibration_depth_grid) if calibration_gap_ns(cfg) is not None else None
+            depth_grid=cfg.intrinsics_calibration_depth_grid,
+            coarse=(8, 4) if cfg.intrinsics_calibration_coarse else ()) if calibration_gap_ns(cfg) is not None else None
         self._last_fit_step = 0
         self._fit_slack = 1          # the interval's multiple (doubles while fits settle)
         self.optimizer = self._new_optimizer()
