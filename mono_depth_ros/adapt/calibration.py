@@ -234,7 +234,9 @@ class IntrinsicsCalibrator:
         p = start.clone()
         # Coarse to fine: the warp's basin is a few pixels at each level, so a principal point or a focal
         # length far off is brought in at 1/8 and 1/4 before the fit's own level (``coarse``).
-        for ds in (*self.coarse, self.downsample):
+        # A level below 8 rows, or not coarser than the fit's own, is skipped.
+        levels = [d for d in self.coarse if d > self.downsample and size[0] // d >= 8]
+        for ds in (*levels, self.downsample):
             args = self._level(ds, K0, size, depth, tgt_full, src_full, T)
             p, grid = self._optimize(p, args)
         with torch.no_grad():

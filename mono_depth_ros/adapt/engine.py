@@ -185,7 +185,7 @@ class AdaptConfig:
     intrinsics_calibration_far_m: float = 0.0           # > 0: the fit scores only pixels farther than this (m)
     intrinsics_calibration_shared_focal: bool = False   # the fit's fy follows fx (else fy is free: a nuisance)
     intrinsics_calibration_depth_grid: int = 8          # the fit frees the depth on cells this wide (px; 0: held)
-    intrinsics_calibration_coarse: bool = False         # the fit starts at 1/8 and 1/4 of the training size
+    intrinsics_calibration_coarse: bool = True          # the fit starts at 1/8 and 1/4 of the training size
     intrinsics_calibration_point: bool = True           # after the first fit the principal point is the fits' only
     intrinsics_calibration_max_slack: int = 8           # settled fits double the interval up to this multiple (1: off)
     # Moving objects (docs/learning.md, "Moving objects"; Li et al. 2020): a small separate network predicts
