@@ -102,7 +102,7 @@ def main(argv=None) -> int:
         cx = 100 * (K_seen[0, 2] + c[0] * W - drive.K[0, 2]) / W
         cy = 100 * (K_seen[1, 2] + c[1] * H - drive.K[1, 2]) / W
         print(f"{args.checkpoint} {variant}: fx after each fit {' '.join(hist)}; cx {cx:+.2f}% cy {cy:+.2f}% of W; "
-              f"the fit's depth scale {np.exp(res.log_depth_scale):.3f} ({time.time() - t0:.0f} s)  [SYNTHETIC]",
+              f"median depth correction x{np.exp(res.log_depth_scale):.3f} ({time.time() - t0:.0f} s)  [SYNTHETIC]",
               flush=True)
     return 0
 

@@ -249,7 +249,8 @@ class IntrinsicsCalibrator:
             # The new K against the old on the same depth (with the depth's fitted correction on both sides).
             before = float(self._loss(start, *args, grid=grid))
             after = float(self._loss(end, *args, grid=grid))
-            # The network's depth scale as the fit saw it (the median correction; 1 = metric).
+            # The median correction of the network's depth (informative only: cells the pairs do not
+            # constrain stay at 0).
             log_scale = 0.0 if grid is None else float(grid.median())
         ok = bool(torch.isfinite(end).all()) and math.isfinite(after) and after < before
         self.fits += 1

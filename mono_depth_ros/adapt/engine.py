@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import math
 import random
 import threading
 import time
@@ -832,8 +831,6 @@ class AdaptationEngine:
             out |= {"adapt_intrinsics_fits": self.calibrator.fits,
                     "adapt_intrinsics_fit_pairs": "%d yaw+, %d yaw-" % self.calibrator.counts(),
                     "adapt_intrinsics_fit_accepted": None if last is None else last.accepted}
-            if self.calibrator.depth_grid:   # the depth scale the last fit found for the network (1: metric)
-                out["adapt_intrinsics_fit_depth_scale"] = None if last is None else math.exp(last.log_depth_scale)
         return out
 
     def learned_share(self) -> float:
