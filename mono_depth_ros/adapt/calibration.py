@@ -25,7 +25,8 @@ The network's depth is not the truth, and a fit that holds it pays for its error
 turns' sideways flow ``f tx / Z`` (a network adapted with the true K pulled f +2.9%). So the depth of each pair
 is freed on a coarse grid during the fit (``depth_grid``) and thrown away after: with the poses known a depth
 error moves a pixel along its epipolar line and a focal error across it (two-view self-calibration). With it
-the 2-minute drive ends at f +0.17% (docs/learning.md, "Session 9").
+the 2-minute drive ends at f +0.16% (docs/learning.md, "Session 9"; ground-truth poses). Each fit starts at 1/8
+and 1/4 of the size (``coarse``): a principal point far off is outside the warp's basin at the fit's own size.
 
 Not a library's job: kornia has no self-calibration from known motion, and this is ~100 lines on the
 project's own warp and photometric error (the training loss's maths), which must stay identical.
