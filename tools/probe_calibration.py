@@ -44,20 +44,11 @@ def main(argv=None) -> int:
 
     from mono_depth_ros.adapt.calibration import IntrinsicsCalibrator
     from mono_depth_ros.adapt.offline import perturb_K
-    from mono_depth_ros.checkpoint import load_checkpoint, shipped_checkpoint_path
+    from mono_depth_ros.checkpoint import CheckpointError, load_checkpoint, shipped_checkpoint_path
     from mono_depth_ros.learning.data import load_bag
     from mono_depth_ros.losses import full_res_depth
 
     torch.set_num_threads(args.threads)
-    drive = load_bag(args.drive, need_depth=True, need_pose=True)
-    H, W = drive.images.shape[1:3]
-    T = drive.T_map_camera
-    model = None
-    if args.checkpoint != "gt":
-        model, _ = load_checkpoint(shipped_checkpoint_path() if args.checkpoint == "shipped" else args.checkpoint)
-        model.eval()
-    err = tuple(float(v) for v in args.camera_info_error.split(","))
-    K_seen = perturb_K(drive.K, err, W).astype(np.float32)
 
     def make(variant: str) -> IntrinsicsCalibrator:
         kw = dict(per_direction=8, min_per_direction=0, max_change_log_f=0.25, max_change_c=0.025, depth_grid=0)
@@ -71,6 +62,21 @@ def main(argv=None) -> int:
             elif part != "plain":
                 raise SystemExit(f"unknown variant part {part!r} (plain, gridN, itN, c2f)")
         return IntrinsicsCalibrator(**kw)
+
+    for variant in args.variants.split(","):   # a typo fails before the drive is read
+        make(variant)
+    drive = load_bag(args.drive, need_depth=True, need_pose=True)
+    H, W = drive.images.shape[1:3]
+    T = drive.T_map_camera
+    model = None
+    if args.checkpoint != "gt":
+        try:
+            model, _ = load_checkpoint(shipped_checkpoint_path() if args.checkpoint == "shipped" else args.checkpoint)
+        except CheckpointError as e:
+            raise SystemExit(f"probe_calibration: {e}") from None
+        model.eval()
+    err = tuple(float(v) for v in args.camera_info_error.split(","))
+    K_seen = perturb_K(drive.K, err, W).astype(np.float32)
 
     buffer = make("plain")
     for i in range(args.gap, len(drive)):

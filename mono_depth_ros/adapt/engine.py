@@ -228,12 +228,15 @@ class AdaptConfig:
             raise ValueError(f"intrinsics must be one of {INTRINSICS_MODES}, got {self.intrinsics!r}")
         if not (0 < self.intrinsics_lr <= 1.0) or not 0 < self.camera_hfov_deg < 180:
             raise ValueError("intrinsics_lr in (0, 1] and camera_hfov_deg in (0, 180) required")
-        if (self.intrinsics_calibration_every < 1 or self.intrinsics_calibration_max_slack < 1
-                or not self.intrinsics_calibration_gap > 0 or not self.intrinsics_calibration_max_change > 0
-                or self.intrinsics_calibration_depth_grid < 0):
-            raise ValueError("intrinsics_calibration_every >= 1, intrinsics_calibration_max_slack >= 1, "
-                             "intrinsics_calibration_gap > 0, intrinsics_calibration_max_change > 0 and "
-                             "intrinsics_calibration_depth_grid >= 0 required")
+        bad = [f"intrinsics_calibration_{name} {rule} required, got {value!r}" for name, value, ok, rule in (
+            ("every", self.intrinsics_calibration_every, self.intrinsics_calibration_every >= 1, ">= 1"),
+            ("max_slack", self.intrinsics_calibration_max_slack, self.intrinsics_calibration_max_slack >= 1, ">= 1"),
+            ("gap", self.intrinsics_calibration_gap, self.intrinsics_calibration_gap > 0, "> 0"),
+            ("max_change", self.intrinsics_calibration_max_change, self.intrinsics_calibration_max_change > 0, "> 0"),
+            ("depth_grid", self.intrinsics_calibration_depth_grid, self.intrinsics_calibration_depth_grid >= 0,
+             ">= 0")) if not ok]
+        if bad:
+            raise ValueError("; ".join(bad))
         if self.object_motion and self.step != "fast":
             raise ValueError("object_motion needs the fast step (its loss warps with the field)")
         if self.object_motion_after_steps < 0 or self.object_motion_grad_clip <= 0 or self.object_motion_lr <= 0:
