@@ -115,6 +115,32 @@ def test_a_killed_training_process_is_reported_and_replaced(model):
         eng.close()
 
 
+def test_poll_ready_says_when_the_process_is_up_and_a_dead_one_is_restarted(model):
+    """The node logs "adaptation ready" from ``poll_ready``: False while the fresh interpreter imports
+    torch (seconds), True once the engine is built; a process that died before it was up is restarted."""
+    eng = ProcessEngine(model, None, _cfg(model))
+    try:
+        assert eng.poll_ready(0.0) is False          # a spawned interpreter needs > 0 s to import torch
+        t0 = time.monotonic()
+        while not eng.poll_ready(0.5):
+            assert time.monotonic() - t0 < 120, "the training process did not come up in 120 s"
+        assert eng.poll_ready(0.0) is True
+        assert eng.train_next(_triplets(1)[0]).status == "ok"
+    finally:
+        eng.close()
+    eng = ProcessEngine(model, None, _cfg(model))
+    try:
+        os.kill(eng.pid, signal.SIGKILL)
+        with pytest.raises(TrainingProcessError, match="signal 9"):
+            while not eng.poll_ready(0.5):
+                pass
+        assert eng.stats()["adapt_process_restarts"] == 1
+        eng.wait_ready()
+        assert eng.train_next(_triplets(1)[0]).status == "ok"
+    finally:
+        eng.close()
+
+
 def test_the_training_process_does_not_outlive_its_parent(tmp_path):
     """The parent dies without closing (SIGKILL): the child sees the pipe close and exits."""
     script = textwrap.dedent(f"""

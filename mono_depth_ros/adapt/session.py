@@ -49,11 +49,13 @@ class StepPacer:
             raise ValueError(f"steps per frame must be > 0, got {steps_per_frame}")
         self.steps_per_frame = float(steps_per_frame)
         self._credits = 0.0
+        self._frames = 0                 # frames credited so far (``mark`` / ``clear(since=...)``)
         self._cv = threading.Condition()
 
     def credit(self) -> None:
         with self._cv:
             self._credits = min(self._credits + self.steps_per_frame, 4 * max(1.0, self.steps_per_frame))
+            self._frames += 1
             self._cv.notify()
 
     def take(self) -> bool:
@@ -64,10 +66,22 @@ class StepPacer:
                 return True
             return False
 
-    def clear(self) -> None:
-        """Nothing trainable yet: drop the credits (wait for the next frame)."""
+    def mark(self) -> int:
+        """How many frames have been credited so far (for :meth:`clear`'s ``since``)."""
         with self._cv:
-            self._credits = 0.0
+            return self._frames
+
+    def clear(self, since: int | None = None) -> None:
+        """Nothing trainable yet: drop the credits (wait for the next frame). With ``since`` (a
+        :meth:`mark`), the credits of frames that came after it are kept: a step that found nothing
+        may have taken seconds (the training process starting), and the frames that arrived meanwhile
+        are new chances to train."""
+        with self._cv:
+            if since is None:
+                self._credits = 0.0
+            else:
+                newer = (self._frames - since) * self.steps_per_frame
+                self._credits = min(self._credits, newer)
 
     def wait(self, timeout: float) -> bool:
         """Block up to ``timeout`` s for a credit (training thread). True when one is banked."""
@@ -191,9 +205,10 @@ class AdaptationSession(EgoMotionFeed):
         """Take the steps the credits allow (at most ``limit``). Returns how many ran."""
         n = 0
         while (limit is None or n < limit) and self.pacer.take():
+            mark = self.pacer.mark()
             rep = self.engine.step()
             if rep is None:
-                self.pacer.clear()  # nothing trainable yet: wait for the next frame
+                self.pacer.clear(since=mark)  # nothing trainable yet: wait for the next frame
                 break
             n += 1
             if on_report is not None:

@@ -389,6 +389,7 @@ class ProcessEngine:
     def step(self) -> StepReport | None:
         if not self.enabled:
             return None
+        self.wait_ready()   # the triplet is chosen once the process can train it: its start takes seconds
         self._quiet()
         return self.train_next(self.triplets.next())
 
@@ -448,6 +449,16 @@ class ProcessEngine:
         if self._pending_ready:
             self._absorb(self._receive(timeout))
             self._pending_ready = False
+
+    def poll_ready(self, timeout: float) -> bool:
+        """True once the training process has built its engine; waits up to ``timeout`` s for it (False
+        when it is not up yet; never restarts it). A process that died is restarted by :meth:`wait_ready`
+        (TrainingProcessError)."""
+        with self._lock:
+            if self._pending_ready and not self._conn.poll(timeout):
+                return False
+        self.wait_ready()   # its answer (or its end) is there: read it
+        return True
 
     def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
         """Block until the training process has built its engine (tests, tools)."""

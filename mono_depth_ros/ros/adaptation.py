@@ -328,12 +328,34 @@ class NodeAdaptation:
     def _run(self) -> None:
         if not self.cfg.adapt_process:   # else the training process has its own (adapt/worker.py)
             torch.set_num_threads(self.cfg.adapt_threads)
+        self._wait_ready()
         while not self._stop.is_set():
             if self.session.pacer.wait(timeout=0.2) and self.engine.enabled:
                 self.run_due_steps(limit=1)
             period = self.cfg.checkpoint_period
             if period > 0 and time.monotonic() - self._last_save >= period:
                 self.save(reason="periodic")
+
+    def _wait_ready(self) -> None:
+        """Adaptation thread, at its start: wait for the training process to be up (it takes seconds: a
+        fresh interpreter imports torch and builds its engine) and say so in the log, so that users and
+        tests know when frames begin to be learned from (they are kept and paced meanwhile)."""
+        from mono_depth_ros.adapt.worker import START_TIMEOUT_S
+        t0 = time.monotonic()
+        poll = getattr(self.engine, "poll_ready", None)
+        if poll is not None:
+            try:
+                while not poll(0.5):
+                    if self._stop.is_set():
+                        return
+                    if time.monotonic() - t0 > START_TIMEOUT_S:
+                        self.engine.wait_ready(0.1)    # raises: the process is restarted, the cause reported
+            except Exception as exc:   # reported; the first step waits for the restarted process
+                self.reporter.report("adapt_step", f"adaptation's training process did not start: "
+                                                   f"{type(exc).__name__}: {exc}")
+                return
+        where = "training process" if poll is not None else "training thread"
+        self._log.info(f"adaptation ready ({where}, {time.monotonic() - t0:.1f} s)")
 
     # ------------------------------------------------------- persistence
     def save(self, reason: str = "requested", name: str | None = None) -> str | None:
