@@ -31,6 +31,7 @@ def test_adapts_checkpoints_and_resumes_after_sigkill(tmp_path, ros_node, small_
     proc = NodeProcess(tmp_path, params=params, remaps=REMAPS)
     try:
         assert proc.wait_for_log("depth node ready", 90), proc.log()
+        assert proc.wait_for_log("adaptation ready", 120), proc.log()   # its training process is up
         done = _replay_in_thread(node, small_drive)
         assert spin_until(node, done.is_set, 60, ex)
         assert proc.wait_for_log("checkpoint saved (periodic)", 20), proc.log()
@@ -127,6 +128,7 @@ def test_too_high_learning_rate_rolls_back_instead_of_publishing_garbage(tmp_pat
     node.create_subscription(DiagnosticArray, "/depth/metrics", lambda m: metrics.append(m), 50)
     try:
         assert proc.wait_for_log("depth node ready", 90), proc.log()
+        assert proc.wait_for_log("adaptation ready", 120), proc.log()   # its training process is up
         assert scorer.wait_for_log("depth scorer ready", 60), scorer.log()
         done = _replay_in_thread(node, small_drive)
         assert spin_until(node, done.is_set, 60, ex)

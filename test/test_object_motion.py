@@ -246,6 +246,7 @@ def test_node_learns_with_object_motion_over_dds(tmp_path, traffic_bag):
     proc = NodeProcess(tmp_path, params=params, remaps=BAG_REMAPS)
     try:
         assert proc.wait_for_log("depth node ready", 90), proc.log()
+        assert proc.wait_for_log("adaptation ready", 120), proc.log()   # its training process is up
         done = replay_in_thread(node, traffic_bag)
         assert spin_until(node, done.is_set, 60, ex)
         spin_until(node, lambda: False, 2.0, ex)
