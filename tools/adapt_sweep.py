@@ -90,6 +90,10 @@ def main(argv=None) -> int:
         if engine.object_motion is None:
             p.error("--motion-init needs --set object_motion=1")
         engine.object_motion.net.load_state_dict(torch.load(args.motion_init, map_location="cpu"))
+    if args.oracle_motion:
+        if engine.object_motion is None:
+            p.error("--oracle-motion needs --set object_motion=1")
+        _install_oracle(engine, args.drive, drive)
     T, K = drive.T_map_camera, torch.from_numpy(drive.K.astype(np.float32))
     K_seen = drive.K
     if args.camera_info_error:   # learned intrinsics: the session's K is the perturbed one
@@ -150,6 +154,9 @@ def main(argv=None) -> int:
         print(f"{args.name}: {res['steps']} steps in {wall:.0f} s, held-out B AbsRel {res['B']['abs_rel']:.3f} "
               f"(scale {res['B']['scale']:.3f}), A AbsRel {res['A']['abs_rel']:.3f} (scale {res['A']['scale']:.3f}), "
               f"{statuses}, final lr {engine.lr:.2g}  [SYNTHETIC]", flush=True)
+    if args.oracle_motion:
+        res["oracle_rows"] = dict(engine.object_motion.oracle_stats)
+        print(f"{args.name}: oracle fields on {res['oracle_rows']}  [ORACLE: the world's true motion]", flush=True)
     _score_regions(args, res, adapted, engine, drive, (H, W))
     if args.json:
         with open(args.json, "a") as f:
@@ -169,6 +176,11 @@ def _add_region_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--regions-only", action="store_true", help="skip the held-out A/B drives")
     g.add_argument("--motion-init", default=None, metavar="PT",
                    help="start the object-motion net from this state dict (tools/pretrain_object_motion.py)")
+    g.add_argument("--oracle-motion", action="store_true",
+                   help="an upper bound, not a method: the warp uses the synthetic world's TRUE object motion "
+                        "(tools/fit_object_motion.py true_fields) on the ground-truth moving pixels instead of "
+                        "the motion net's field, from the schedule's step on (needs --set object_motion=1 and "
+                        "a generated drive with dynamic_mask_gt)")
     g.add_argument("--motion-diag", type=int, default=0, metavar="N",
                    help="on every N-th frame of the adaptation drive (needs its dynamic mask): mean |field| "
                         "on the moving / static pixels and the photometric error on them with the rigid warp "
@@ -258,6 +270,56 @@ def _motion_diag(adapted, engine, drive, every: int) -> dict:
     nd, ns = max(sums.pop("n_dyn"), 1.0), max(sums.pop("n_sta"), 1.0)
     return {k: round(v / (nd if k.endswith("dyn") else ns), 4) for k, v in sums.items()
             if om is not None or not (k.startswith("field") or k.startswith("motion"))}
+
+
+def _install_oracle(engine, bag: str, drive) -> None:
+    """``--oracle-motion``: the engine's motion fields become the world's true ones (an upper bound on what a
+    learned field can bring). Each batch row is recognised by its first source (frame i-1 of the sweep's
+    triplet, replayed or fresh) and its crop by the principal points (``K_source - K``); the field of frame i
+    towards i-1 and i+1 is computed once (tools/fit_object_motion.py ``true_fields``) and cropped."""
+    import hashlib
+
+    import numpy as np
+    import torch
+
+    from mono_depth_ros.adapt.motion import FIELDS_KEY
+    sys.path.insert(0, str(ROOT / "tools"))
+    from fit_object_motion import true_fields
+
+    if drive.dynamic_masks is None or drive.depths is None:
+        raise SystemExit("--oracle-motion: the drive needs /camera/dynamic_mask_gt and depth_gt")
+    om = engine.object_motion
+    key = lambda a: hashlib.blake2b(np.ascontiguousarray(a).tobytes(), digest_size=12).digest()   # noqa: E731
+    index = {key(drive.images[j].transpose(2, 0, 1)): j + 1 for j in range(len(drive) - 2)}   # source i-1 -> i
+    cache: dict[int, list] = {}
+    stats = {"rows": 0, "moving_rows": 0}
+
+    def fields(ctx):
+        if FIELDS_KEY in ctx.extra:
+            return ctx.extra[FIELDS_KEY]
+        inp = ctx.inputs
+        B, _, h, w = inp.target.shape
+        out = [torch.zeros(B, 3, h, w) for _ in inp.sources]
+        for b in range(B):
+            src0 = (inp.sources[0][b] * 255).round().to(torch.uint8).numpy()
+            i = index.get(key(src0))
+            if i is None:
+                raise RuntimeError("--oracle-motion: a batch row's first source is not a frame of the drive")
+            if i not in cache:
+                cache[i] = true_fields(bag, drive, [i])[0][i]
+            x0 = y0 = 0
+            if inp.K_source is not None:
+                x0 = int(round(float(inp.K_source[b, 0, 2] - inp.K[b, 0, 2])))
+                y0 = int(round(float(inp.K_source[b, 1, 2] - inp.K[b, 1, 2])))
+            for s, f in enumerate(cache[i][:len(inp.sources)]):
+                out[s][b] = torch.from_numpy(f[:, y0:y0 + h, x0:x0 + w])
+            stats["rows"] += 1
+            stats["moving_rows"] += int(bool(drive.dynamic_masks[i].any()))
+        out = [o.to(inp.target.device) for o in out]
+        ctx.extra[FIELDS_KEY] = out
+        return out
+    om.fields = fields
+    om.oracle_stats = stats
 
 
 if __name__ == "__main__":
