@@ -90,3 +90,9 @@ def test_the_bag_carries_the_mask_and_evaluate_prints_both_regions(traffic_bag, 
     # The pooled AbsRel lies between the static and the dynamic one (per image: a share-weighted mean).
     a, s_, m = (out[k]["raw"]["abs_rel"] for k in ("metrics", "metrics_static", "metrics_dynamic"))
     assert min(s_, m) < a < max(s_, m)
+    # The text output names its three tables; its last line repeats the three AbsRel (a tail is not misread).
+    assert evaluate_cli.main(p.parse_args(["--bag", str(traffic_bag), "--size", "bag"])) == 0
+    text = capsys.readouterr().out
+    assert text.index("all pixels:") < text.index("| none (metric)") < text.index("static pixels")
+    assert text.strip().splitlines()[-1] == f"all pixels: metric AbsRel {a:.3f}, scale " \
+        f"{out['metrics']['raw']['scale_ratio']:.3f}; static {s_:.3f}, dynamic {m:.3f}"

@@ -101,10 +101,15 @@ def main(args: argparse.Namespace) -> int:
     else:
         print(f"checkpoint {path} ({info['arch']}), bags {', '.join(args.bags)}, "
               f"input {size[1]}x{size[0]}, backend {predictor.backend}, GT cap {args.max_depth} m\n")
+        if regions:   # three tables follow: say which is which (a tail of the output once misread)
+            print("all pixels:\n")
         print(format_markdown(summary))
         for k, v in regions.items():
             print(f"\n{k} pixels (ground-truth mask of moving objects, {Topics.BAG_DYNAMIC_MASK_GT}):\n")
             print(format_markdown(v))
+        if regions:
+            print(f"\nall pixels: metric AbsRel {summary['raw']['abs_rel']:.3f}, scale {summary['raw']['scale_ratio']:.3f}; "
+                  + ", ".join(f"{k} {v['raw']['abs_rel']:.3f}" for k, v in regions.items()))
     if args.report is not None:
         _write_report(args, predictor, drives, summary, path)
     return 0
