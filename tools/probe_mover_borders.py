@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""Where a network's depth of moving cars goes wrong: AbsRel and median gt/pred on the ground-truth moving
+pixels, their interiors (the mask eroded by 3 px), the 3-px border ring, and the static pixels, over every 2nd
+frame of a held-out dense-traffic drive (SYNTHETIC). Dev probe behind docs/learning.md "Session 10: what a perfect
+field would bring".
+
+    tools/probe_mover_borders.py CHECKPOINT [--bag data/dense_B_seed902_20s_640x192]
+"""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("checkpoint")
+    p.add_argument("--bag", default="data/dense_B_seed902_20s_640x192", help="drive with depth_gt and dynamic_mask_gt")
+    a = p.parse_args(argv)
+    from mono_depth_ros.checkpoint import load_checkpoint
+    from mono_depth_ros.inference import DepthPredictor
+    from mono_depth_ros.learning.data import load_bag
+
+    model, _ = load_checkpoint(a.checkpoint)
+    d = load_bag(a.bag, need_depth=True)
+    if d.dynamic_masks is None:
+        raise SystemExit(f"{a.bag}: no /camera/dynamic_mask_gt")
+    H, W = d.size
+    pred = DepthPredictor(model, (H, W))
+    acc = {k: [] for k in ("movers", "interior", "border", "static")}
+    ratio = {k: [] for k in acc}
+    kernel = np.ones((7, 7), np.uint8)
+    for i in range(0, len(d), 2):
+        m = d.dynamic_masks[i].astype(np.uint8)
+        if m.sum() < 200:
+            continue
+        p_ = pred.predict(d.images[i], d.K).depth
+        g = d.depths[i]
+        ok = np.isfinite(g) & (g > 0.1) & (g < 80)
+        inner = cv2.erode(m, kernel).astype(bool)
+        for name, mm in {"movers": m.astype(bool), "interior": inner, "border": m.astype(bool) & ~inner,
+                         "static": ~m.astype(bool)}.items():
+            mm = mm & ok
+            if mm.sum() < 20:
+                continue
+            acc[name].append(np.mean(np.abs(p_[mm] - g[mm]) / g[mm]))
+            ratio[name].append(np.median(g[mm] / p_[mm]))
+    for n in acc:
+        print(f"{n}: AbsRel {np.mean(acc[n]):.3f}, gt/pred {np.mean(ratio[n]):.3f}, images {len(acc[n])}  [SYNTHETIC]")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
