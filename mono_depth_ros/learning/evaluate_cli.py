@@ -108,7 +108,8 @@ def main(args: argparse.Namespace) -> int:
             print(f"\n{k} pixels (ground-truth mask of moving objects, {Topics.BAG_DYNAMIC_MASK_GT}):\n")
             print(format_markdown(v))
         if regions:
-            print(f"\nall pixels: metric AbsRel {summary['raw']['abs_rel']:.3f}, scale {summary['raw']['scale_ratio']:.3f}; "
+            raw = summary["raw"]
+            print(f"\nall pixels: metric AbsRel {raw['abs_rel']:.3f}, scale {raw['scale_ratio']:.3f}; "
                   + ", ".join(f"{k} {v['raw']['abs_rel']:.3f}" for k, v in regions.items()))
     if args.report is not None:
         _write_report(args, predictor, drives, summary, path)
