@@ -24,6 +24,7 @@ def main(argv=None) -> int:
     from mono_depth_ros.checkpoint import load_checkpoint
     from mono_depth_ros.inference import DepthPredictor
     from mono_depth_ros.learning.data import load_bag
+    from mono_depth_ros.metrics import compute_depth_metrics
 
     model, _ = load_checkpoint(a.checkpoint)
     d = load_bag(a.bag, need_depth=True)
@@ -38,17 +39,15 @@ def main(argv=None) -> int:
         m = d.dynamic_masks[i].astype(np.uint8)
         if m.sum() < 200:
             continue
-        p_ = pred.predict(d.images[i], d.K).depth
-        g = d.depths[i]
-        ok = np.isfinite(g) & (g > 0.1) & (g < 80)
+        depth = pred.predict(d.images[i], d.K).depth
         inner = cv2.erode(m, kernel).astype(bool)
-        for name, mm in {"movers": m.astype(bool), "interior": inner, "border": m.astype(bool) & ~inner,
-                         "static": ~m.astype(bool)}.items():
-            mm = mm & ok
-            if mm.sum() < 20:
+        for name, mask in {"movers": m.astype(bool), "interior": inner, "border": m.astype(bool) & ~inner,
+                           "static": ~m.astype(bool)}.items():
+            r = compute_depth_metrics(d.depths[i], depth, mask=mask)   # the evaluation's own metrics
+            if r is None or r["n_valid"] < 20:
                 continue
-            acc[name].append(np.mean(np.abs(p_[mm] - g[mm]) / g[mm]))
-            ratio[name].append(np.median(g[mm] / p_[mm]))
+            acc[name].append(r["abs_rel"])
+            ratio[name].append(r["scale_ratio"])
     for n in acc:
         print(f"{n}: AbsRel {np.mean(acc[n]):.3f}, gt/pred {np.mean(ratio[n]):.3f}, images {len(acc[n])}  [SYNTHETIC]")
     return 0
