@@ -21,12 +21,15 @@ def main(argv=None) -> int:
     p.add_argument("checkpoint")
     p.add_argument("--bag", default="data/dense_B_seed902_20s_640x192", help="drive with depth_gt and dynamic_mask_gt")
     a = p.parse_args(argv)
-    from mono_depth_ros.checkpoint import load_checkpoint
+    from mono_depth_ros.checkpoint import CheckpointError, load_checkpoint
     from mono_depth_ros.inference import DepthPredictor
     from mono_depth_ros.learning.data import load_bag
     from mono_depth_ros.metrics import compute_depth_metrics
 
-    model, _ = load_checkpoint(a.checkpoint)
+    try:
+        model, _ = load_checkpoint(a.checkpoint)
+    except CheckpointError as exc:
+        raise SystemExit(f"probe_mover_borders: {exc}") from None
     d = load_bag(a.bag, need_depth=True)
     if d.dynamic_masks is None:
         raise SystemExit(f"{a.bag}: no /camera/dynamic_mask_gt")
